@@ -44,7 +44,8 @@ def chunk_keys(k: jax.Array, v: jax.Array, positions: jax.Array) -> KeySet:
 
 def grouped_attention(q: jax.Array, query_pos: jax.Array,
                       key_sets: tuple[KeySet, ...], window: int | None,
-                      softcap: float | None = None) -> jax.Array:
+                      softcap: float | None = None,
+                      query_block: int | None = None) -> jax.Array:
   """Softmax attention of queries over the union of several key sets.
 
   One softmax runs over all sets together (their logits are concatenated), so
@@ -56,9 +57,27 @@ def grouped_attention(q: jax.Array, query_pos: jax.Array,
     key_sets: KeySets with [batch, kv_heads, S_i, head_dim] arrays.
     window: sliding window of this layer, or None.
     softcap: optional tanh soft-cap of the logits.
+    query_block: when T is larger, queries are processed this many at a time
+      (lax.map), so the logits never exceed [batch, heads, block, S].
   Returns:
     [batch, T, heads, head_dim] in q's dtype.
   """
+  t = q.shape[1]
+  if query_block is None or t <= query_block:
+    return _attend(q, query_pos, key_sets, window, softcap)
+  pad = (-t) % query_block
+  qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  pp = jnp.pad(query_pos, ((0, 0), (0, pad)), constant_values=-1)
+  nb = qp.shape[1] // query_block
+  qb = jnp.moveaxis(qp.reshape(q.shape[0], nb, query_block, *q.shape[2:]), 1, 0)
+  pb = jnp.moveaxis(pp.reshape(q.shape[0], nb, query_block), 1, 0)
+  out = jax.lax.map(lambda a: _attend(a[0], a[1], key_sets, window, softcap),
+                    (qb, pb))                            # [nb, B, blk, N, H]
+  out = jnp.moveaxis(out, 0, 1).reshape(qp.shape)
+  return out[:, :t]
+
+
+def _attend(q, query_pos, key_sets, window, softcap):
   b, t, n, h = q.shape
   kv = key_sets[0].k.shape[1]
   qg = q.reshape(b, t, kv, n // kv, h)                           # [B, T, K, G, H]
@@ -123,7 +142,7 @@ class Attention(nn.Module):
     if cache is not None and not fresh:
       sets = (KeySet(cache.k, cache.v, cache.pos),) + sets
     out = grouped_attention(q, positions, sets, c.layer_window(self.layer),
-                            c.attn_logit_softcap)
+                            c.attn_logit_softcap, c.attention_query_block)
     out = _layers.Einsum((n, h, d), "btnh,nhd->btd", c.param_dtype,
                          name="o_proj")(out)                      # [B, T, D]
     if cache is not None:

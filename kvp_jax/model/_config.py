@@ -43,6 +43,8 @@ class DecoderConfig:
     tied_embedding: the output projection is the input embedding.
     rms_eps: epsilon of every RMSNorm.
     param_dtype / compute_dtype: dtype names ("float32", "bfloat16").
+    attention_query_block: chunks of more queries than this are attended a
+      block at a time, bounding the logits' memory (not the result).
   """
   name: str
   vocab_size: int
@@ -64,6 +66,7 @@ class DecoderConfig:
   rms_eps: float = 1e-6
   param_dtype: str = "float32"
   compute_dtype: str = "float32"
+  attention_query_block: int | None = 1024
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -119,7 +122,7 @@ class DecoderConfig:
   def architecture_fingerprint(self) -> str:
     """Hash of everything that shapes the model's function (not dtypes)."""
     d = self.to_dict()
-    for k in ("name", "param_dtype", "compute_dtype"):
+    for k in ("name", "param_dtype", "compute_dtype", "attention_query_block"):
       d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -145,6 +145,8 @@ def _convert(path: Path, config: DecoderConfig, target: Path, sha: str) -> None:
             "fingerprint": model_fingerprint(config, sha),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    if target.exists() and not (target / "meta.json").is_file():
+      shutil.rmtree(target)  # Left by something other than a finished rename.
     try:
       os.rename(staging, target)
     except OSError:

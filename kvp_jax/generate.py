@@ -1,0 +1,71 @@
+r"""Greedy generation from the command line.
+
+  python -m kvp_jax.generate --prompt="The capital of France is" \
+      --max_new_tokens=16
+  python -m kvp_jax.generate --prompts_file=prompts.txt --batch_size=8
+
+A prompts file holds one prompt per line (write "\n" for a newline inside a
+prompt). Prints each prompt and its continuation; --output_jsonl also writes
+{"prompt", "completion"} records.
+"""
+
+import json
+from pathlib import Path
+
+from absl import app
+from absl import flags
+from tqdm import tqdm
+
+from kvp_jax import _cli
+from kvp_jax import inference
+
+_PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
+_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None,
+                                    "File with one prompt per line.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 32,
+                                       "Tokens to generate per prompt.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts per batch.")
+_OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None,
+                                    "Also write the results here.")
+_cli.define_model_flags()
+
+
+def read_prompts() -> list[str]:
+  prompts = list(_PROMPT.value)
+  if _PROMPTS_FILE.value:
+    path = Path(_PROMPTS_FILE.value)
+    if not path.is_file():
+      _cli.fail(f"--prompts_file {path} does not exist")
+    for line in path.read_text(encoding="utf-8").splitlines():
+      if line.strip():
+        prompts.append(line.replace("\\n", "\n"))
+  if not prompts:
+    _cli.fail("give --prompt or --prompts_file")
+  return prompts
+
+
+def main(argv):
+  del argv
+  if _MAX_NEW_TOKENS.value < 1 or _BATCH_SIZE.value < 1:
+    _cli.fail("--max_new_tokens and --batch_size must be positive")
+  prompts = read_prompts()
+  model = _cli.load_model_from_flags()
+  results = []
+  batches = range(0, len(prompts), _BATCH_SIZE.value)
+  for start in tqdm(batches, desc="generating", unit="batch",
+                    disable=len(batches) == 1):
+    chunk = prompts[start:start + _BATCH_SIZE.value]
+    ids = model.tokenizer.encode_batch(chunk, add_bos=True)
+    outs = inference.generate(model, ids, _MAX_NEW_TOKENS.value)
+    for prompt, out in zip(chunk, outs):
+      completion = model.tokenizer.decode(out)
+      results.append({"prompt": prompt, "completion": completion})
+      print(f"=== {prompt!r}\n{prompt}{completion}\n", flush=True)
+  if _OUTPUT_JSONL.value:
+    with open(_OUTPUT_JSONL.value, "w", encoding="utf-8") as f:
+      for r in results:
+        f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

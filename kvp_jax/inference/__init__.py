@@ -1,0 +1,11 @@
+"""Prefill, decoding and continuation scoring over an explicit KV cache."""
+
+from kvp_jax.inference._batching import bucket_length
+from kvp_jax.inference._batching import left_pad
+from kvp_jax.inference._generation import decode
+from kvp_jax.inference._generation import DecodeHook
+from kvp_jax.inference._generation import extend
+from kvp_jax.inference._generation import prefill
+from kvp_jax.inference._generation import score_continuation
+from kvp_jax.inference._pipeline import generate
+from kvp_jax.inference._pipeline import sequence_log_likelihood

@@ -1,0 +1,56 @@
+"""Batch-level entry points: token lists in, tokens or log-likelihoods out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from kvp_jax.inference._batching import bucket_length, left_pad
+from kvp_jax.inference._generation import decode, prefill, score_continuation
+from kvp_jax.model import EOS_ID, Pretrained, layer_capacities
+
+
+def generate(model: Pretrained, prompts: Sequence[Sequence[int]],
+             max_new_tokens: int, *, eos_id: int = EOS_ID,
+             pad_multiple: int = 64) -> list[list[int]]:
+  """Greedy continuations of a batch of token prompts with a full cache.
+
+  Prompts are left-padded to a multiple of `pad_multiple` (fewer compiles).
+  Returns one list of generated ids per prompt, cut after EOS.
+  """
+  if max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  tokens, positions = left_pad(
+      prompts, bucket_length(max(len(p) for p in prompts), pad_multiple))
+  capacities = layer_capacities(model.config, tokens.shape[1] + max_new_tokens)
+  logits, cache, _ = prefill(model.config, model.params, jnp.asarray(tokens),
+                             jnp.asarray(positions), capacities)
+  lengths = jnp.asarray([len(p) for p in prompts], jnp.int32)
+  out, _ = decode(model.config, model.params, cache, logits, lengths,
+                  max_new_tokens=max_new_tokens, eos_id=eos_id)
+  return [cut_after_eos(row, eos_id) for row in np.asarray(out).tolist()]
+
+
+def cut_after_eos(ids: Sequence[int], eos_id: int = EOS_ID) -> list[int]:
+  ids = list(ids)
+  return ids[:ids.index(eos_id) + 1] if eos_id in ids else ids
+
+
+def sequence_log_likelihood(model: Pretrained, tokens: Sequence[int],
+                            skip: int) -> np.ndarray:
+  """log p of tokens[skip+1:] given everything before, with a full forward.
+
+  The predictions scored are those made at positions skip .. len-2.
+  Returns a float32 array of len(tokens) - skip - 1 values.
+  """
+  n = len(tokens)
+  if not 0 <= skip < n - 1:
+    raise ValueError(f"skip={skip} leaves nothing to score in {n} tokens")
+  ids = jnp.asarray(tokens, jnp.int32)[None]
+  positions = jnp.arange(n, dtype=jnp.int32)[None]
+  targets = jnp.concatenate([ids[:, 1:], jnp.zeros((1, 1), jnp.int32)], 1)
+  ll = score_continuation(model.config, model.params, None, ids, positions,
+                          targets, score_from=skip)
+  return np.asarray(ll[0, :n - 1 - skip])

@@ -1,0 +1,54 @@
+r"""Perplexity of a text file under the model.
+
+  python -m kvp_jax.perplexity --text_file=/usr/share/common-licenses/GPL-3 \
+      --max_tokens=1100 --skip=512
+
+Tokenises the file with BOS, keeps the first `max_tokens` ids and scores the
+predictions made at positions skip .. max_tokens-2. Prints one JSON line with
+`perplexity`, `num_tokens` (predictions scored) and `nll` (mean, nats).
+"""
+
+import math
+import time
+from pathlib import Path
+
+from absl import app
+from absl import flags
+
+from kvp_jax import _cli
+from kvp_jax import inference
+
+_TEXT_FILE = flags.DEFINE_string("text_file", None, "Text file to score.",
+                                 required=True)
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Tokens kept (BOS "
+                                   "included).")
+_SKIP = flags.DEFINE_integer("skip", 0, "Predictions before this position are "
+                             "context only, not scored.")
+_cli.define_model_flags()
+
+
+def main(argv):
+  del argv
+  path = Path(_TEXT_FILE.value)
+  if not path.is_file():
+    _cli.fail(f"--text_file {path} does not exist")
+  try:
+    text = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e:
+    _cli.fail(f"--text_file {path} is not UTF-8 text: {e}")
+  model = _cli.load_model_from_flags()
+  tokens = model.tokenizer.encode(text, add_bos=True)[:_MAX_TOKENS.value]
+  if _SKIP.value < 0 or _SKIP.value >= len(tokens) - 1:
+    _cli.fail(f"--skip={_SKIP.value} leaves nothing to score: {path} gives "
+              f"{len(tokens)} tokens (with --max_tokens={_MAX_TOKENS.value})")
+  start = time.time()
+  ll = inference.sequence_log_likelihood(model, tokens, _SKIP.value)
+  nll = float(-ll.mean())
+  _cli.print_json({"perplexity": math.exp(nll), "nll": nll,
+                   "num_tokens": int(ll.size), "context_tokens": len(tokens),
+                   "skip": _SKIP.value, "text_file": str(path),
+                   "seconds": round(time.time() - start, 2)})
+
+
+if __name__ == "__main__":
+  app.run(main)
