@@ -1,0 +1,112 @@
+"""Prefill attention statistics for the attention-based baselines.
+
+A fused attention kernel never materialises the attention matrix, so the
+statistics H2O, TOVA and SnapKV read are recomputed here from the captured
+prefill queries (Captured.q: post-RoPE, scaled) and the cached keys, with
+the model's masks from absolute positions: column sums over all queries
+computed block by block (never the full [T, T] matrix), and the
+probabilities of the last few queries. All in float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from kvp_jax.model import attention_mask
+
+_MASKED = -1e30  # Finite: a query that sees nothing gives zeros, not NaN.
+
+
+def _probabilities(q: jax.Array, query_pos: jax.Array, keys: jax.Array,
+                   key_pos: jax.Array, window: int | None,
+                   softcap: float | None) -> jax.Array:
+  """Softmax attention probabilities of queries over the visible keys.
+
+  Args:
+    q: [batch, T, heads, head_dim] scaled queries.
+    query_pos: [batch, T] int32 (-1: padding query, which gets all zeros).
+    keys: [batch, kv_heads, S, head_dim]; key_pos: [batch, kv_heads, S].
+    window: sliding window or None; softcap: logit soft-cap or None.
+  Returns:
+    [batch, kv_heads, G, T, S] float32, each row summing to 1 over the keys
+    its query may see (0 elsewhere), G = heads // kv_heads.
+  """
+  b, t, n, h = q.shape
+  kv = keys.shape[1]
+  qg = q.astype(jnp.float32).reshape(b, t, kv, n // kv, h)     # [B, T, K, G, H]
+  # [B, K, G, T, S]
+  logits = jnp.einsum("btkgh,bksh->bkgts", qg, keys.astype(jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST)
+  if softcap is not None:
+    logits = jnp.tanh(logits / softcap) * softcap
+  # [B, K, 1, T, S]
+  mask = attention_mask(query_pos, key_pos, window)[:, :, None]
+  probs = jax.nn.softmax(jnp.where(mask, logits, _MASKED), axis=-1)
+  return jnp.where(mask, probs, 0.0)
+
+
+def last_queries_attention(q_last: jax.Array, query_pos: jax.Array,
+                           keys: jax.Array, key_pos: jax.Array,
+                           window: int | None,
+                           softcap: float | None = None) -> jax.Array:
+  """Attention probabilities of a few queries (TOVA, SnapKV).
+
+  Each query's softmax runs over all keys it may see (causal, and within the
+  sliding window for a local layer), as in the model.
+
+  Args:
+    q_last: [batch, Tq, heads, head_dim] post-RoPE, scaled queries.
+    query_pos: [batch, Tq] int32 positions (-1: padding query).
+    keys: [batch, kv_heads, S, head_dim] post-RoPE keys.
+    key_pos: [batch, kv_heads, S] int32 (-1: empty slot).
+    window: the layer's sliding window, or None.
+    softcap: attention logit soft-cap, or None.
+  Returns:
+    [batch, kv_heads, G, Tq, S] float32 probabilities, G = heads // kv_heads
+    (query head n is head n % G of KV head n // G); 0 for masked keys and for
+    padding queries.
+  """
+  return _probabilities(q_last, query_pos, keys, key_pos, window, softcap)
+
+
+def attention_column_sums(q: jax.Array, query_pos: jax.Array,
+                          keys: jax.Array, key_pos: jax.Array,
+                          window: int | None, block: int = 512,
+                          softcap: float | None = None) -> jax.Array:
+  """Attention each key received, summed over queries (H2O's statistic).
+
+  Queries are processed `block` at a time in a lax.scan, so the memory is
+  [batch, heads, block, S], never [T, S] at once.
+
+  Args:
+    q: [batch, T, heads, head_dim] post-RoPE, scaled queries (Captured.q).
+    query_pos: [batch, T] int32 positions (-1: padding query, ignored).
+    keys: [batch, kv_heads, S, head_dim] post-RoPE keys.
+    key_pos: [batch, kv_heads, S] int32 (-1: empty slot).
+    window: the layer's sliding window, or None.
+    block: queries per step.
+    softcap: attention logit soft-cap, or None.
+  Returns:
+    [batch, kv_heads, S] float32: sum over queries t of the probability
+    that query t puts on the key, averaged over the G heads of the group.
+  """
+  b, t, n, h = q.shape
+  kv, s = keys.shape[1], keys.shape[2]
+  block = max(1, min(block, t))
+  num_blocks = -(-t // block)
+  pad = num_blocks * block - t
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  query_pos = jnp.pad(query_pos, ((0, 0), (0, pad)), constant_values=-1)
+  # [num_blocks, B, block, N, H] and [num_blocks, B, block]
+  q = q.reshape(b, num_blocks, block, n, h).swapaxes(0, 1)
+  query_pos = query_pos.reshape(b, num_blocks, block).swapaxes(0, 1)
+
+  def step(acc, xs):
+    q_blk, pos_blk = xs
+    probs = _probabilities(q_blk, pos_blk, keys, key_pos, window, softcap)
+    return acc + jnp.mean(jnp.sum(probs, axis=3), axis=2), None  # [B, K, S]
+
+  acc = jnp.zeros((b, kv, s), jnp.float32)
+  acc, _ = jax.lax.scan(step, acc, (q, query_pos))
+  return acc

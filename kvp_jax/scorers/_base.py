@@ -1,0 +1,106 @@
+"""The scorer interface and the registry of scorers by name.
+
+A scorer maps a LayerView to one score per slot, [batch, kv_heads, slots]
+float32: higher = keep. Sorting the scores (descending) ranks the slots for
+every budget at once. Empty slots (position -1) score -inf; slots a rule
+always keeps (sinks, a recent window) score +inf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from kvp_jax.scorers._view import LayerView
+
+# What a scorer may need beyond the cache: LayerView's optional fields, and
+# "rng" (a PRNG key passed to `score`).
+NEEDS = frozenset({"queries", "attention_sums", "importance", "rng"})
+
+
+class MissingInputError(ValueError):
+  """A scorer was called without an input it declares in `needs`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+  """Base class: subclasses set `name` and `needs` and implement `_score`.
+
+  `score` checks the inputs, calls the rule, casts to float32 and sets empty
+  slots to -inf, so every rule honours the same contract. Scorers are frozen
+  dataclasses (hashable), so a bound `score` can be jitted directly.
+  """
+  name: ClassVar[str] = ""
+  needs: ClassVar[frozenset[str]] = frozenset()
+
+  def score(self, view: LayerView, rng: jax.Array | None = None) -> jax.Array:
+    """Scores every slot of a layer.
+
+    Args:
+      view: the layer's cache and the statistics named in `needs`.
+      rng: a PRNG key, required when "rng" is in `needs`.
+    Returns:
+      [batch, kv_heads, slots] float32, higher = keep; -inf at empty slots.
+    Raises:
+      MissingInputError: an input named in `needs` is absent.
+    """
+    missing = sorted(n for n in self.needs
+                     if (rng is None if n == "rng" else not view.has(n)))
+    if missing:
+      raise MissingInputError(
+          f"scorer {self.name!r} needs {missing}, which "
+          f"{'is' if len(missing) == 1 else 'are'} missing (needs = "
+          f"{sorted(self.needs)}; fill the LayerView field / pass rng=)")
+    if "queries" in self.needs and view.query_positions is None:
+      raise MissingInputError(
+          f"scorer {self.name!r} needs query_positions with queries")
+    scores = self._score(view, rng).astype(jnp.float32)
+    return jnp.where(view.valid, scores, -jnp.inf)
+
+  def __call__(self, view: LayerView, rng: jax.Array | None = None):
+    return self.score(view, rng)
+
+  def _score(self, view: LayerView, rng: jax.Array | None) -> jax.Array:
+    """The rule: [batch, kv_heads, slots] scores (empty slots may be any)."""
+    raise NotImplementedError
+
+
+_REGISTRY: dict[str, Callable[..., Scorer]] = {}
+
+
+def register(factory):
+  """Registers a scorer class (or factory with a `name`) under its name.
+
+  Usable as a class decorator. A name can be registered once.
+  """
+  name = getattr(factory, "name", "")
+  if not name:
+    raise ValueError(f"{factory!r} has no name")
+  needs = getattr(factory, "needs", frozenset())
+  if not needs <= NEEDS:
+    raise ValueError(f"scorer {name!r}: unknown needs {sorted(needs - NEEDS)}"
+                     f"; known: {sorted(NEEDS)}")
+  known = _REGISTRY.get(name)
+  if known is not None and known is not factory:
+    raise ValueError(f"a scorer named {name!r} is already registered")
+  _REGISTRY[name] = factory
+  return factory
+
+
+def get_scorer(name: str, **kwargs) -> Scorer:
+  """A registered scorer, built with `kwargs` (e.g. get_scorer("lagkv",
+  lag=64)). Raises ValueError listing the known names for an unknown one."""
+  try:
+    factory = _REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"unknown scorer {name!r}; known scorers: "
+                     f"{', '.join(available_scorers())}") from None
+  return factory(**kwargs)
+
+
+def available_scorers() -> tuple[str, ...]:
+  """The registered names, sorted."""
+  return tuple(sorted(_REGISTRY))
