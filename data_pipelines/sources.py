@@ -1,0 +1,93 @@
+"""Sample sources named in experiment configs, built into Sample lists.
+
+A source is a mapping with a `kind`:
+
+  {"kind": "ruler", "tasks": [...], "lengths": [1024, ...], "num_samples": n,
+   "seed": s}
+  {"kind": "dialogues", "lengths": [...], "num_samples": n, "seed": s,
+   "pool": "train" | "heldout" | "all"}
+  {"kind": "documents", "source": "pydoc" | "python_doc" | DIR,
+   "lengths": [...], "num_samples": n, "seed": s, "pool": ...}
+  {"kind": "jsonl", "paths": [...]}           (a user's own samples)
+
+Dialogue and document sources draw from a pool: conversations (documents)
+are split once, by a hash of their id, into a training pool (90%) and a
+held-out pool (10%), so traces for training and evaluation suites never share
+a conversation whatever seeds they use.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Mapping, Sequence
+
+from data_pipelines import dialogues
+from data_pipelines import documents
+from data_pipelines import ruler
+from data_pipelines import samples as samples_lib
+
+KINDS = ("ruler", "dialogues", "documents", "jsonl")
+POOLS = ("train", "heldout", "all")
+HELDOUT_PERCENT = 10
+
+
+def in_pool(item_id: str, pool: str) -> bool:
+  """Whether a conversation/document id belongs to a pool."""
+  if pool not in POOLS:
+    raise ValueError(f"unknown pool {pool!r}; known: {POOLS}")
+  heldout = zlib.crc32(item_id.encode()) % 100 < HELDOUT_PERCENT
+  return pool == "all" or (pool == "heldout") == heldout
+
+
+def _get(source: Mapping[str, Any], key: str, default: Any = None) -> Any:
+  value = source.get(key, default)
+  if value is None:
+    raise ValueError(f"{source.get('kind')} source needs {key!r}: {source}")
+  return value
+
+
+def build_samples(sources: Sequence[Mapping[str, Any]],
+                  tokenizer) -> list[samples_lib.Sample]:
+  """All samples of the sources, in order; ids must be unique.
+
+  Raises:
+    ValueError: unknown kind/task/pool, or duplicate sample ids.
+    SampleError: a malformed JSONL record (names file and line).
+  """
+  out: list[samples_lib.Sample] = []
+  for source in sources:
+    source = dict(source)
+    kind = source.get("kind")
+    if kind not in KINDS:
+      raise ValueError(f"unknown source kind {kind!r}; known: {KINDS}")
+    if kind == "jsonl":
+      out += samples_lib.read_sample_files(list(_get(source, "paths")))
+      continue
+    lengths = [int(x) for x in _get(source, "lengths")]
+    n, seed = int(_get(source, "num_samples")), int(source.get("seed", 0))
+    if kind == "ruler":
+      for task in _get(source, "tasks"):
+        for length in lengths:
+          out += ruler.generate_task(task, n, length, tokenizer, seed)
+    elif kind == "dialogues":
+      pool = source.get("pool", "all")
+      convs = [c for c in dialogues.load_conversations() if in_pool(c.id, pool)]
+      for length in lengths:
+        out += dialogues.generate_dialogues(n, length, tokenizer, seed,
+                                            conversations=convs)
+    else:
+      pool = source.get("pool", "all")
+      name = _get(source, "source")
+      docs = [d for d in documents.load_documents(name)
+              if in_pool(d.name, pool)]
+      task = f"documents_{documents.source_name(name)}"
+      for length in lengths:
+        out += documents.generate_documents(docs, n, length, tokenizer, seed,
+                                            task=task)
+  seen: set[str] = set()
+  for s in out:
+    if s.id in seen:
+      raise ValueError(f"duplicate sample id {s.id!r}: give sources "
+                       "different seeds or ids")
+    seen.add(s.id)
+  return out

@@ -1,0 +1,15 @@
+"""KV Policy agents: one small MLP per (layer, KV head), all vmapped."""
+
+from kvp_jax.policy._agent import ABSOLUTE
+from kvp_jax.policy._agent import Agent
+from kvp_jax.policy._agent import AgentConfig
+from kvp_jax.policy._agent import BOTH
+from kvp_jax.policy._agent import POSITION_MODES
+from kvp_jax.policy._agent import RELATIVE
+from kvp_jax.policy._agent import token_age
+from kvp_jax.policy._agents import agent_slice
+from kvp_jax.policy._agents import Agents
+from kvp_jax.policy._agents import apply_agents
+from kvp_jax.policy._agents import init_agents
+from kvp_jax.policy._agents import num_agents_of
+from kvp_jax.policy._agents import num_params_per_agent

@@ -1,0 +1,166 @@
+"""One KV Policy agent: an MLP that scores cached tokens from (k, v, position).
+
+Method section 3 (arXiv 2602.10238): for every cached token j of one
+(layer, KV head), with nothing but its cached key k_j, value v_j and position,
+
+    k' = LN(Dense(feature_width)(k_j))
+    v' = LN(Dense(feature_width)(v_j))
+    p' = LN(Embed(max_position, position_dim)(min(pos_j, max_position - 1)))
+    h  = concat(enabled features)
+    h  = silu(LN(Dense(hidden)(h)))          # num_mlp_layers times
+    s_j = Dense(1)(h)                        # higher = keep
+
+Tokens are scored independently of each other (no attention between slots),
+so sorting the scores once serves every budget.
+
+Numerics: parameters are float32; the MLP runs in `AgentConfig.dtype`
+(bfloat16 by default; LayerNorm statistics are reduced in float32 by flax);
+the final Dense(1) runs in float32 so that scores of thousands of tokens do
+not collapse onto bfloat16's 8-bit mantissa and tie. Scores are float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ABSOLUTE = "absolute"
+RELATIVE = "relative"
+BOTH = "both"
+POSITION_MODES = (ABSOLUTE, RELATIVE, BOTH)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+  """Architecture of one agent (all agents of a model share it).
+
+  Attributes:
+    hidden: width of the MLP layers.
+    feature_width: width of the key and value projections.
+    position_dim: width of each position embedding.
+    max_position: rows of each position embedding; larger positions/ages are
+      clipped to max_position - 1 (negative ones to 0).
+    num_mlp_layers: number of silu(LN(Dense(hidden))) layers.
+    use_keys / use_values / use_position: feature switches (ablations); at
+      least one must be on.
+    position_mode: "absolute" embeds the token's absolute position pos;
+      "relative" embeds its age, context_length - 1 - pos (known at
+      inference when eviction happens; what matters for sliding-window
+      layers); "both" concatenates the two embeddings (separate tables).
+    dtype: compute dtype of the MLP ("bfloat16" or "float32"). Parameters
+      are always float32, scores always float32.
+  """
+  hidden: int = 256
+  feature_width: int = 256
+  position_dim: int = 32
+  max_position: int = 6000
+  num_mlp_layers: int = 2
+  use_keys: bool = True
+  use_values: bool = True
+  use_position: bool = True
+  position_mode: str = ABSOLUTE
+  dtype: str = "bfloat16"
+
+  def __post_init__(self):
+    if self.position_mode not in POSITION_MODES:
+      raise ValueError(f"position_mode must be one of {POSITION_MODES}, got "
+                       f"{self.position_mode!r}")
+    if not (self.use_keys or self.use_values or self.use_position):
+      raise ValueError("an agent needs at least one of keys, values, position")
+    if self.num_mlp_layers < 0:
+      raise ValueError(
+          f"num_mlp_layers must be >= 0, got {self.num_mlp_layers}")
+    if self.max_position < 1:
+      raise ValueError(f"max_position must be >= 1, got {self.max_position}")
+    jnp.dtype(self.dtype)  # Raises on an unknown dtype name.
+
+  @property
+  def uses_absolute(self) -> bool:
+    return self.use_position and self.position_mode in (ABSOLUTE, BOTH)
+
+  @property
+  def uses_relative(self) -> bool:
+    return self.use_position and self.position_mode in (RELATIVE, BOTH)
+
+  def replace(self, **changes: Any) -> "AgentConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "AgentConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+      raise ValueError(f"unknown AgentConfig fields {sorted(unknown)}")
+    return cls(**d)
+
+
+def token_age(positions: jax.Array, context_length: jax.Array) -> jax.Array:
+  """Age of each cached token: context_length - 1 - pos (0 = newest).
+
+  Args:
+    positions: [..., T] int32 absolute positions.
+    context_length: [...] int32 number of tokens seen so far (the position of
+      the next token to be written).
+  Returns:
+    [..., T] int32 ages (not clipped).
+  """
+  return context_length[..., None].astype(jnp.int32) - 1 - positions
+
+
+class Agent(nn.Module):
+  """Scores the cached tokens of one (layer, KV head).
+
+  Call: (keys [B, T, H], values [B, T, H], positions [B, T] int32,
+  valid [B, T] bool, context_length [B] int32) -> scores [B, T] float32,
+  -inf where not valid.
+  """
+  config: AgentConfig
+
+  def _embed_position(self, index: jax.Array, name: str) -> jax.Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    index = jnp.clip(index, 0, cfg.max_position - 1)
+    x = nn.Embed(cfg.max_position, cfg.position_dim, dtype=dtype,
+                 param_dtype=jnp.float32, name=f"{name}_embed")(index)
+    return nn.LayerNorm(dtype=dtype, name=f"{name}_norm")(x)   # [B, T, Dp]
+
+  @nn.compact
+  def __call__(self, keys: jax.Array, values: jax.Array,
+               positions: jax.Array, valid: jax.Array,
+               context_length: jax.Array) -> jax.Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    valid = valid.astype(bool)
+    # Zero the padding so garbage in empty slots cannot reach the gradients.
+    keys = jnp.where(valid[..., None], keys, 0).astype(dtype)      # [B, T, H]
+    values = jnp.where(valid[..., None], values, 0).astype(dtype)  # [B, T, H]
+    positions = jnp.where(valid, positions, 0).astype(jnp.int32)   # [B, T]
+
+    features = []
+    if cfg.use_keys:
+      k = nn.Dense(cfg.feature_width, dtype=dtype, name="key_proj")(keys)
+      features.append(nn.LayerNorm(dtype=dtype, name="key_norm")(k))
+    if cfg.use_values:
+      v = nn.Dense(cfg.feature_width, dtype=dtype, name="value_proj")(values)
+      features.append(nn.LayerNorm(dtype=dtype, name="value_norm")(v))
+    if cfg.uses_absolute:
+      features.append(self._embed_position(positions, "position"))
+    if cfg.uses_relative:
+      age = token_age(positions, context_length)
+      features.append(self._embed_position(age, "age"))
+    h = jnp.concatenate(features, axis=-1)                   # [B, T, F]
+
+    for i in range(cfg.num_mlp_layers):
+      h = nn.Dense(cfg.hidden, dtype=dtype, name=f"mlp_{i}")(h)
+      h = nn.silu(nn.LayerNorm(dtype=dtype, name=f"mlp_norm_{i}")(h))
+
+    score = nn.Dense(1, dtype=jnp.float32, name="score")(
+        h.astype(jnp.float32))[..., 0]                        # [B, T]
+    return jnp.where(valid, score, -jnp.inf)
