@@ -3,8 +3,13 @@ random models."""
 
 import os
 
+from absl import flags
 import jax
 import pytest
+
+# Libraries that read absl flags (grain's worker processes) need them parsed;
+# pytest owns the command line, so take every flag's default.
+flags.FLAGS.mark_as_parsed()
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -7,5 +7,6 @@ from kvp_jax.inference._generation import DecodeHook
 from kvp_jax.inference._generation import extend
 from kvp_jax.inference._generation import prefill
 from kvp_jax.inference._generation import score_continuation
+from kvp_jax.inference._pipeline import cut_after_eos
 from kvp_jax.inference._pipeline import generate
 from kvp_jax.inference._pipeline import sequence_log_likelihood

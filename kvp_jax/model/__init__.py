@@ -23,6 +23,7 @@ from kvp_jax.model._kv_cache import layer_capacities
 from kvp_jax.model._kv_cache import LayerCache
 from kvp_jax.model._layers import apply_rope
 from kvp_jax.model._pretrained import default_cache_dir
+from kvp_jax.model._pretrained import load_model
 from kvp_jax.model._pretrained import load_pretrained
 from kvp_jax.model._pretrained import load_tokenizer
 from kvp_jax.model._pretrained import model_fingerprint

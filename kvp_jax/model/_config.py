@@ -166,7 +166,15 @@ def tiny(**overrides: Any) -> DecoderConfig:
   return config.replace(**overrides)
 
 
-PRESETS = {"gemma3_270m": gemma3_270m, "tiny": tiny}
+def tiny_gemma_vocab(**overrides: Any) -> DecoderConfig:
+  """`tiny` over Gemma's 262k vocabulary, so the real tokenizer drives it
+  (end-to-end tests of pipelines that start from text)."""
+  return tiny(name="tiny_gemma_vocab", vocab_size=gemma3_270m().vocab_size,
+              **overrides)
+
+
+PRESETS = {"gemma3_270m": gemma3_270m, "tiny": tiny,
+           "tiny_gemma_vocab": tiny_gemma_vocab}
 
 
 def get_config(name: str, **overrides: Any) -> DecoderConfig:

@@ -194,3 +194,27 @@ def load_pretrained(gguf_path: str | os.PathLike[str] | None = None, *,
   return Pretrained(config=config, params=params, tokenizer=tokenizer,
                     fingerprint=model_fingerprint(config, sha),
                     source=str(path))
+
+
+def load_model(spec) -> Pretrained:
+  """The model an experiment config's `model` section names.
+
+  Fields: name (a config preset), source ("gguf" or "random"), gguf (path or
+  None for the shipped model), seed (random weights), param_dtype,
+  compute_dtype, cache_dir.
+  """
+  from kvp_jax.model._config import get_config  # pylint: disable=g-import-not-at-top
+  get = (lambda k, d=None: spec.get(k, d)) if hasattr(spec, "get") else (
+      lambda k, d=None: getattr(spec, k, d))
+  dtypes = {k: get(k) for k in ("param_dtype", "compute_dtype") if get(k)}
+  config = get_config(get("name", "gemma3_270m"), **dtypes)
+  source = get("source", "gguf")
+  if source == "random":
+    model = random_model(config, seed=int(get("seed", 0)))
+    if config.vocab_size == gemma3_270m().vocab_size:  # Gemma's vocabulary.
+      model = dataclasses.replace(model, tokenizer=load_tokenizer())
+    return model
+  if source != "gguf":
+    raise ValueError(f"model.source must be 'gguf' or 'random', got {source!r}")
+  return load_pretrained(get("gguf"), config=config,
+                         cache_dir=get("cache_dir"))

@@ -1,0 +1,73 @@
+"""Future importance: how much attention each cached token will receive.
+
+For a KV head with G query heads (method section 2):
+
+  W_g[t, j] = softmax_{j' visible from t}(q_g[t] . k[j'])[j]   (float32, the
+              model's own causal and sliding-window masks)
+  A[t, j]   = max_g W_g[t, j]
+  I_P[j]    = sum_{t = P}^{T-1} A[t, j]       for prompt tokens j < P
+
+Softmax rows do not depend on P, so one pass over the rows gives I for any
+number of split points P: I_P = sum_t [t >= P] A[t, :].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from kvp_jax.model import attention_mask
+
+
+def future_importance(q: jax.Array, k: jax.Array, positions: jax.Array,
+                      split_points: jax.Array, window: int | None,
+                      softcap: float | None = None,
+                      query_block: int = 512) -> jax.Array:
+  """Future importance of every token of one layer, for several split points.
+
+  Args:
+    q: [batch, T, heads, head_dim] queries as the model uses them (post-RoPE,
+      scaled), any column order.
+    k: [batch, T, kv_heads, head_dim] keys as cached.
+    positions: [batch, T] int32 position of each column (-1: padding).
+    split_points: [batch, P] int32 prompt lengths: I for split p sums the
+      rows of queries at positions >= p and is zero for keys at >= p.
+    window: the layer's sliding window or None.
+    softcap: attention logit soft-cap, as in the model.
+    query_block: rows processed at a time (bounds memory to
+      [batch, heads, query_block, T]).
+  Returns:
+    [batch, P, kv_heads, T] float32 importance, in the columns' order.
+  """
+  b, t, n, h = q.shape
+  kv = k.shape[2]
+  keys = jnp.swapaxes(k, 1, 2).astype(jnp.float32)               # [B, K, T, H]
+  key_pos = jnp.broadcast_to(positions[:, None], (b, kv, t))
+  pad = (-t) % query_block
+  qp = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).astype(jnp.float32)
+  pp = jnp.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
+  nb = qp.shape[1] // query_block
+  qb = jnp.moveaxis(qp.reshape(b, nb, query_block, kv, n // kv, h), 1, 0)
+  pb = jnp.moveaxis(pp.reshape(b, nb, query_block), 1, 0)
+
+  def block(acc, args):
+    qc, pc = args                                  # [B, c, K, G, H], [B, c]
+    s = jnp.einsum("bckgh,bksh->bkgcs", qc, keys,
+                   precision=jax.lax.Precision.HIGHEST)          # [B, K, G, c, T]
+    if softcap is not None:
+      s = jnp.tanh(s / softcap) * softcap
+    mask = attention_mask(pc, key_pos, window)[:, :, None]       # [B, K, 1, c, T]
+    s = jnp.where(mask, s, -jnp.inf)
+    w = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
+    w = jnp.where(mask, w, 0.0)
+    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    a = jnp.max(w, axis=2)                                       # [B, K, c, T]
+    rows = (pc[:, None, :] >= split_points[:, :, None]) & (pc[:, None, :] >= 0)
+    return acc + jnp.einsum("bpc,bkcs->bpks", rows.astype(jnp.float32), a,
+                            precision=jax.lax.Precision.HIGHEST), None
+
+  acc = jnp.zeros((b, split_points.shape[1], kv, t), jnp.float32)
+  acc, _ = jax.lax.scan(block, acc, (qb, pb))
+  keep = (positions[:, None, None, :] < split_points[:, :, None, None]) & (
+      positions[:, None, None, :] >= 0)
+  return jnp.where(keep, acc, 0.0)

@@ -1,0 +1,356 @@
+"""The trace store: tensorstore zarr3 arrays plus a commit log.
+
+Layout of a store directory:
+
+  metadata.json   schema version, model name + fingerprint, tokenizer,
+                  generation settings, layout, seed (written once)
+  records.jsonl   one line per committed record: index, id, task, split,
+                  length, prompt_length
+  progress.json   {"num_records": n}: records 0..n-1 are complete
+  tokens          [N, T] int32
+  split_points    [N, S] int32
+  importance      [N, L, K, S, T] float32
+  keys, values    [N, L, K, T, H] (bfloat16 by default; absent when the
+                  store keeps only what is needed to recompute them)
+
+Every array is sharded by record (one shard file per record and array) and
+chunked by (layer, KV head), so a trainer that owns some heads reads only
+their chunks. Unwritten chunks (past a trace's length) cost nothing.
+
+Commit protocol: a batch's arrays are written first, then its records.jsonl
+lines, then progress.json is replaced atomically. Anything past num_records
+is ignored (and truncated on reopen), so a killed writer never leaves a torn
+record, and a rerun continues where the last commit stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_dtypes
+import numpy as np
+import tensorstore as ts
+
+from kvp_jax.traces._capture import Trace
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "validation", "test")
+_KV_CHUNK = 512
+
+
+class StoreError(ValueError):
+  """A store that is missing, damaged, or incompatible with a request."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreLayout:
+  """Array shapes of a store.
+
+  num_layers, num_kv_heads, head_dim: of the model (L, K, H).
+  max_length: T, the longest trace (prompt + continuation) it can hold.
+  num_splits: S, importance targets per trace (split points).
+  with_kv: keys and values stored (else recomputed by the trainer).
+  kv_dtype: "bfloat16" or "float32".
+  """
+  num_layers: int
+  num_kv_heads: int
+  head_dim: int
+  max_length: int
+  num_splits: int
+  with_kv: bool = True
+  kv_dtype: str = "bfloat16"
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordInfo:
+  """What records.jsonl says of one record."""
+  index: int
+  id: str
+  task: str
+  split: str
+  length: int
+  prompt_length: int
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+  with os.fdopen(fd, "w", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _array_spec(path: Path, shape, dtype: str, shard, chunk, compress: bool,
+                create: bool) -> dict[str, Any]:
+  spec: dict[str, Any] = {"driver": "zarr3",
+                          "kvstore": {"driver": "file", "path": str(path)}}
+  if create:
+    inner = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if compress:
+      inner.append({"name": "zstd", "configuration": {"level": 1}})
+    spec["metadata"] = {
+        "shape": list(shape), "data_type": dtype,
+        "chunk_grid": {"name": "regular",
+                       "configuration": {"chunk_shape": list(shard)}},
+        "codecs": [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": list(chunk), "codecs": inner,
+            "index_codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "crc32c"}]}}]}
+    spec["create"] = True
+  return spec
+
+
+def _array_shapes(layout: StoreLayout, n: int):
+  """name -> (shape, dtype, shard, chunk, compress)."""
+  l, k, h = layout.num_layers, layout.num_kv_heads, layout.head_dim
+  t, s = layout.max_length, layout.num_splits
+  kv_chunk = min(_KV_CHUNK, t)
+  shapes = {
+      "tokens": ((n, t), "int32", (1, t), (1, t), True),
+      "split_points": ((n, s), "int32", (1, s), (1, s), True),
+      "importance": ((n, l, k, s, t), "float32", (1, l, k, s, t),
+                     (1, 1, 1, s, t), True),
+  }
+  if layout.with_kv:
+    for name in ("keys", "values"):
+      shapes[name] = ((n, l, k, t, h), layout.kv_dtype, (1, l, k, t, h),
+                      (1, 1, 1, kv_chunk, h), False)
+  return shapes
+
+
+class TraceStore:
+  """A trace store on disk. Open with `TraceStore.open` (read) or
+  `TraceStore.create_or_resume` (write)."""
+
+  def __init__(self, path: Path, metadata: dict[str, Any],
+               records: list[RecordInfo], writable: bool):
+    self.path = path
+    self.metadata = metadata
+    self.layout = StoreLayout(**metadata["layout"])
+    self.records = records
+    self._writable = writable
+    self._arrays: dict[str, Any] = {}
+
+  # --- opening ---------------------------------------------------------
+
+  @classmethod
+  def open(cls, path: str | os.PathLike[str]) -> "TraceStore":
+    """Opens a finished or partial store for reading its committed records."""
+    path = Path(path)
+    meta_path = path / "metadata.json"
+    if not meta_path.is_file():
+      raise StoreError(f"{path} is not a trace store (no metadata.json)")
+    metadata = json.loads(meta_path.read_text())
+    if metadata.get("schema_version") != SCHEMA_VERSION:
+      raise StoreError(f"{path}: schema version "
+                       f"{metadata.get('schema_version')} is not "
+                       f"{SCHEMA_VERSION}")
+    return cls(path, metadata, _read_records(path), writable=False)
+
+  @classmethod
+  def create_or_resume(cls, path: str | os.PathLike[str],
+                       metadata: dict[str, Any],
+                       layout: StoreLayout) -> "TraceStore":
+    """Creates a store, or reopens one made with the same model and settings.
+
+    Args:
+      metadata: model name + fingerprint, tokenizer, generation settings,
+        seed, data source: everything that decides what a trace holds.
+        Everything but "data_source" must equal a reopened store's.
+      layout: the arrays' shapes.
+    Raises:
+      StoreError naming each setting that differs from the existing store's.
+    """
+    path = Path(path)
+    metadata = dict(metadata, schema_version=SCHEMA_VERSION,
+                    layout=layout.to_dict())
+    meta_path = path / "metadata.json"
+    if meta_path.is_file():
+      existing = json.loads(meta_path.read_text())
+      diffs = _differences(existing, metadata, ignore=("data_source",
+                                                      "created"))
+      if diffs:
+        raise StoreError(
+            f"{path} was made with other settings; refusing to add to it "
+            f"(use another store path): " + "; ".join(diffs))
+      store = cls(path, existing, _read_records(path, truncate=True),
+                  writable=True)
+    else:
+      path.mkdir(parents=True, exist_ok=True)
+      _atomic_write_text(path / "progress.json",
+                         json.dumps({"num_records": 0}))
+      (path / "records.jsonl").touch()
+      _atomic_write_text(meta_path, json.dumps(metadata, indent=2,
+                                               sort_keys=True))
+      store = cls(path, metadata, [], writable=True)
+    return store
+
+  # --- arrays ----------------------------------------------------------
+
+  def _array(self, name: str, min_records: int = 0):
+    """The tensorstore array `name`, created or grown to min_records."""
+    arr = self._arrays.get(name)
+    shapes = _array_shapes(self.layout, max(min_records, 1))
+    if name not in shapes:
+      raise StoreError(f"{self.path} holds no {name!r} (made with "
+                       f"with_kv={self.layout.with_kv})")
+    shape, dtype, shard, chunk, compress = shapes[name]
+    if arr is None:
+      exists = (self.path / name / "zarr.json").is_file()
+      if not exists and not self._writable:
+        raise StoreError(f"{self.path}: array {name!r} is missing")
+      arr = ts.open(_array_spec(self.path / name, shape, dtype, shard, chunk,
+                                compress, create=not exists)).result()
+    if arr.shape[0] < min_records:
+      grown = list(arr.shape)
+      grown[0] = max(min_records, 2 * arr.shape[0])
+      arr = arr.resize(exclusive_max=grown, resize_metadata_only=True).result()
+    self._arrays[name] = arr
+    return arr
+
+  # --- writing ---------------------------------------------------------
+
+  @property
+  def num_records(self) -> int:
+    return len(self.records)
+
+  def committed_ids(self) -> set[str]:
+    return {r.id for r in self.records}
+
+  def append(self, traces: Sequence[Trace],
+             infos: Sequence[dict[str, str]]) -> None:
+    """Writes and commits a batch of traces.
+
+    Args:
+      traces: the recorded traces.
+      infos: per trace {"id", "task", "split"}.
+    """
+    if not self._writable:
+      raise StoreError(f"{self.path} was opened read-only")
+    lay = self.layout
+    start = self.num_records
+    futures = []
+    new_records = []
+    for offset, (trace, info) in enumerate(zip(traces, infos, strict=True)):
+      i = start + offset
+      t = trace.length
+      if t > lay.max_length:
+        raise StoreError(f"trace {info['id']!r} has {t} tokens, more than the "
+                         f"store's max_length {lay.max_length}")
+      if info["split"] not in SPLITS:
+        raise StoreError(f"unknown split {info['split']!r}")
+      s = len(trace.split_points)
+      splits = np.full((lay.num_splits,), trace.split_points[0], np.int32)
+      splits[:s] = trace.split_points[:lay.num_splits]
+      imp = np.zeros((lay.num_layers, lay.num_kv_heads, lay.num_splits, t),
+                     np.float32)
+      imp[:, :, :s] = trace.importance[:, :, :lay.num_splits]
+      for j in range(s, lay.num_splits):  # Unused split slots repeat the first.
+        imp[:, :, j] = trace.importance[:, :, 0]
+      futures.append(self._array("tokens", i + 1)[i, :t].write(trace.tokens))
+      futures.append(self._array("split_points", i + 1)[i].write(splits))
+      futures.append(self._array("importance", i + 1)[i, ..., :t].write(imp))
+      if lay.with_kv:
+        if trace.keys is None:
+          raise StoreError("this store keeps keys and values; the trace has "
+                           "none")
+        dtype = np.dtype(getattr(ml_dtypes, lay.kv_dtype, lay.kv_dtype))
+        for name, arr in (("keys", trace.keys), ("values", trace.values)):
+          futures.append(self._array(name, i + 1)[i, :, :, :t].write(
+              np.asarray(arr).astype(dtype)))
+      new_records.append(RecordInfo(
+          index=i, id=info["id"], task=info["task"], split=info["split"],
+          length=t, prompt_length=trace.prompt_length))
+    for f in futures:
+      f.result()
+    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
+      for r in new_records:
+        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    _atomic_write_text(self.path / "progress.json", json.dumps(
+        {"num_records": start + len(new_records)}))
+    self.records.extend(new_records)
+
+  # --- reading ---------------------------------------------------------
+
+  def read(self, index: int, *, length: int | None = None,
+           layers: slice = slice(None),
+           fields: Sequence[str] = ("tokens", "split_points", "importance",
+                                    "keys", "values")) -> dict[str, np.ndarray]:
+    """One committed record.
+
+    Args:
+      index: record index (< num_records).
+      length: read only the first `length` tokens (default: the record's).
+      layers: the layers to read (importance, keys, values).
+      fields: which arrays to read.
+    Returns:
+      tokens [T], split_points [S], importance [L', K, S, T],
+      keys/values [L', K, T, H].
+    """
+    if not 0 <= index < self.num_records:
+      raise IndexError(f"record {index} of {self.num_records}")
+    t = self.records[index].length if length is None else length
+    if not self.layout.with_kv:
+      fields = [f for f in fields if f not in ("keys", "values")]
+    views = {
+        "tokens": lambda a: a[index, :t],
+        "split_points": lambda a: a[index],
+        "importance": lambda a: a[index, layers, :, :, :t],
+        "keys": lambda a: a[index, layers, :, :t],
+        "values": lambda a: a[index, layers, :, :t],
+    }
+    futures = {f: views[f](self._array(f)).read() for f in fields}
+    return {f: fut.result() for f, fut in futures.items()}
+
+  def records_in(self, split: str) -> list[RecordInfo]:
+    return [r for r in self.records if r.split == split]
+
+  def num_bytes(self) -> int:
+    """Bytes on disk."""
+    return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+  def __getstate__(self):  # Picklable for grain workers: reopen arrays lazily.
+    state = dict(self.__dict__)
+    state["_arrays"] = {}
+    return state
+
+
+def _read_records(path: Path, truncate: bool = False) -> list[RecordInfo]:
+  """Committed records; with truncate, drop log lines past the commit."""
+  try:
+    n = json.loads((path / "progress.json").read_text())["num_records"]
+  except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+    raise StoreError(f"{path}: unreadable progress.json ({e})") from e
+  log = path / "records.jsonl"
+  lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+  if len(lines) < n:
+    raise StoreError(f"{path}: records.jsonl has {len(lines)} lines but "
+                     f"progress.json commits {n} records")
+  if truncate and len(lines) > n:
+    _atomic_write_text(log, "".join(line + "\n" for line in lines[:n]))
+  return [RecordInfo(**json.loads(line)) for line in lines[:n]]
+
+
+def _differences(old: dict, new: dict, ignore=(), prefix="") -> list[str]:
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    if key in ignore:
+      continue
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += _differences(a, b, (), f"{prefix}{key}.")
+    elif a != b:
+      diffs.append(f"{prefix}{key}: store has {a!r}, this run has {b!r}")
+  return diffs
