@@ -57,3 +57,53 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
       "split_fractions": (0.8, 0.1, 0.1), "seed": 0})
   c.update(overrides)
   return c
+
+
+def policy_config(**overrides) -> ml_collections.ConfigDict:
+  """The agent of method section 3 (kvp_jax.policy.AgentConfig fields)."""
+  c = ml_collections.ConfigDict({
+      "hidden": 256, "feature_width": 256, "position_dim": 32,
+      "max_position": 6000, "num_mlp_layers": 2, "use_keys": True,
+      "use_values": True, "use_position": True, "position_mode": "absolute",
+      "dtype": "bfloat16"})
+  c.update(overrides)
+  return c
+
+
+def input_config(**overrides) -> ml_collections.ConfigDict:
+  """Training batches (kvp_jax.data.InputConfig fields). `layers` = None
+  trains every layer's agents; eval_split_mode is used for validation."""
+  c = ml_collections.ConfigDict({
+      "batch_size": 128, "buckets": (512, 1024, 2048, 4096),
+      "split_mode": "true", "eval_split_mode": "true", "num_sinks": 4,
+      "num_recent": 16, "layers": ml_collections.FieldReference(
+          None, field_type=tuple), "features": "stored", "seed": 0,
+      "num_workers": 0})
+  c.update(overrides)
+  return c
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  """Optimisation (method section 4 defaults)."""
+  c = ml_collections.ConfigDict({
+      "steps": 4000, "learning_rate": 5e-5, "warmup_steps": 100,
+      "warmup_init_fraction": 0.01, "final_learning_rate": 1e-6,
+      "adam_eps": 1e-8, "weight_decay": 1e-3, "grad_clip": 5.0,
+      "ema_decay": 0.99, "ema_start": 100, "num_samples": 1, "seed": 42,
+      "eval_every": 200, "checkpoint_every": 200, "log_every": 10,
+      "max_eval_batches": ml_collections.FieldReference(None, field_type=int),
+      "stop_after": ml_collections.FieldReference(None, field_type=int),
+      "mesh_heads": 1})
+  c.update(overrides)
+  return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every section, at the paper's settings, on the shipped Gemma 3 270M."""
+  c = ml_collections.ConfigDict()
+  c.model = model_config()
+  c.traces = traces_config()
+  c.policy = policy_config()
+  c.input = input_config()
+  c.train = train_config()
+  return c

@@ -1,0 +1,41 @@
+r"""Trains KV Policy agents on recorded traces.
+
+  python -m kvp_jax.train --config=experiments/ruler_agents.py \
+      --workdir=runs/ruler --config.train.steps=1000
+
+The traces come from `config.traces.store` or <workdir>/traces (made by
+`python -m data_pipelines.generate_traces` with the same config). Rerunning
+with the same --workdir resumes from its latest checkpoint.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from kvp_jax import _cli
+from kvp_jax import traces as traces_lib
+from kvp_jax import training
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
+                               required=True)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    _cli.fail("--config is required")
+  _cli.quiet_library_logs()
+  try:
+    summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (traces_lib.StoreError, ValueError) as e:
+    _cli.fail(str(e))
+  except training.TrainingDiverged as e:
+    _cli.fail(str(e))
+  print(f"best validation reward {summary['best_reward']:.4f} at step "
+        f"{summary['best_step']}; per-agent table: {_WORKDIR.value}/validation.md")
+
+
+if __name__ == "__main__":
+  app.run(main)

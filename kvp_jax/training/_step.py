@@ -1,0 +1,67 @@
+"""The jitted train step: agents -> Plackett-Luce RLOO loss -> AdamW + EMA."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kvp_jax import objective
+from kvp_jax.policy import AgentConfig, apply_agents
+from kvp_jax.training._state import TrainState, update_ema
+
+
+def agent_inputs(batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
+  """Broadcasts the batch's per-trace arrays over the agents axis.
+
+  keys: [A, B, T, H]. Returns positions, valid [A, B, T], context_length
+  [A, B], importance [A, B, T].
+  """
+  a = keys.shape[0]
+  bcast = lambda x: jnp.broadcast_to(x[None], (a,) + x.shape)
+  return {"positions": bcast(batch["positions"]),
+          "valid": bcast(batch["valid"]),
+          "context_length": bcast(batch["context_length"]),
+          "importance": jnp.swapaxes(batch["importance"], 0, 1)}
+
+
+def train_step(state: TrainState, batch: dict, key: jax.Array, *,
+               policy: AgentConfig, optimizer: optax.GradientTransformation,
+               features: Callable, num_samples: int, ema_decay: float,
+               ema_start: int):
+  """One optimisation step.
+
+  Args:
+    state: TrainState.
+    batch: a training batch (kvp_jax.data): [B, ...] arrays.
+    key: this step's PRNG key (fold_in(seed, step): resumable).
+    features: batch -> (keys, values) [A, B, T, H].
+  Returns:
+    (new state, metrics): scalar metrics plus "per_agent_reward" [A] and
+    "finite" (loss and params all finite).
+  """
+  keys, values = features(batch)
+  inputs = agent_inputs(batch, keys)
+
+  def loss_fn(params):
+    scores = apply_agents(policy, params, keys, values, inputs["positions"],
+                          inputs["valid"], inputs["context_length"])
+    return objective.rloo_loss(key, scores, inputs["importance"],
+                               inputs["valid"], num_samples)
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = update_ema(state.ema_params, params, state.step, ema_decay, ema_start)
+  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+      [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+  out = {k: v for k, v in metrics.items() if not k.startswith("per_group")}
+  out["per_agent_reward"] = metrics["per_group_reward"]
+  out["grad_norm"] = optax.global_norm(grads)
+  out["finite"] = finite
+  return TrainState(step=state.step + 1, params=params, ema_params=ema,
+                    opt_state=opt_state), out
