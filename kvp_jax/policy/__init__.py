@@ -13,3 +13,7 @@ from kvp_jax.policy._agents import apply_agents
 from kvp_jax.policy._agents import init_agents
 from kvp_jax.policy._agents import num_agents_of
 from kvp_jax.policy._agents import num_params_per_agent
+from kvp_jax.policy._artifact import ArtifactError
+from kvp_jax.policy._artifact import load_artifact
+from kvp_jax.policy._artifact import PolicyArtifact
+from kvp_jax.policy._artifact import save_artifact

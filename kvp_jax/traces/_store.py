@@ -113,8 +113,9 @@ def _array_spec(path: Path, shape, dtype: str, shard, chunk, compress: bool,
 def _array_shapes(layout: StoreLayout, n: int):
   """name -> (shape, dtype, shard, chunk, compress)."""
   l, k, h = layout.num_layers, layout.num_kv_heads, layout.head_dim
-  t, s = layout.max_length, layout.num_splits
-  kv_chunk = min(_KV_CHUNK, t)
+  s = layout.num_splits
+  kv_chunk = min(_KV_CHUNK, layout.max_length)
+  t = -(-layout.max_length // kv_chunk) * kv_chunk  # Chunks tile the shard.
   shapes = {
       "tokens": ((n, t), "int32", (1, t), (1, t), True),
       "split_points": ((n, s), "int32", (1, s), (1, s), True),

@@ -1,0 +1,121 @@
+"""The exported policy: one small self-describing file.
+
+It holds the agents' params (EMA weights by default), their AgentConfig, the
+fingerprint and shape of the decoder they were trained on, and where they
+came from. The inference side needs only this module to load it (flax
+msgpack + numpy), not the training code; loading it for another decoder
+fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+from kvp_jax.policy._agent import AgentConfig
+
+FORMAT = "kvp_jax.policy/1"
+
+
+class ArtifactError(ValueError):
+  """An artifact that is unreadable or made for another decoder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyArtifact:
+  """A trained policy, ready to score a decoder's cache.
+
+  Attributes:
+    agent_config: the agents' architecture.
+    params: numpy params with a leading [A] axis, A = (layer_stop -
+      layer_start) x num_kv_heads, agent a = (layer - layer_start) * K + head.
+    model_name, model_fingerprint: the decoder the agents were trained on.
+    num_layers, num_kv_heads, head_dim: that decoder's shape.
+    layer_start, layer_stop: the layers the agents cover.
+    info: free-form provenance (workdir, step, validation summary).
+  """
+  agent_config: AgentConfig
+  params: Any
+  model_name: str
+  model_fingerprint: str
+  num_layers: int
+  num_kv_heads: int
+  head_dim: int
+  layer_start: int
+  layer_stop: int
+  info: dict
+
+  def agent_index(self, layer: int) -> tuple[int, int]:
+    """[start, stop) of the agents of a layer in `params`."""
+    if not self.layer_start <= layer < self.layer_stop:
+      raise ArtifactError(f"the policy has no agents for layer {layer} "
+                          f"(covers {self.layer_start}..{self.layer_stop - 1})")
+    a = (layer - self.layer_start) * self.num_kv_heads
+    return a, a + self.num_kv_heads
+
+  def check_model(self, fingerprint: str, num_layers: int, num_kv_heads: int,
+                  head_dim: int) -> None:
+    """Raises ArtifactError unless the artifact was made for this decoder."""
+    if fingerprint != self.model_fingerprint:
+      raise ArtifactError(
+          f"this policy was trained on model {self.model_name!r} "
+          f"(fingerprint {self.model_fingerprint}); the decoder in use has "
+          f"fingerprint {fingerprint}")
+    shape = (num_layers, num_kv_heads, head_dim)
+    if shape != (self.num_layers, self.num_kv_heads, self.head_dim):
+      raise ArtifactError(f"policy made for (layers, kv_heads, head_dim) = "
+                          f"{(self.num_layers, self.num_kv_heads, self.head_dim)}"
+                          f", decoder has {shape}")
+
+
+def save_artifact(path: str | os.PathLike[str],
+                  artifact: PolicyArtifact) -> Path:
+  """Writes the artifact atomically (temp file + rename)."""
+  path = Path(path)
+  record = {
+      "format": FORMAT,
+      "agent_config": artifact.agent_config.to_dict(),
+      "params": jax.tree_util.tree_map(np.asarray, artifact.params),
+      "model": {"name": artifact.model_name,
+                "fingerprint": artifact.model_fingerprint,
+                "num_layers": artifact.num_layers,
+                "num_kv_heads": artifact.num_kv_heads,
+                "head_dim": artifact.head_dim},
+      "layers": [artifact.layer_start, artifact.layer_stop],
+      "info": artifact.info,
+  }
+  data = flax.serialization.msgpack_serialize(record)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+  return path
+
+
+def load_artifact(path: str | os.PathLike[str]) -> PolicyArtifact:
+  """Reads an artifact; ArtifactError names the file if it is not one."""
+  path = Path(path)
+  if not path.is_file():
+    raise ArtifactError(f"policy artifact not found: {path}")
+  try:
+    record = flax.serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:  # msgpack raises assorted errors on bad bytes.
+    raise ArtifactError(f"{path} is not a policy artifact: {e}") from e
+  if not isinstance(record, dict) or record.get("format") != FORMAT:
+    raise ArtifactError(f"{path} is not a {FORMAT} policy artifact")
+  m = record["model"]
+  return PolicyArtifact(
+      agent_config=AgentConfig.from_dict(record["agent_config"]),
+      params=record["params"], model_name=m["name"],
+      model_fingerprint=m["fingerprint"], num_layers=int(m["num_layers"]),
+      num_kv_heads=int(m["num_kv_heads"]), head_dim=int(m["head_dim"]),
+      layer_start=int(record["layers"][0]), layer_stop=int(record["layers"][1]),
+      info=record.get("info", {}))
