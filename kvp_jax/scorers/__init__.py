@@ -5,6 +5,7 @@ to [batch, kv_heads, slots] float32 scores, higher = keep, -inf at empty
 slots. Importing this package registers every baseline of the method's
 section 6 and the oracle:
 
+  kvp                                             (a trained policy)
   random, streaming_llm, knorm, keydiff, lagkv   (the cache only)
   h2o, tova, snapkv                               (prefill attention)
   oracle                                          (the future)
@@ -21,6 +22,7 @@ from kvp_jax.scorers._base import Scorer
 from kvp_jax.scorers._h2o import H2OScorer
 from kvp_jax.scorers._keydiff import KeyDiffScorer
 from kvp_jax.scorers._knorm import KNormScorer
+from kvp_jax.scorers._kvp import KVPScorer
 from kvp_jax.scorers._lagkv import LagKVScorer
 from kvp_jax.scorers._oracle import OracleScorer
 from kvp_jax.scorers._random import RandomScorer

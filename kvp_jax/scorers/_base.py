@@ -9,6 +9,7 @@ always keeps (sinks, a recent window) score +inf.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, ClassVar
 
 import jax
@@ -30,11 +31,21 @@ class Scorer:
   """Base class: subclasses set `name` and `needs` and implement `_score`.
 
   `score` checks the inputs, calls the rule, casts to float32 and sets empty
-  slots to -inf, so every rule honours the same contract. Scorers are frozen
-  dataclasses (hashable), so a bound `score` can be jitted directly.
+  slots to -inf, so every rule honours the same contract.
+
+  Every scorer is also a pytree: the fields named in `array_fields` (a
+  learned scorer's params) are its leaves, every other field is static. So a
+  scorer is passed to jitted functions as an ordinary argument, its arrays
+  traced and its settings part of the compiled program's key.
   """
   name: ClassVar[str] = ""
   needs: ClassVar[frozenset[str]] = frozenset()
+  array_fields: ClassVar[tuple[str, ...]] = ()
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    jax.tree_util.register_pytree_node(cls, _flatten,
+                                       functools.partial(_unflatten, cls))
 
   def score(self, view: LayerView, rng: jax.Array | None = None) -> jax.Array:
     """Scores every slot of a layer.
@@ -66,6 +77,22 @@ class Scorer:
   def _score(self, view: LayerView, rng: jax.Array | None) -> jax.Array:
     """The rule: [batch, kv_heads, slots] scores (empty slots may be any)."""
     raise NotImplementedError
+
+
+def _flatten(scorer: Scorer):
+  names = scorer.array_fields
+  static = tuple((f.name, getattr(scorer, f.name))
+                 for f in dataclasses.fields(scorer) if f.name not in names)
+  return tuple(getattr(scorer, n) for n in names), static
+
+
+def _unflatten(cls, static, children):
+  scorer = object.__new__(cls)
+  for name, value in static:
+    object.__setattr__(scorer, name, value)
+  for name, value in zip(cls.array_fields, children):
+    object.__setattr__(scorer, name, value)
+  return scorer
 
 
 _REGISTRY: dict[str, Callable[..., Scorer]] = {}

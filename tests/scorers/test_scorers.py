@@ -1,11 +1,15 @@
 """Every scorer against an independent numpy implementation of its rule."""
 
+import functools
+import tempfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from kvp_jax import model
+from kvp_jax import policy as policy_lib
 from kvp_jax import scorers
 from kvp_jax.scorers import LayerView
 
@@ -261,12 +265,31 @@ def test_permuting_slots_permutes_scores(name):
                              rtol=1e-5, atol=1e-6)
 
 
+@functools.cache
+def _kvp_artifact() -> str:
+  """A random KVP policy for layer 0 of views made by make_view."""
+  config = policy_lib.AgentConfig(hidden=16, feature_width=16, position_dim=4,
+                                  max_position=64, dtype="float32")
+  path = tempfile.mkdtemp() + "/random.kvp"
+  policy_lib.save_artifact(path, policy_lib.PolicyArtifact(
+      agent_config=config,
+      params=policy_lib.init_agents(config, K, H, jax.random.key(0)),
+      model_name="tiny", model_fingerprint="x", num_layers=1,
+      num_kv_heads=K, head_dim=H, layer_start=0, layer_stop=1, info={}))
+  return path
+
+
+def scorer_kwargs(name):
+  return {"artifact": _kvp_artifact()} if name == "kvp" else (
+      CASES.get(name, ({},))[0])
+
+
 def test_every_registered_scorer_runs_on_a_full_view():
-  assert set(CASES) | {"random"} <= set(scorers.available_scorers())
+  assert set(CASES) | {"random", "kvp"} <= set(scorers.available_scorers())
   view = make_view(6, window=12)
   valid = np.asarray(view.valid)
   for name in scorers.available_scorers():
-    scorer = scorers.get_scorer(name)
+    scorer = scorers.get_scorer(name, **scorer_kwargs(name))
     assert scorer.name == name and scorer.needs <= scorers.NEEDS
     got = np.asarray(jax.jit(scorer.score)(view, jax.random.key(0)))
     assert got.shape == (B, K, S) and got.dtype == np.float32, name
@@ -288,7 +311,7 @@ def test_empty_slots_rank_last():
   view = make_view(8)
   valid = np.asarray(view.valid)
   for name in scorers.available_scorers():
-    got = np.asarray(scorers.get_scorer(name, **CASES.get(name, ({},))[0])
+    got = np.asarray(scorers.get_scorer(name, **scorer_kwargs(name))
                      .score(view, jax.random.key(0)))
     for b in range(B):
       for k in range(K):
