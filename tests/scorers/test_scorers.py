@@ -267,15 +267,15 @@ def test_permuting_slots_permutes_scores(name):
 
 @functools.cache
 def _kvp_artifact() -> str:
-  """A random KVP policy for layer 0 of views made by make_view."""
+  """A random KVP policy for layers 0..3 (make_view's layer is 3)."""
   config = policy_lib.AgentConfig(hidden=16, feature_width=16, position_dim=4,
                                   max_position=64, dtype="float32")
   path = tempfile.mkdtemp() + "/random.kvp"
   policy_lib.save_artifact(path, policy_lib.PolicyArtifact(
       agent_config=config,
-      params=policy_lib.init_agents(config, K, H, jax.random.key(0)),
-      model_name="tiny", model_fingerprint="x", num_layers=1,
-      num_kv_heads=K, head_dim=H, layer_start=0, layer_stop=1, info={}))
+      params=policy_lib.init_agents(config, 4 * K, H, jax.random.key(0)),
+      model_name="tiny", model_fingerprint="x", num_layers=4,
+      num_kv_heads=K, head_dim=H, layer_start=0, layer_stop=4, info={}))
   return path
 
 
