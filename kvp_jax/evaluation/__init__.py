@@ -1,0 +1,12 @@
+"""Evaluation: generation and scoring with an evicted cache, suites, reports."""
+
+from kvp_jax.evaluation._compressed import ALLOCATIONS
+from kvp_jax.evaluation._compressed import calibrate_scores
+from kvp_jax.evaluation._compressed import continuation_log_likelihood
+from kvp_jax.evaluation._compressed import evict_cache
+from kvp_jax.evaluation._compressed import Eviction
+from kvp_jax.evaluation._compressed import EvictWhenFull
+from kvp_jax.evaluation._compressed import generate_compressed
+from kvp_jax.evaluation._compressed import layer_views
+from kvp_jax.evaluation._compressed import prefill_compressed
+from kvp_jax.evaluation._compressed import PROTOCOLS
