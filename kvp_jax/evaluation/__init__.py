@@ -2,6 +2,8 @@
 
 from kvp_jax.evaluation._compressed import ALLOCATIONS
 from kvp_jax.evaluation._compressed import calibrate_scores
+from kvp_jax.evaluation._compressed import compress_context
+from kvp_jax.evaluation._compressed import Context
 from kvp_jax.evaluation._compressed import continuation_log_likelihood
 from kvp_jax.evaluation._compressed import evict_cache
 from kvp_jax.evaluation._compressed import Eviction
@@ -9,4 +11,5 @@ from kvp_jax.evaluation._compressed import EvictWhenFull
 from kvp_jax.evaluation._compressed import generate_compressed
 from kvp_jax.evaluation._compressed import layer_views
 from kvp_jax.evaluation._compressed import prefill_compressed
+from kvp_jax.evaluation._compressed import prefill_context
 from kvp_jax.evaluation._compressed import PROTOCOLS

@@ -230,6 +230,94 @@ class Prefilled:
   peak_slots: int
 
 
+@dataclasses.dataclass
+class Context:
+  """A batch of prompts prefilled once with a full cache, to be compressed
+  by many (scorer, budget) pairs ("once" and "decode" protocols).
+
+  tokens, positions: [B, T] left-padded prompts; lengths: [B].
+  first_logits: [B, V]; cache: the full KVCache (never donated).
+  captured: per-layer Captured q/k/v, or None without capture.
+  """
+  tokens: jax.Array
+  positions: jax.Array
+  lengths: np.ndarray
+  first_logits: jax.Array
+  cache: KVCache
+  captured: Any
+  _views: dict = dataclasses.field(default_factory=dict)
+
+  def views(self, config: DecoderConfig, importance: np.ndarray | None):
+    """Layer views (attention statistics when captured), computed once per
+    importance setting and shared by every scorer."""
+    key = importance is not None
+    if key not in self._views:
+      self._views[key] = layer_views(
+          config, self.cache, self.captured, self.positions,
+          jnp.asarray(self.lengths),
+          None if importance is None else jnp.asarray(importance),
+          self.captured is not None)
+    return self._views[key]
+
+
+def prefill_context(model: Pretrained, prompts: Sequence[Sequence[int]], *,
+                    capture: bool, pad_multiple: int = 64) -> Context:
+  """Prefills prompts into a full cache (capture: keep the q/k/v that the
+  attention-based scorers' statistics need)."""
+  config = model.config
+  t = inference.bucket_length(max(map(len, prompts)), pad_multiple)
+  tokens, positions = inference.left_pad(prompts, t)
+  tokens, positions = jnp.asarray(tokens), jnp.asarray(positions)
+  logits, cache, captured = inference.prefill(
+      config, model.params, tokens, positions, layer_capacities(config, t),
+      capture=capture)
+  return Context(tokens, positions,
+                 np.asarray([len(p) for p in prompts], np.int32), logits,
+                 cache, captured)
+
+
+def compress_context(model: Pretrained, context: Context, scorer,
+                     eviction: Eviction, room: int, *,
+                     importance: np.ndarray | None = None,
+                     rng: jax.Array | None = None) -> Prefilled:
+  """Compresses a prefilled context's full cache ("once"/"decode")."""
+  config = model.config
+  if eviction.protocol == "chunked":
+    raise ValueError("chunked prefill cannot start from a full prefill; use "
+                     "prefill_compressed")
+  rng = jax.random.key(0) if rng is None else rng
+  peak = max(layer.capacity for layer in context.cache.layers)
+  if eviction.full:
+    t = context.tokens.shape[1]
+    caps = layer_capacities(config, t + room)
+    grown = KVCache(layers=tuple(
+        _grow(layer, cap) for layer, cap in zip(context.cache.layers, caps)))
+    return Prefilled(context.first_logits, grown, context.lengths, max(caps))
+  if "importance" in scorer.needs and importance is None:
+    raise ValueError(f"scorer {scorer.name!r} needs the future importance")
+  if _needs_capture(scorer) and context.captured is None:
+    raise ValueError(f"scorer {scorer.name!r} needs prefill attention: "
+                     "prefill the context with capture=True")
+  views = context.views(config, importance if "importance" in scorer.needs
+                        else None)
+  interval = eviction.decode_interval if eviction.protocol == "decode" \
+      else room
+  cache = evict_cache(config, context.cache, views, scorer, eviction,
+                      jnp.asarray(context.lengths), min(room, interval), rng)
+  return Prefilled(context.first_logits, cache, context.lengths, peak)
+
+
+def _grow(layer, capacity: int):
+  """A full layer cache with room for `capacity` slots (same contents)."""
+  if layer.capacity >= capacity:
+    return layer
+  extra = capacity - layer.capacity
+  pad = lambda x, v: jnp.pad(x, [(0, 0), (0, 0), (0, extra)] +
+                             [(0, 0)] * (x.ndim - 3), constant_values=v)
+  return type(layer)(k=pad(layer.k, 0), v=pad(layer.v, 0),
+                     pos=pad(layer.pos, -1), end=layer.end)
+
+
 def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
                        prompts: Sequence[Sequence[int]], room: int, *,
                        importance: np.ndarray | None = None,
@@ -246,41 +334,24 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
     importance: [B, L, K, P] future importance by position, for the oracle.
     rng: PRNG key for random scorers.
   """
+  if eviction.full or eviction.protocol != "chunked":
+    context = prefill_context(
+        model, prompts, capture=_needs_capture(scorer) and not eviction.full,
+        pad_multiple=pad_multiple)
+    return compress_context(model, context, scorer, eviction, room,
+                            importance=importance, rng=rng)
   config, params = model.config, model.params
   rng = jax.random.key(0) if rng is None else rng
+  if "importance" in scorer.needs and importance is None:
+    raise ValueError(f"scorer {scorer.name!r} needs the future importance")
+  capture = _needs_capture(scorer)
+  c, b = eviction.chunk_size, eviction.budget
   t = inference.bucket_length(max(map(len, prompts)), pad_multiple)
-  if eviction.protocol == "chunked" and not eviction.full:
-    t = -(-t // eviction.chunk_size) * eviction.chunk_size
+  t = -(-t // c) * c
   tokens, positions = inference.left_pad(prompts, t)
   tokens, positions = jnp.asarray(tokens), jnp.asarray(positions)
   lengths = np.asarray([len(p) for p in prompts], np.int32)
-  ctx = jnp.asarray(lengths)
   imp = None if importance is None else jnp.asarray(importance)
-  if "importance" in scorer.needs and imp is None and not eviction.full:
-    raise ValueError(f"scorer {scorer.name!r} needs the future importance")
-  capture = _needs_capture(scorer) and not eviction.full
-
-  if eviction.full:
-    caps = layer_capacities(config, t + room)
-    logits, cache, _ = inference.prefill(config, params, tokens, positions,
-                                         caps)
-    return Prefilled(logits, cache, lengths, max(caps))
-
-  if eviction.protocol in ("once", "decode"):
-    logits, cache, captured = inference.prefill(
-        config, params, tokens, positions, layer_capacities(config, t),
-        capture=capture)
-    peak = max(layer.capacity for layer in cache.layers)
-    views = layer_views(config, cache, captured, positions, ctx, imp,
-                        capture)
-    interval = eviction.decode_interval if eviction.protocol == "decode" \
-        else room
-    cache = evict_cache(config, cache, views, scorer, eviction, ctx,
-                        min(room, interval), rng)
-    return Prefilled(logits, cache, lengths, peak)
-
-  # Chunked prefill: evict back to the budget after every chunk.
-  c, b = eviction.chunk_size, eviction.budget
   caps = cache_lib.eviction_capacities(config, b, c)
   cache = None
   peak = 0
@@ -295,6 +366,7 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
           config, params, cache, tokens[:, chunk], positions[:, chunk],
           capture=capture)
     peak = max(peak, max(int(layer.capacity) for layer in cache.layers))
+    # Tokens of each row seen so far (rows are left-padded).
     seen = jnp.asarray(np.clip(lengths - (t - start - c), 0, None), jnp.int32)
     views = layer_views(config, cache, captured, positions[:, chunk], seen,
                         imp, capture)
@@ -305,18 +377,25 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
 
 
 def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
-                        prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                        *, importance: np.ndarray | None = None,
+                        prompts: Sequence[Sequence[int]] | Context,
+                        max_new_tokens: int, *,
+                        importance: np.ndarray | None = None,
                         rng: jax.Array | None = None,
                         eos_id: int = EOS_ID) -> tuple[list[list[int]], dict]:
   """Greedy continuations with a compressed cache.
 
+  `prompts` may be a Context prefilled once (shared by a grid of scorers and
+  budgets) instead of token lists.
   Returns (one token list per prompt, cut after EOS; stats with the cache's
   bytes after compression and the peak slots per head).
   """
   rng = jax.random.key(0) if rng is None else rng
-  pre = prefill_compressed(model, scorer, eviction, prompts, max_new_tokens,
+  if isinstance(prompts, Context):
+    pre = compress_context(model, prompts, scorer, eviction, max_new_tokens,
                            importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, prompts, max_new_tokens,
+                             importance=importance, rng=rng)
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
   hook, state = None, None
   if eviction.protocol == "decode" and not eviction.full:
@@ -336,7 +415,7 @@ def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
 
 
 def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
-                                contexts: Sequence[Sequence[int]],
+                                contexts: Sequence[Sequence[int]] | Context,
                                 continuations: Sequence[Sequence[int]], *,
                                 importance: np.ndarray | None = None,
                                 rng: jax.Array | None = None,
@@ -354,9 +433,14 @@ def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
   width = inference.bucket_length(n, pad_multiple)
   piece = eviction.decode_interval if (eviction.protocol == "decode" and
                                        not eviction.full) else width
-  pre = prefill_compressed(model, scorer, eviction, contexts, min(piece, width),
-                           importance=importance, rng=rng)
-  b = len(contexts)
+  if isinstance(contexts, Context):
+    pre = compress_context(model, contexts, scorer, eviction,
+                           min(piece, width), importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, contexts,
+                             min(piece, width), importance=importance,
+                             rng=rng)
+  b = len(continuations)
   conts = np.zeros((b, width + 1), np.int32)
   for i, c in enumerate(continuations):
     conts[i, :len(c)] = c

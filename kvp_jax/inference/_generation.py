@@ -58,9 +58,10 @@ def extend(config: DecoderConfig, params, cache: KVCache, tokens: jax.Array,
   return out.logits, out.cache, out.captured
 
 
+# The cache is not donated: callers may decode several times from one cache
+# (a grid of budgets over one prefill); the loop still updates in place.
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens",
-                                             "eos_id", "hook"),
-                   donate_argnames=("cache",))
+                                             "eos_id", "hook"))
 def decode(config: DecoderConfig, params, cache: KVCache,
            first_logits: jax.Array, next_position: jax.Array, *,
            max_new_tokens: int, eos_id: int, hook: DecodeHook | None = None,

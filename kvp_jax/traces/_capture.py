@@ -121,7 +121,7 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
   lengths = np.asarray([len(p) for p in prompts], np.int32)
   if continuations is None:
     generated, _ = inference.decode(
-        config, params, jax.tree_util.tree_map(jnp.copy, cache), logits,
+        config, params, cache, logits,
         jnp.asarray(lengths), max_new_tokens=max_new_tokens, eos_id=EOS_ID)
     conts = [inference.cut_after_eos(row) for row in np.asarray(generated)]
   else:

@@ -133,3 +133,22 @@ def test_bad_settings():
     evaluation.Eviction(64.5)
   with pytest.raises(ValueError, match="unknown scorer 'nope'"):
     scorers.get_scorer("nope")
+
+
+def test_shared_context_gives_the_same_results(tiny):
+  prompts = _prompts(2)
+  context = evaluation.prefill_context(tiny, prompts, capture=True)
+  for name in ("knorm", "snapkv", "h2o"):
+    scorer = scorers.get_scorer(name)
+    for budget in (24, 40, None):
+      eviction = evaluation.Eviction(budget)
+      shared, _ = evaluation.generate_compressed(tiny, scorer, eviction,
+                                                 context, 6, eos_id=-1)
+      alone, _ = evaluation.generate_compressed(tiny, scorer, eviction,
+                                                prompts, 6, eos_id=-1)
+      assert shared == alone, (name, budget)
+  # The context's full cache is still intact after all those compressions.
+  again, _ = evaluation.generate_compressed(
+      tiny, scorers.get_scorer("knorm"), evaluation.Eviction(None), context, 6,
+      eos_id=-1)
+  assert again == inference.generate(tiny, prompts, 6, eos_id=-1)
