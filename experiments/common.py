@@ -106,4 +106,46 @@ def base_config() -> ml_collections.ConfigDict:
   c.policy = policy_config()
   c.input = input_config()
   c.train = train_config()
+  c.eval = eval_config()
+  return c
+
+
+ALL_SCORERS = ("kvp", "random", "streaming_llm", "knorm", "keydiff", "lagkv",
+               "h2o", "tova", "snapkv", "oracle")
+
+
+def ruler_suite(tasks=RULER_TASKS, lengths=(2048, 4096), num_samples=8,
+                seed=2000, max_new_tokens=None, name="ruler") -> dict:
+  """Held-out RULER-style tasks (seed 2000: not the training traces')."""
+  suite = {"kind": "ruler", "name": name, "sources": [ruler_source(
+      tasks, lengths, num_samples, seed)]}
+  if max_new_tokens is not None:
+    suite["max_new_tokens"] = max_new_tokens
+  return suite
+
+
+def dialogue_suite(lengths=(2048,), num_samples=16, seed=2000,
+                   name="dialogues") -> dict:
+  """Perplexity of held-out dialogues' reference continuations."""
+  return {"kind": "perplexity", "name": name, "sources": [dialogue_source(
+      lengths, num_samples, seed, pool="heldout")]}
+
+
+def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
+  """The evaluation grid (python -m kvp_jax.evaluate).
+
+  scorers: names (kvp_jax.scorers); "kvp" reads `policy` (default
+    <workdir>/policy.kvp).
+  budgets: tokens kept per (layer, KV head), sinks and recent included.
+  protocol: "once" (the paper), "chunked", or "decode".
+  allocation: "uniform" (the paper), "layer" or "model".
+  include_full: also run the uncompressed cache.
+  """
+  c = ml_collections.ConfigDict({
+      "scorers": list(ALL_SCORERS), "policy": "",
+      "budgets": [64, 128, 256, 512, 1024], "protocol": "once",
+      "allocation": "uniform", "chunk_size": 512, "decode_interval": 32,
+      "batch_size": 8, "include_full": True, "suites": list(suites),
+      "output_dir": "", "seed": 0})
+  c.update(overrides)
   return c

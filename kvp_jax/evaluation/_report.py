@@ -1,0 +1,167 @@
+"""Aggregating per-sample results into tables and plots.
+
+Accuracy is the mean over samples (x100, RULER's scoring); perplexity pools
+the negative log-likelihood over every scored token; the normalised cost is
+the mean over samples of each (layer, head)'s cost, then over heads. Each
+suite also gets a "mean" group (the mean of its groups' values, perplexity
+pooled over all tokens).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+FULL = "full"
+_KEY = ("suite", "group", "scorer", "budget", "protocol", "allocation",
+        "metric")
+
+
+def _value(metric: str, rows: Sequence[dict]) -> float:
+  if metric == "perplexity":
+    return float(np.exp(sum(r["nll"] for r in rows) /
+                        max(sum(r["tokens"] for r in rows), 1)))
+  return float(np.mean([r["value"] for r in rows]))
+
+
+def aggregate(rows: Sequence[dict]) -> list[dict]:
+  """One row per (suite, group, scorer, budget, protocol, allocation)."""
+  cells = collections.defaultdict(list)
+  for r in rows:
+    cells[tuple(str(r.get(k)) for k in _KEY)].append(r)
+    mean_key = dict(r, group="mean")
+    cells[tuple(str(mean_key.get(k)) for k in _KEY)].append(r)
+  out = []
+  for key, members in sorted(cells.items()):
+    row = dict(zip(_KEY, key))
+    metric = row["metric"]
+    if row["group"] == "mean" and metric == "accuracy":
+      per_group = collections.defaultdict(list)
+      for m in members:
+        per_group[m["group"]].append(m["value"])
+      row["value"] = float(np.mean([np.mean(v) for v in per_group.values()]))
+    else:
+      row["value"] = _value(metric, members)
+    row["num_samples"] = len(members)
+    if metric == "normalised_cost":
+      with warnings.catch_warnings():   # A head no sample informs: NaN.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        heads = np.nanmean(np.asarray([m["per_head"] for m in members],
+                                      float), axis=0)
+      row["per_head"] = heads.tolist()
+    if "cache_bytes" in members[0]:
+      row["cache_bytes"] = float(np.mean([m["cache_bytes"] for m in members]))
+    out.append(row)
+  return out
+
+
+def _budget_sort(b: str):
+  return (0, int(b)) if b.isdigit() else (1, b)
+
+
+def markdown(rows: Sequence[dict], title: str = "") -> str:
+  """Tables: per suite and group, scorers x budgets."""
+  lines = [f"# {title}" if title else "# Evaluation results", ""]
+  by_suite = collections.defaultdict(list)
+  for r in rows:
+    by_suite[r["suite"]].append(r)
+  for suite, srows in by_suite.items():
+    metric = srows[0]["metric"]
+    better = "lower" if metric in ("perplexity", "normalised_cost") else \
+        "higher"
+    lines += [f"## {suite}: {metric} ({better} is better)", ""]
+    groups = sorted({r["group"] for r in srows},
+                    key=lambda g: (g == "mean", g))
+    for group in groups:
+      grows = [r for r in srows if r["group"] == group]
+      budgets = sorted({r["budget"] for r in grows if r["budget"] != FULL},
+                       key=_budget_sort)
+      full = [r for r in grows if r["scorer"] == FULL]
+      n = max(r["num_samples"] for r in grows)
+      lines.append(f"### {group} ({n} samples)" +
+                   (f"; full cache: {full[0]['value']:.2f}" if full else ""))
+      lines.append("")
+      lines.append("| scorer | " + " | ".join(
+          f"b={b}" if b.isdigit() else b for b in budgets) + " |")
+      lines.append("|---" * (len(budgets) + 1) + "|")
+      scorers = sorted({r["scorer"] for r in grows if r["scorer"] != FULL})
+      best = {}
+      for b in budgets:
+        vals = [r["value"] for r in grows if r["budget"] == b and
+                r["scorer"] != "oracle" and r["scorer"] != FULL]
+        if vals:
+          best[b] = min(vals) if better == "lower" else max(vals)
+      for s in scorers:
+        cells = []
+        for b in budgets:
+          match = [r for r in grows if r["scorer"] == s and r["budget"] == b]
+          if not match:
+            cells.append("")
+            continue
+          v = match[0]["value"]
+          text = f"{v:.3f}" if metric == "normalised_cost" else f"{v:.2f}"
+          if s != "oracle" and best.get(b) is not None and v == best[b]:
+            text = f"**{text}**"
+          cells.append(text)
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+      lines.append("")
+  lines.append("Bold: the best deployable scorer at that budget (the oracle "
+               "knows the future and is an upper bound).")
+  return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
+  """One PNG per suite: metric of the "mean" group against cache size."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  paths = []
+  for suite in sorted({r["suite"] for r in rows}):
+    srows = [r for r in rows if r["suite"] == suite and r["group"] == "mean"]
+    if not srows or srows[0]["metric"] == "normalised_cost":
+      continue
+    metric = srows[0]["metric"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for scorer in sorted({r["scorer"] for r in srows if r["scorer"] != FULL}):
+      pts = sorted((int(r["budget"]), r["value"]) for r in srows
+                   if r["scorer"] == scorer and r["budget"].isdigit())
+      if pts:
+        style = dict(linestyle=":", color="black") if scorer == "oracle" \
+            else dict(marker="o", linewidth=2.2 if scorer == "kvp" else 1.2)
+        ax.plot(*zip(*pts), label=scorer, **style)
+    for r in srows:
+      if r["scorer"] == FULL:
+        ax.axhline(r["value"], color="gray", linestyle="--",
+                   label="full cache")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("cache size per head (tokens)")
+    ax.set_ylabel(metric + (" (%)" if metric == "accuracy" else ""))
+    if metric == "perplexity":
+      ax.set_yscale("log")
+    ax.set_title(suite)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path = out_dir / f"{suite}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def write(rows: Sequence[dict], out_dir: Path, title: str = "") -> None:
+  """results.jsonl, results.md and the plots, each written atomically."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  for name, text in (
+      ("results.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
+      ("results.md", markdown(rows, title))):
+    tmp = out_dir / (name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out_dir / name)
+  plot(rows, out_dir)

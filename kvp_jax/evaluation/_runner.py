@@ -1,0 +1,355 @@
+"""The evaluation grid: scorers x budgets x suites, resumable.
+
+Every (sample, scorer, budget) result is appended to <output>/samples.jsonl
+as soon as it exists; a rerun skips what is there, so a killed evaluation
+continues where it stopped. The aggregate (results.jsonl, results.md and one
+PNG per suite) is rebuilt from that log at the end.
+
+Batches of samples of similar length are prefilled once (with the prefill
+attention statistics when an attention-based scorer is in the grid) and the
+one full cache is compressed by every (scorer, budget) pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from data_pipelines import scoring
+from kvp_jax import inference
+from kvp_jax import objective
+from kvp_jax import scorers as scorers_lib
+from kvp_jax import traces as traces_lib
+from kvp_jax.evaluation import _compressed
+from kvp_jax.evaluation import _report
+from kvp_jax.evaluation import _suites
+from kvp_jax.model import Pretrained
+
+FULL = "full"   # The uncompressed cache's scorer / budget label.
+
+
+def make_scorers(names: Sequence[str], policy_path: str | os.PathLike[str],
+                 model: Pretrained) -> dict[str, scorers_lib.Scorer]:
+  """Scorers by name; "kvp" loads the policy artifact (checked against the
+  model it will score)."""
+  out = {}
+  for name in names:
+    if name == "kvp":
+      from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+      art = policy_lib.load_artifact(policy_path)
+      c = model.config
+      art.check_model(model.fingerprint, c.num_layers, c.num_kv_heads,
+                      c.head_dim)
+      out[name] = scorers_lib.KVPScorer.from_artifact(art)
+    else:
+      out[name] = scorers_lib.get_scorer(name)
+  return out
+
+
+class SampleLog:
+  """Append-only JSONL of per-sample results, keyed for resuming."""
+
+  KEY = ("suite", "sample", "scorer", "budget", "protocol", "allocation")
+
+  def __init__(self, path: Path):
+    self.path = path
+    self.rows: list[dict] = []
+    torn = False
+    if path.exists():
+      text = path.read_text(encoding="utf-8")
+      for line in text.splitlines():
+        try:
+          self.rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          torn = True
+      if torn or (text and not text.endswith("\n")):
+        # A kill mid-write: keep the whole lines only, before appending.
+        logging.warning("%s: dropping a torn line", path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows),
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    self.done = {self._key(r) for r in self.rows}
+
+  def _key(self, row) -> tuple:
+    return tuple(str(row.get(k)) for k in self.KEY)
+
+  def has(self, **key) -> bool:
+    return self._key(key) in self.done
+
+  def add(self, rows: Iterable[dict]) -> None:
+    """Appends the rows not logged yet (a batch may be partly done)."""
+    rows = [r for r in rows if self._key(r) not in self.done]
+    with open(self.path, "a", encoding="utf-8") as f:
+      for r in rows:
+        f.write(json.dumps(r) + "\n")
+      f.flush()
+    self.rows += rows
+    self.done |= {self._key(r) for r in rows}
+
+
+def _batches(items: Sequence[_suites.Item], size: int):
+  """Items grouped into batches of similar prompt length (same bucket)."""
+  order = sorted(range(len(items)), key=lambda i: (len(items[i].prompt), i))
+  for start in range(0, len(order), size):
+    yield [items[i] for i in order[start:start + size]]
+
+
+def _oracle_importance(model: Pretrained, items, continuations,
+                       max_new: int) -> np.ndarray:
+  """[B, L, K, P] future importance by position of each prompt token, for
+  the given continuations (the full-cache answer, or the reference)."""
+  recorded = traces_lib.record_traces(
+      model, [list(i.prompt) for i in items], None, max_new_tokens=max_new,
+      with_kv=False, continuations=continuations)
+  width = max(t.length for t in recorded)
+  c = model.config
+  out = np.zeros((len(items), c.num_layers, c.num_kv_heads, width),
+                 np.float32)
+  for i, t in enumerate(recorded):
+    out[i, :, :, :t.length] = t.importance[:, :, 0]
+  return out
+
+
+@dataclasses.dataclass
+class Grid:
+  """What to evaluate (the config's `eval` section, resolved)."""
+  scorers: dict[str, scorers_lib.Scorer]
+  budgets: tuple[int, ...]
+  protocol: str
+  allocation: str
+  chunk_size: int
+  decode_interval: int
+  batch_size: int
+  include_full: bool
+  seed: int
+
+  def evictions(self):
+    """(scorer name, budget label, Eviction) cells, the full cache first."""
+    if self.include_full:
+      yield FULL, FULL, _compressed.Eviction(None)
+    for name in self.scorers:
+      for b in self.budgets:
+        yield name, b, _compressed.Eviction(
+            b, protocol=self.protocol, allocation=self.allocation,
+            chunk_size=self.chunk_size,
+            decode_interval=self.decode_interval)
+
+
+def _scorer_of(grid: Grid, name: str):
+  return grid.scorers.get(name) or scorers_lib.get_scorer("knorm")
+
+
+def _run_generation(model, grid, suite_name, batch, log, rng):
+  """RULER-style: generate with every cell, score each answer."""
+  max_new = max(i.max_new_tokens for i in batch)
+  protocol_tag = dict(protocol=grid.protocol, allocation=grid.allocation)
+  cells = [c for c in grid.evictions()
+           if not all(log.has(suite=suite_name, sample=i.sample.id,
+                              scorer=c[0], budget=c[1],
+                              **_tag(c, protocol_tag)) for i in batch)]
+  if not cells:
+    return
+  needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
+                      for n, b, _ in cells if b != FULL)
+  context = _compressed.prefill_context(
+      model, [list(i.prompt) for i in batch], capture=needs_capture)
+  importance = None
+  full_out = None
+  for name, budget, eviction in cells:
+    scorer = _scorer_of(grid, name)
+    if "importance" in scorer.needs and importance is None:
+      if full_out is None:
+        full_out, _ = _compressed.generate_compressed(
+            model, scorer, _compressed.Eviction(None), context, max_new)
+      importance = _oracle_importance(model, batch, full_out, max_new)
+    out, stats = _compressed.generate_compressed(
+        model, scorer, eviction, context, max_new, importance=importance,
+        rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
+    if name == FULL:
+      full_out = out
+    rows = []
+    for item, ids in zip(batch, out):
+      text = model.tokenizer.decode(ids[:item.max_new_tokens])
+      rows.append(dict(
+          suite=suite_name, sample=item.sample.id, group=item.group,
+          scorer=name, budget=budget, **_tag((name, budget), protocol_tag),
+          metric="accuracy", value=100 * scoring.score_sample(item.sample,
+                                                              text),
+          prediction=text[:200], cache_bytes=stats["cache_bytes"] / len(batch),
+          peak_slots=stats["peak_slots"]))
+    log.add(rows)
+
+
+def _cell_seed(name, budget) -> int:
+  """A stable per-cell seed (Python's hash() of a str changes per process)."""
+  return zlib.crc32(f"{name}|{budget}".encode()) % 2**31
+
+
+def _tag(cell, protocol_tag):
+  """The full cache has no protocol or allocation."""
+  return ({"protocol": FULL, "allocation": FULL} if cell[1] == FULL
+          else protocol_tag)
+
+
+def _run_perplexity(model, grid, suite_name, batch, log, rng):
+  protocol_tag = dict(protocol=grid.protocol, allocation=grid.allocation)
+  cells = [c for c in grid.evictions()
+           if not all(log.has(suite=suite_name, sample=i.sample.id,
+                              scorer=c[0], budget=c[1],
+                              **_tag(c, protocol_tag)) for i in batch)]
+  if not cells:
+    return
+  conts = [list(i.continuation) for i in batch]
+  needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
+                      for n, b, _ in cells if b != FULL)
+  chunked = grid.protocol == "chunked"
+  context = None if chunked and all(b != FULL for _, b, _ in cells) else (
+      _compressed.prefill_context(model, [list(i.prompt) for i in batch],
+                                  capture=needs_capture))
+  importance = None
+  for name, budget, eviction in cells:
+    scorer = _scorer_of(grid, name)
+    if "importance" in scorer.needs and importance is None:
+      importance = _oracle_importance(model, batch, conts, max(map(len, conts)))
+    source = context if (budget == FULL or not chunked) else [
+        list(i.prompt) for i in batch]
+    if source is None:
+      source = [list(i.prompt) for i in batch]
+    ll, stats = _compressed.continuation_log_likelihood(
+        model, scorer, eviction, source, conts, importance=importance,
+        rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
+    log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
+                 scorer=name, budget=budget, **_tag((name, budget),
+                                                    protocol_tag),
+                 metric="perplexity", nll=float(-np.sum(x)), tokens=len(x),
+                 value=float(np.exp(-np.mean(x))),
+                 cache_bytes=stats["cache_bytes"] / len(batch))
+            for item, x in zip(batch, ll))
+
+
+def _run_attention_cost(model, grid, suite_name, batch, log, rng,
+                        num_sinks=4, num_recent=16):
+  """Each scorer's normalised future-attention cost per (layer, KV head)."""
+  names = [n for n in grid.scorers
+           if not all(log.has(suite=suite_name, sample=i.sample.id, scorer=n,
+                              budget="all", protocol="ranking",
+                              allocation="ranking") for i in batch)]
+  if not names:
+    return
+  max_new = max(i.max_new_tokens for i in batch)
+  context = _compressed.prefill_context(
+      model, [list(i.prompt) for i in batch], capture=True)
+  full, _ = _compressed.generate_compressed(
+      model, scorers_lib.get_scorer("knorm"), _compressed.Eviction(None),
+      context, max_new)
+  importance = _oracle_importance(model, batch, full, max_new)
+  views = context.views(model.config, importance)
+  lengths = jnp.asarray(context.lengths)
+  for name in names:
+    scores = _compressed._scores(grid.scorers[name], views,  # pylint: disable=protected-access
+                                 jax.random.fold_in(rng, len(name)))
+    costs, counts = [], []
+    for view, s in zip(views, scores):
+      cost, informative = _ranking_cost(s, view.importance, view.positions,
+                                        lengths, num_sinks, num_recent)
+      costs.append(np.asarray(cost))                       # [B, K]
+      counts.append(np.asarray(informative))
+    costs = np.stack(costs, 1)                             # [B, L, K]
+    counts = np.stack(counts, 1)
+    log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
+                 scorer=name, budget="all", protocol="ranking",
+                 allocation="ranking", metric="normalised_cost",
+                 per_head=np.where(counts[i], costs[i], np.nan).tolist(),
+                 value=float(np.nanmean(np.where(counts[i], costs[i],
+                                                 np.nan))))
+            for i, item in enumerate(batch))
+
+
+@jax.jit
+def _ranking_cost_jit(scores, importance, positions, lengths, num_sinks,
+                      num_recent):
+  ranked = (positions >= num_sinks) & (
+      positions < lengths[:, None, None] - num_recent)
+  order = objective.deterministic_order(scores, ranked)
+  cost = objective.normalised_cost(order, importance, ranked)
+  informative = objective.oracle_cost(importance, ranked) > 1e-30
+  return cost, informative
+
+
+def _ranking_cost(scores, importance, positions, lengths, num_sinks,
+                  num_recent):
+  return _ranking_cost_jit(scores, importance, positions, lengths, num_sinks,
+                           num_recent)
+
+
+RUNNERS = {"ruler": _run_generation, "perplexity": _run_perplexity,
+           "attention_cost": _run_attention_cost}
+
+
+def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
+             output_dir: str | os.PathLike[str], *,
+             progress: bool = True, title: str = "") -> list[dict]:
+  """Runs every suite, then writes results.jsonl, results.md and plots.
+
+  Returns the aggregated result rows.
+  """
+  out = Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  log = SampleLog(out / "samples.jsonl")
+  rng = jax.random.key(grid.seed)
+  for index, suite in enumerate(suites):
+    name = _suites.suite_name(suite, index)
+    items = _suites.build_suite(suite, model.tokenizer)
+    batches = list(_batches(items, grid.batch_size))
+    bar = tqdm(batches, desc=f"evaluating {name}", unit="batch",
+               disable=not progress)
+    for batch in bar:
+      RUNNERS[suite["kind"]](model, grid, name, batch, log, rng)
+  rows = _report.aggregate(log.rows)
+  _report.write(rows, out, title=title)
+  return rows
+
+
+def evaluate(config, workdir: str | os.PathLike[str], *,
+             model: Pretrained | None = None, progress: bool = True
+             ) -> list[dict]:
+  """The `eval` section of an experiment config, run in a workdir.
+
+  The KVP policy is `eval.policy`, else <workdir>/policy.kvp; results go to
+  `eval.output_dir`, else <workdir>/eval.
+  """
+  from kvp_jax.model import load_model  # pylint: disable=g-import-not-at-top
+  ec = config.eval
+  workdir = Path(workdir)
+  model = model or load_model(config.model)
+  if model.tokenizer is None:
+    raise ValueError("evaluation needs a model with a tokenizer")
+  policy = ec.policy or workdir / "policy.kvp"
+  grid = Grid(
+      scorers=make_scorers(list(ec.scorers), policy, model),
+      budgets=tuple(int(b) for b in ec.budgets), protocol=ec.protocol,
+      allocation=ec.allocation, chunk_size=int(ec.chunk_size),
+      decode_interval=int(ec.decode_interval),
+      batch_size=int(ec.batch_size), include_full=bool(ec.include_full),
+      seed=int(ec.seed))
+  for b in grid.budgets:                       # Fail early on a bad budget.
+    _compressed.Eviction(b, protocol=grid.protocol,
+                         allocation=grid.allocation)
+  suites = [dict(s) if not hasattr(s, "to_dict") else s.to_dict()
+            for s in ec.suites]
+  out = Path(ec.output_dir) if ec.output_dir else workdir / "eval"
+  title = (f"{model.config.name}: protocol {grid.protocol}, allocation "
+           f"{grid.allocation}")
+  return run_grid(model, grid, suites, out, progress=progress, title=title)

@@ -1,0 +1,120 @@
+"""The evaluation grid on a tiny model: every suite kind, tables, plots,
+resuming, and errors."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from data_pipelines import samples as samples_lib
+from experiments import common
+from kvp_jax import evaluation
+from kvp_jax import model as model_lib
+from kvp_jax import policy as policy_lib
+
+
+@pytest.fixture(scope="module")
+def model():
+  return model_lib.load_model({"name": "tiny_gemma_vocab", "source": "random"})
+
+
+def _policy(tmp_path, model):
+  c = model.config
+  config = policy_lib.AgentConfig(hidden=16, feature_width=16, position_dim=4,
+                                  max_position=256, dtype="float32")
+  return policy_lib.save_artifact(tmp_path / "p.kvp", policy_lib.PolicyArtifact(
+      agent_config=config, params=policy_lib.init_agents(
+          config, c.num_agents, c.head_dim, jax.random.key(0)),
+      model_name=c.name, model_fingerprint=model.fingerprint,
+      num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
+      head_dim=c.head_dim, layer_start=0, layer_stop=c.num_layers, info={}))
+
+
+def _config(tmp_path, model):
+  rng = np.random.default_rng(0)
+  words = "red blue green seven apple river stone lamp".split()
+  samples = []
+  for i in range(3):
+    value = str(1000000 + i)
+    hay = " ".join(rng.choice(words, 60))
+    samples.append(samples_lib.Sample(
+        id=f"q{i}", task="toy", context=f"{hay} The code is {value}. {hay}",
+        question="What is the code?", answer_prefix=" The code is",
+        answers=[value], max_new_tokens=6, metadata={"target_length": 256}))
+  samples_lib.write_samples(tmp_path / "toy.jsonl", samples)
+  text = tmp_path / "doc.txt"
+  text.write_text(" ".join(rng.choice(words, 400)))
+  c = common.base_config()
+  c.model = common.model_config("tiny_gemma_vocab", source="random")
+  c.eval = common.eval_config(
+      suites=[
+          {"kind": "ruler", "name": "toy",
+           "sources": [{"kind": "jsonl", "paths": [str(tmp_path / "toy.jsonl")]}]},
+          {"kind": "perplexity", "name": "doc", "text_files": [str(text)],
+           "context_tokens": 120, "continuation_tokens": 30},
+          {"kind": "attention_cost", "name": "cost", "max_new_tokens": 5,
+           "sources": [{"kind": "jsonl", "paths": [str(tmp_path / "toy.jsonl")]}]},
+      ],
+      scorers=["kvp", "knorm", "snapkv", "oracle"], budgets=[24, 48],
+      batch_size=2, policy=str(_policy(tmp_path, model)))
+  return c
+
+
+def test_grid_writes_tables_and_plots(tmp_path, model):
+  config = _config(tmp_path, model)
+  rows = evaluation.evaluate(config, tmp_path / "run", model=model,
+                             progress=False)
+  out = tmp_path / "run" / "eval"
+  assert (out / "toy.png").is_file() and (out / "doc.png").is_file()
+  md = (out / "results.md").read_text()
+  assert "## toy: accuracy" in md and "## doc: perplexity" in md
+  assert "## cost: normalised_cost" in md
+  cell = lambda s, sc, b: [r for r in rows if r["suite"] == s and
+                           r["scorer"] == sc and r["budget"] == b and
+                           r["group"] == "mean"]
+  for suite in ("toy", "doc"):
+    assert len(cell(suite, "full", "full")) == 1
+    for scorer in ("kvp", "knorm", "snapkv", "oracle"):
+      for b in ("24", "48"):
+        assert len(cell(suite, scorer, b)) == 1, (suite, scorer, b)
+  # The oracle ranks by the true importance: its normalised cost is 1.
+  oracle = cell("cost", "oracle", "all")[0]
+  np.testing.assert_allclose(oracle["value"], 1.0, atol=1e-5)
+  knorm = cell("cost", "knorm", "all")[0]
+  assert knorm["value"] > 1.0
+  assert len(knorm["per_head"]) == model.config.num_layers
+  # Perplexity of the full cache equals the plain model's.
+  full = cell("doc", "full", "full")[0]["value"]
+  big = cell("doc", "knorm", "48")[0]["value"]
+  assert full > 1 and abs(big - full) / full < 0.5
+
+
+def test_rerun_resumes(tmp_path, model):
+  config = _config(tmp_path, model)
+  evaluation.evaluate(config, tmp_path / "run", model=model, progress=False)
+  log = tmp_path / "run" / "eval" / "samples.jsonl"
+  lines = log.read_text().splitlines()
+  # Drop the last results and tear a line, as a kill would.
+  log.write_text("\n".join(lines[:-5]) + "\n" + lines[-5][:20])
+  evaluation.evaluate(config, tmp_path / "run", model=model, progress=False)
+  again = [json.loads(l) for l in log.read_text().splitlines()
+           if l.startswith("{") and l.endswith("}")]
+  keys = [(r["suite"], r["sample"], r["scorer"], str(r["budget"])) for r in again]
+  assert len(keys) == len(set(keys)) == len(lines)
+
+
+def test_errors(tmp_path, model):
+  config = _config(tmp_path, model)
+  config.eval.budgets = [8]
+  with pytest.raises(ValueError, match="below the minimum"):
+    evaluation.evaluate(config, tmp_path / "a", model=model, progress=False)
+  config = _config(tmp_path, model)
+  config.eval.scorers = ["knorm", "nope"]
+  with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+    evaluation.evaluate(config, tmp_path / "b", model=model, progress=False)
+  config = _config(tmp_path, model)
+  other = model_lib.load_model({"name": "tiny_gemma_vocab", "source": "random",
+                                "seed": 3})
+  with pytest.raises(policy_lib.ArtifactError, match="fingerprint"):
+    evaluation.evaluate(config, tmp_path / "c", model=other, progress=False)
