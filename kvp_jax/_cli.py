@@ -46,3 +46,50 @@ def fail(message: str) -> None:
 
 def print_json(record: dict[str, Any]) -> None:
   print(json.dumps(record), flush=True)
+
+
+def define_eviction_flags() -> None:
+  """--budget, --policy, --scorer, --protocol, --allocation, ..."""
+  flags.DEFINE_integer("budget", None, "Tokens kept per (layer, KV head), "
+                       "sinks and recent included; default: the full cache.")
+  flags.DEFINE_string("policy", None, "An exported KVP policy "
+                      "(python -m kvp_jax.export); implies --scorer=kvp.")
+  flags.DEFINE_string("scorer", None, "Eviction rule: kvp, random, "
+                      "streaming_llm, knorm, keydiff, lagkv, h2o, tova, snapkv.")
+  flags.DEFINE_enum("protocol", "once", ["once", "chunked", "decode"],
+                    "When to evict (see kvp_jax.evaluation).")
+  flags.DEFINE_enum("allocation", "uniform", ["uniform", "layer", "model"],
+                    "How the budget is shared among heads.")
+  flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.")
+  flags.DEFINE_integer("decode_interval", 32,
+                       "Tokens between evictions with --protocol=decode.")
+
+
+def eviction_from_flags(model: model_lib.Pretrained):
+  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  if f.budget is None:
+    if f.policy or f.scorer:
+      fail("--policy/--scorer need --budget (tokens kept per head)")
+    return None, None
+  name = f.scorer or ("kvp" if f.policy else None)
+  if name is None:
+    fail("--budget needs --policy=<exported policy> or --scorer=<rule>")
+  if name == "oracle":
+    fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
+  try:
+    eviction = evaluation.Eviction(
+        f.budget, protocol=f.protocol, allocation=f.allocation,
+        chunk_size=f.chunk_size, decode_interval=f.decode_interval)
+    if name == "kvp":
+      if not f.policy:
+        fail("--scorer=kvp needs --policy=<exported policy>")
+      scorer = evaluation.make_scorers(["kvp"], f.policy, model)["kvp"]
+    else:
+      scorer = scorers.get_scorer(name)
+  except (ValueError, policy_lib.ArtifactError) as e:
+    fail(str(e))
+  return scorer, eviction

