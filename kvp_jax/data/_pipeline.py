@@ -43,6 +43,9 @@ class InputConfig:
     "recomputed" (token ids only; the trainer recomputes k and v).
   seed: shuffling seed.
   num_workers: grain worker processes (0 = read in the main process).
+  prefetch_batches: batches read ahead (by threads in each reading
+    process). An element here is a whole batch (tens of MB to GBs), so
+    grain's default read-ahead of 500 elements would fill the host memory.
   shard_index, shard_count: this process's share of the elements.
   """
   batch_size: int = 32
@@ -54,6 +57,7 @@ class InputConfig:
   features: str = "stored"
   seed: int = 0
   num_workers: int = 0
+  prefetch_batches: int = 2
   shard_index: int = 0
   shard_count: int = 1
 
@@ -166,10 +170,13 @@ def train_dataset(store: TraceStore, cfg: InputConfig,
     parts.append(ds)
     weights.append(len(items))
   mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  it = mixed.to_iter_dataset()
+  it = mixed.to_iter_dataset(grain.ReadOptions(
+      num_threads=max(1, cfg.prefetch_batches),
+      prefetch_buffer_size=max(1, cfg.prefetch_batches)))
   if cfg.num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=cfg.num_workers, per_worker_buffer_size=2))
+        num_workers=cfg.num_workers,
+        per_worker_buffer_size=max(1, cfg.prefetch_batches)))
   return it
 
 
