@@ -18,6 +18,7 @@ a conversation whatever seeds they use.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +45,11 @@ def _get(source: Mapping[str, Any], key: str, default: Any = None) -> Any:
   if value is None:
     raise ValueError(f"{source.get('kind')} source needs {key!r}: {source}")
   return value
+
+
+def _with_pool(samples, pool: str):
+  """Ids that name the pool: another pool's samples are other samples."""
+  return [dataclasses.replace(s, id=f"{s.id}-{pool}") for s in samples]
 
 
 def build_samples(sources: Sequence[Mapping[str, Any]],
@@ -73,8 +79,8 @@ def build_samples(sources: Sequence[Mapping[str, Any]],
       pool = source.get("pool", "all")
       convs = [c for c in dialogues.load_conversations() if in_pool(c.id, pool)]
       for length in lengths:
-        out += dialogues.generate_dialogues(n, length, tokenizer, seed,
-                                            conversations=convs)
+        out += _with_pool(dialogues.generate_dialogues(
+            n, length, tokenizer, seed, conversations=convs), pool)
     else:
       pool = source.get("pool", "all")
       name = _get(source, "source")
@@ -82,8 +88,8 @@ def build_samples(sources: Sequence[Mapping[str, Any]],
               if in_pool(d.name, pool)]
       task = f"documents_{documents.source_name(name)}"
       for length in lengths:
-        out += documents.generate_documents(docs, n, length, tokenizer, seed,
-                                            task=task)
+        out += _with_pool(documents.generate_documents(
+            docs, n, length, tokenizer, seed, task=task), pool)
   seen: set[str] = set()
   for s in out:
     if s.id in seen:

@@ -146,7 +146,9 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
       num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
       head_dim=c.head_dim, max_length=int(cfg.max_length),
       num_splits=1 + int(cfg.num_random_splits), with_kv=bool(cfg.with_kv),
-      kv_dtype=cfg.kv_dtype)
+      kv_dtype=cfg.kv_dtype,
+      layer_windows=tuple(c.layer_window(i) or 0
+                          for i in range(c.num_layers)))
   store = traces_lib.TraceStore.create_or_resume(
       store_path, store_metadata(model, cfg), layout)
   done = store.committed_ids()

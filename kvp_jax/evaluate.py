@@ -10,6 +10,8 @@ continuations, normalised future-attention cost). Writes
 rerunning continues an interrupted evaluation.
 """
 
+from pathlib import Path
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -33,7 +35,8 @@ def main(argv):
     evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
   except (ValueError, FileNotFoundError, policy_lib.ArtifactError) as e:
     _cli.fail(str(e))
-  print(open(f"{_WORKDIR.value}/eval/results.md", encoding="utf-8").read())
+  out = Path(_CONFIG.value.eval.output_dir or Path(_WORKDIR.value) / "eval")
+  print((out / "results.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ class Eviction:
                        f"known: {ALLOCATIONS}")
     if self.budget is not None:
       cache_lib.check_budget(self.budget, self.num_sinks, self.num_recent)
+    if self.protocol == "decode" and self.allocation != "uniform":
+      raise ValueError("eviction during decoding keeps a uniform budget; use "
+                       "allocation='uniform' with protocol='decode'")
     for name in ("chunk_size", "decode_interval"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -81,10 +84,12 @@ def _needs_capture(scorer) -> bool:
   return bool(scorer.needs & {"queries", "attention_sums"})
 
 
-@functools.partial(jax.jit, static_argnames=("config", "capture_stats"))
+@functools.partial(jax.jit, static_argnames=("config", "capture_stats",
+                                             "whole_prompt"))
 def layer_views(config: DecoderConfig, cache: KVCache, captured,
                 query_positions: jax.Array, context_length: jax.Array,
-                importance: jax.Array | None, capture_stats: bool
+                importance: jax.Array | None, capture_stats: bool,
+                whole_prompt: bool = True
                 ) -> tuple[scorers_lib.LayerView, ...]:
   """What every scorer may see of each layer after a prefill.
 
@@ -96,17 +101,36 @@ def layer_views(config: DecoderConfig, cache: KVCache, captured,
     importance: [B, L, K, P] future importance by absolute position (the
       oracle's input), or None.
     capture_stats: fill queries (the last LAST_QUERIES) and attention_sums.
+    whole_prompt: the captured chunk is the whole prompt. Then H2O's
+      attention sums are taken over all the prompt's keys (each query's
+      softmax over everything it saw, as in the model) and gathered onto
+      the cache's slots; a sliding-window layer's ring holds only the
+      newest keys, over which the softmax would be wrong. Otherwise (a
+      chunk of a chunked prefill) they are taken over the cache's keys.
   """
   views = []
   for i, layer in enumerate(cache.layers):
     extra: dict[str, Any] = {}
     if capture_stats:
       q = captured[i].q
+      window = config.layer_window(i)
       extra["queries"] = q[:, -LAST_QUERIES:]
       extra["query_positions"] = query_positions[:, -LAST_QUERIES:]
-      extra["attention_sums"] = scorers_lib.attention_column_sums(
-          q, query_positions, layer.k, layer.pos, config.layer_window(i),
-          softcap=config.attn_logit_softcap)
+      if whole_prompt:
+        k = jnp.swapaxes(captured[i].k, 1, 2)                     # [B, K, T, H]
+        pos = jnp.broadcast_to(query_positions[:, None], k.shape[:3])
+        sums = scorers_lib.attention_column_sums(
+            q, query_positions, k, pos, window,
+            softcap=config.attn_logit_softcap)                    # [B, K, T]
+        # Left-padded columns: position p of row b sits at column p + pad_b.
+        pad = jnp.sum(query_positions < 0, axis=1)[:, None, None]
+        col = jnp.clip(layer.pos + pad, 0, sums.shape[-1] - 1)
+        extra["attention_sums"] = jnp.where(
+            layer.pos >= 0, jnp.take_along_axis(sums, col, axis=2), 0.0)
+      else:
+        extra["attention_sums"] = scorers_lib.attention_column_sums(
+            q, query_positions, layer.k, layer.pos, window,
+            softcap=config.attn_logit_softcap)
     if importance is not None:
       imp = importance[:, i]                                      # [B, K, P]
       idx = jnp.clip(layer.pos, 0, imp.shape[-1] - 1)
@@ -134,19 +158,58 @@ def _evict_uniform(cache, scores, context_length, budgets, capacities,
                          num_sinks, num_recent)
 
 
-def calibrate_scores(scores: Sequence[jax.Array], positions) -> tuple:
+def layer_budgets(config: DecoderConfig, budget: int,
+                  num_sinks: int = 4, num_recent: int = 16) -> tuple[int, ...]:
+  """Uniform budget b per head, but a sliding-window layer keeps at most its
+  window: its cache never holds more (a ring), and attention reads no more
+  (a window below the protected sinks + recent is rounded up to them)."""
+  floor = cache_lib.min_budget(num_sinks, num_recent)
+  return tuple(min(budget, max(config.layer_window(i) or budget, floor))
+               for i in range(config.num_layers))
+
+
+@functools.partial(jax.jit, static_argnames=("num_sinks", "num_recent"))
+def calibrate_scores(scores: Sequence[jax.Array], positions,
+                     context_length: jax.Array, num_sinks: int = 4,
+                     num_recent: int = 16) -> tuple:
   """Puts every head's scores on one scale for adaptive allocation.
 
-  Scores are turned into each slot's share of its head's softmax mass
-  (kvp_jax.cache.normalise_scores_within_head). For the future-attention
-  importance this is exact when scores are log-importances; for KVP, whose
-  Plackett-Luce logits are trained so that exp(score) orders tokens by their
-  share of future attention, it is the policy's own estimate of that share.
-  A head whose mass is concentrated on few tokens gives its top tokens large
-  shares and so wins slots from a head whose mass is spread out.
+  Each free slot's score becomes its share of the head's softmax mass over
+  its free slots (the always-kept sinks and recent tokens are left out: they
+  cost every head the same, and a learned policy never scored them in
+  training). Under a Plackett-Luce policy that share is the probability
+  that the token is ranked first among the head's free tokens; for the
+  oracle's log-importance it is the token's share of the head's future
+  attention. A head whose mass sits on a few tokens gives them large shares
+  and wins slots from a head whose mass is spread out. Protected slots keep
+  +inf (they are kept anyway).
   """
-  return tuple(cache_lib.normalise_scores_within_head(s, p >= 0)
-               for s, p in zip(scores, positions))
+  out = []
+  for s, p in zip(scores, positions):
+    protected = cache_lib.keep_mask_protected(p, context_length, num_sinks,
+                                              num_recent)
+    free = (p >= 0) & ~protected
+    share = cache_lib.normalise_scores_within_head(
+        jnp.where(free, s, -jnp.inf), free)
+    out.append(jnp.where(protected & (p >= 0), jnp.inf, share))
+  return tuple(out)
+
+
+@functools.partial(jax.jit, static_argnames=("total", "scope", "num_sinks",
+                                             "num_recent"))
+def _adaptive_budgets(calibrated, positions, context_length, total, scope,
+                      num_sinks, num_recent):
+  return cache_lib.adaptive_budgets(calibrated, positions, total,
+                                    context_length, scope=scope,
+                                    num_sinks=num_sinks, num_recent=num_recent)
+
+
+@functools.partial(jax.jit, static_argnames=("capacities", "num_sinks",
+                                             "num_recent"))
+def _evict_budgets(cache, scores, budgets, context_length, capacities,
+                   num_sinks, num_recent):
+  return cache_lib.evict(cache, scores, budgets, capacities, context_length,
+                         num_sinks, num_recent)
 
 
 def evict_cache(config: DecoderConfig, cache: KVCache, views, scorer,
@@ -157,25 +220,23 @@ def evict_cache(config: DecoderConfig, cache: KVCache, views, scorer,
   scores = _scores(scorer, views, rng)
   e = eviction
   if e.allocation == "uniform":
-    budgets = cache_lib.uniform_budgets(config.num_layers, e.budget,
-                                        e.num_sinks, e.num_recent)
+    budgets = layer_budgets(config, e.budget, e.num_sinks, e.num_recent)
     capacities = cache_lib.eviction_capacities(config, budgets, room)
     return _evict_uniform(cache, scores, context_length, budgets, capacities,
                           e.num_sinks, e.num_recent)
-  positions = [layer.pos for layer in cache.layers]
-  calibrated = calibrate_scores(scores, positions)
+  positions = tuple(layer.pos for layer in cache.layers)
+  calibrated = calibrate_scores(scores, positions, context_length,
+                                e.num_sinks, e.num_recent)
   total = e.budget * config.num_kv_heads * (
       config.num_layers if e.allocation == "model" else 1)
-  budgets = cache_lib.adaptive_budgets(
-      calibrated, positions, total, context_length, scope=e.allocation,
-      num_sinks=e.num_sinks, num_recent=e.num_recent)
+  budgets = _adaptive_budgets(calibrated, positions, context_length, total,
+                              e.allocation, e.num_sinks, e.num_recent)
+  # Static widths (the largest budget per layer, rounded up) bound memory.
   budgets = cache_lib.tighten(budgets, multiple=16, num_sinks=e.num_sinks,
                               num_recent=e.num_recent)
   capacities = cache_lib.eviction_capacities(config, budgets.widths, room)
-  evict = jax.jit(functools.partial(
-      cache_lib.evict, capacities=capacities, num_sinks=e.num_sinks,
-      num_recent=e.num_recent))
-  return evict(cache, calibrated, budgets, context_length=context_length)
+  return _evict_budgets(cache, calibrated, budgets, context_length,
+                        capacities, e.num_sinks, e.num_recent)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,8 +267,9 @@ class EvictWhenFull:
             layer, layer=i, window=self.config.layer_window(i),
             logit_softcap=self.config.attn_logit_softcap)
         scores = scorer.score(view, jax.random.fold_in(rng, layer.end))
-        return cache_lib.evict_layer(layer, scores, self.budget,
-                                     layer.capacity,
+        budget = layer_budgets(self.config, self.budget, self.num_sinks,
+                               self.num_recent)[i]
+        return cache_lib.evict_layer(layer, scores, budget, layer.capacity,
                                      num_sinks=self.num_sinks,
                                      num_recent=self.num_recent)
       full = layer.end % layer.capacity == 0        # The next write wraps.
@@ -369,7 +431,7 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
     # Tokens of each row seen so far (rows are left-padded).
     seen = jnp.asarray(np.clip(lengths - (t - start - c), 0, None), jnp.int32)
     views = layer_views(config, cache, captured, positions[:, chunk], seen,
-                        imp, capture)
+                        imp, capture, whole_prompt=False)
     last = start + c >= t
     cache = evict_cache(config, cache, views, scorer, eviction, seen,
                         room if last else c, jax.random.fold_in(rng, i))
@@ -453,25 +515,22 @@ def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
     stop = min(start + piece, width)
     inp = conts[:, start:stop]
     pos = pre.lengths[:, None] + np.arange(start, stop)[None]
-    out = inference.score_continuation(
+    out, appended = inference.score_continuation(
         model.config, model.params, cache, jnp.asarray(inp),
         jnp.asarray(pos, jnp.int32), jnp.asarray(conts[:, start + 1:stop + 1]))
     ll.append(np.asarray(out))
     if stop < width and piece < width:
-      cache = _append_and_evict(model, cache, inp, pos, scorer, eviction,
-                                jax.random.fold_in(rng, steps))
+      cache = _evict_appended(model, appended, pos, scorer, eviction,
+                              jax.random.fold_in(rng, steps))
       steps += 1
   ll = np.concatenate(ll, axis=1)
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
   return [ll[i, :len(c)] for i, c in enumerate(continuations)], stats
 
 
-def _append_and_evict(model, cache, tokens, positions, scorer, eviction, rng):
-  """Appends a piece of the continuation to the cache, then evicts back to
-  the budget with room for the next piece (protocol "decode")."""
-  _, cache, _ = inference.extend(model.config, model.params, cache,
-                                 jnp.asarray(tokens),
-                                 jnp.asarray(positions, jnp.int32))
+def _evict_appended(model, cache, positions, scorer, eviction, rng):
+  """Evicts a cache that a piece of the continuation was appended to back
+  to the budget, with room for the next piece (protocol "decode")."""
   ctx = jnp.asarray(positions[:, -1] + 1, jnp.int32)
   views = tuple(scorers_lib.LayerView.from_cache(
       layer, layer=i, window=model.config.layer_window(i),

@@ -13,6 +13,7 @@ one full cache is compressed by every (scorer, budget) pair.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -60,7 +61,8 @@ def make_scorers(names: Sequence[str], policy_path: str | os.PathLike[str],
 class SampleLog:
   """Append-only JSONL of per-sample results, keyed for resuming."""
 
-  KEY = ("suite", "sample", "scorer", "budget", "protocol", "allocation")
+  KEY = ("suite", "sample", "scorer", "budget", "protocol", "allocation",
+         "settings")
 
   def __init__(self, path: Path):
     self.path = path
@@ -124,7 +126,11 @@ def _oracle_importance(model: Pretrained, items, continuations,
 
 @dataclasses.dataclass
 class Grid:
-  """What to evaluate (the config's `eval` section, resolved)."""
+  """What to evaluate (the config's `eval` section, resolved).
+
+  identity: what makes results reusable by a rerun besides the cell itself
+    (the model's fingerprint; per scorer, e.g. the policy file's hash).
+  """
   scorers: dict[str, scorers_lib.Scorer]
   budgets: tuple[int, ...]
   protocol: str
@@ -134,6 +140,16 @@ class Grid:
   batch_size: int
   include_full: bool
   seed: int
+  identity: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def settings(self, scorer: str) -> str:
+    """A short id of everything a (scorer) result depends on beyond its
+    cell: a rerun with another policy, model or protocol setting does not
+    reuse old results."""
+    text = json.dumps([self.identity.get("model"),
+                       self.identity.get(scorer), scorer == FULL or [
+                           self.chunk_size, self.decode_interval, self.seed]])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
   def evictions(self):
     """(scorer name, budget label, Eviction) cells, the full cache first."""
@@ -158,6 +174,7 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
   cells = [c for c in grid.evictions()
            if not all(log.has(suite=suite_name, sample=i.sample.id,
                               scorer=c[0], budget=c[1],
+                              settings=grid.settings(c[0]),
                               **_tag(c, protocol_tag)) for i in batch)]
   if not cells:
     return
@@ -184,7 +201,8 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
       text = model.tokenizer.decode(ids[:item.max_new_tokens])
       rows.append(dict(
           suite=suite_name, sample=item.sample.id, group=item.group,
-          scorer=name, budget=budget, **_tag((name, budget), protocol_tag),
+          scorer=name, budget=budget, settings=grid.settings(name),
+          **_tag((name, budget), protocol_tag),
           metric="accuracy", value=100 * scoring.score_sample(item.sample,
                                                               text),
           prediction=text[:200], cache_bytes=stats["cache_bytes"] / len(batch),
@@ -208,6 +226,7 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
   cells = [c for c in grid.evictions()
            if not all(log.has(suite=suite_name, sample=i.sample.id,
                               scorer=c[0], budget=c[1],
+                              settings=grid.settings(c[0]),
                               **_tag(c, protocol_tag)) for i in batch)]
   if not cells:
     return
@@ -231,8 +250,8 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
         model, scorer, eviction, source, conts, importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
-                 scorer=name, budget=budget, **_tag((name, budget),
-                                                    protocol_tag),
+                 scorer=name, budget=budget, settings=grid.settings(name),
+                 **_tag((name, budget), protocol_tag),
                  metric="perplexity", nll=float(-np.sum(x)), tokens=len(x),
                  value=float(np.exp(-np.mean(x))),
                  cache_bytes=stats["cache_bytes"] / len(batch))
@@ -245,7 +264,8 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng,
   names = [n for n in grid.scorers
            if not all(log.has(suite=suite_name, sample=i.sample.id, scorer=n,
                               budget="all", protocol="ranking",
-                              allocation="ranking") for i in batch)]
+                              allocation="ranking",
+                              settings=grid.settings(n)) for i in batch)]
   if not names:
     return
   max_new = max(i.max_new_tokens for i in batch)
@@ -271,6 +291,7 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng,
     log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
                  scorer=name, budget="all", protocol="ranking",
                  allocation="ranking", metric="normalised_cost",
+                 settings=grid.settings(name),
                  per_head=np.where(counts[i], costs[i], np.nan).tolist(),
                  value=float(np.nanmean(np.where(counts[i], costs[i],
                                                  np.nan))))
@@ -317,7 +338,11 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
                disable=not progress)
     for batch in bar:
       RUNNERS[suite["kind"]](model, grid, name, batch, log, rng)
-  rows = _report.aggregate(log.rows)
+  current = [r for r in log.rows if r.get("settings") == grid.settings(
+      r["scorer"]) and (r["protocol"] in (FULL, "ranking") or (
+          r["protocol"] == grid.protocol and
+          r["allocation"] == grid.allocation))]
+  rows = _report.aggregate(current)
   _report.write(rows, out, title=title)
   return rows
 
@@ -337,13 +362,16 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   if model.tokenizer is None:
     raise ValueError("evaluation needs a model with a tokenizer")
   policy = ec.policy or workdir / "policy.kvp"
+  identity = {"model": model.fingerprint}
+  if "kvp" in ec.scorers and Path(policy).is_file():
+    identity["kvp"] = hashlib.sha256(Path(policy).read_bytes()).hexdigest()
   grid = Grid(
       scorers=make_scorers(list(ec.scorers), policy, model),
       budgets=tuple(int(b) for b in ec.budgets), protocol=ec.protocol,
       allocation=ec.allocation, chunk_size=int(ec.chunk_size),
       decode_interval=int(ec.decode_interval),
       batch_size=int(ec.batch_size), include_full=bool(ec.include_full),
-      seed=int(ec.seed))
+      seed=int(ec.seed), identity=identity)
   for b in grid.budgets:                       # Fail early on a bad budget.
     _compressed.Eviction(b, protocol=grid.protocol,
                          allocation=grid.allocation)

@@ -119,9 +119,10 @@ def score_continuation(config: DecoderConfig, params, cache: KVCache | None,
     score_from: first chunk index whose prediction is scored (static); the
       vocabulary projection runs only from there on.
   Returns:
-    [batch, T - score_from] float32 log p(target).
+    ([batch, T - score_from] float32 log p(target), the cache with the chunk
+    appended, or None without a cache).
   """
   out = Decoder(config).apply({"params": params}, tokens, positions, cache,
                               logits_at="none")
   return token_log_likelihood(config, params, out.hidden[:, score_from:],
-                              targets[:, score_from:])
+                              targets[:, score_from:]), out.cache

@@ -51,6 +51,6 @@ def sequence_log_likelihood(model: Pretrained, tokens: Sequence[int],
   ids = jnp.asarray(tokens, jnp.int32)[None]
   positions = jnp.arange(n, dtype=jnp.int32)[None]
   targets = jnp.concatenate([ids[:, 1:], jnp.zeros((1, 1), jnp.int32)], 1)
-  ll = score_continuation(model.config, model.params, None, ids, positions,
-                          targets, score_from=skip)
+  ll, _ = score_continuation(model.config, model.params, None, ids,
+                             positions, targets, score_from=skip)
   return np.asarray(ll[0, :n - 1 - skip])

@@ -56,6 +56,8 @@ class StoreLayout:
   num_splits: S, importance targets per trace (split points).
   with_kv: keys and values stored (else recomputed by the trainer).
   kv_dtype: "bfloat16" or "float32".
+  layer_windows: per layer, the model's sliding window (0: global), so a
+    reader knows which tokens a windowed layer's cache can still hold.
   """
   num_layers: int
   num_kv_heads: int
@@ -64,9 +66,20 @@ class StoreLayout:
   num_splits: int
   with_kv: bool = True
   kv_dtype: str = "bfloat16"
+  layer_windows: tuple[int, ...] | None = None
+
+  def __post_init__(self):
+    if self.layer_windows is not None:
+      object.__setattr__(self, "layer_windows",
+                         tuple(int(w or 0) for w in self.layer_windows))
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    d = dataclasses.asdict(self)
+    if self.layer_windows is None:
+      d.pop("layer_windows")
+    else:
+      d["layer_windows"] = list(self.layer_windows)
+    return d
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,18 +15,23 @@ import jax.numpy as jnp
 from kvp_jax.model import Decoder, DecoderConfig
 
 
-def stored_features(batch: dict) -> tuple[jax.Array, jax.Array]:
+def stored_features(batch: dict, params=None) -> tuple[jax.Array, jax.Array]:
   """keys/values [B, A, T, H] of the batch -> [A, B, T, H]."""
+  del params
   return (jnp.swapaxes(batch["keys"], 0, 1),
           jnp.swapaxes(batch["values"], 0, 1))
 
 
-def recomputed_features(config: DecoderConfig, params, batch: dict,
+def recomputed_features(batch: dict, params, *, config: DecoderConfig,
                         layers: tuple[int, int] | None = None
                         ) -> tuple[jax.Array, jax.Array]:
   """Keys and values of the batch's tokens from a capture forward.
 
-  Only the layers up to the last one needed are run.
+  Args:
+    batch: with tokens and positions [B, T].
+    params: the frozen decoder's params (an argument of the step).
+    config: the decoder's config; only the layers up to the last one needed
+      are run.
   """
   start, stop = layers or (0, config.num_layers)
   cfg = config.replace(num_layers=stop)

@@ -69,6 +69,22 @@ def _write_json(path: Path, obj: Any) -> None:
   tmp.replace(path)
 
 
+def agent_windows(store, layers: tuple[int, int]) -> tuple[int, ...]:
+  """Per agent, the sliding window of its layer (0: global), from the store's
+  layout, else from the model preset the store names (else all global)."""
+  lay = store.layout
+  per_layer = lay.layer_windows
+  if per_layer is None:
+    try:
+      config = model_lib.get_config(store.metadata["model"]["name"])
+      per_layer = [config.layer_window(i) or 0
+                   for i in range(config.num_layers)]
+    except ValueError:
+      per_layer = [0] * lay.num_layers
+  return tuple(int(per_layer[l] or 0) for l in range(*layers)
+               for _ in range(lay.num_kv_heads))
+
+
 def validation_table(result: dict[str, np.ndarray], agent_names) -> str:
   """Markdown table: one row per agent, the policy beside the baselines."""
   cols = ["policy"] + list(_validation.BASELINES)
@@ -115,7 +131,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     raise ValueError(f"{store.path} holds no keys/values; set "
                      "--config.input.features=recomputed")
 
+  if not store.records_in("validation"):
+    raise ValueError(f"{store.path} has no validation traces: raise "
+                     "traces.split_fractions[1] or record more samples")
+  windows = agent_windows(store, layers)
+
   # --- model (recomputed features only) ---------------------------------
+  feature_params = None
   if in_cfg.features == "recomputed":
     decoder = model_lib.load_model(config.model)
     if decoder.fingerprint != store.metadata["model"]["fingerprint"]:
@@ -124,8 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
           f"not the one {store.path} was recorded with "
           f"({store.metadata['model']['fingerprint']})")
     features = functools.partial(_features.recomputed_features,
-                                 decoder.config, decoder.params,
-                                 layers=layers)
+                                 config=decoder.config, layers=layers)
+    feature_params = decoder.params
   else:
     features = _features.stored_features
 
@@ -143,12 +165,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   def put(batch):
     return jax.device_put(batch, _mesh.batch_sharding(mesh, batch))
 
+  if in_cfg.batch_size % mesh.shape[_mesh.DATA]:
+    raise ValueError(f"input.batch_size={in_cfg.batch_size} is not a multiple "
+                     f"of the mesh's data axis ({mesh.shape[_mesh.DATA]})")
+  if feature_params is not None:
+    feature_params = jax.device_put(feature_params, replicated)
   step_fn = jax.jit(
       functools.partial(_step.train_step, policy=pcfg, optimizer=optimizer,
                         features=features, num_samples=int(tc.num_samples),
                         ema_decay=float(tc.ema_decay),
-                        ema_start=int(tc.ema_start)),
-      in_shardings=(state_sh, None, replicated),
+                        ema_start=int(tc.ema_start), windows=windows),
+      in_shardings=(state_sh, None, replicated, replicated),
       out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
   # --- checkpoints -------------------------------------------------------
@@ -182,8 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     return _validation.evaluate(
         params, data_lib.eval_batches(store, eval_cfg, "validation",
                                       tc.max_eval_batches),
-        policy=pcfg, features=features, put=put,
-        with_baselines=with_baselines)
+        policy=pcfg, features=features, feature_params=feature_params,
+        put=put, with_baselines=with_baselines, windows=windows)
 
   baselines_path = workdir / "validation_baselines.json"
   baselines = None
@@ -216,7 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   for step in range(start, stop):
     batch = put(next(iterator))
     state, metrics = step_fn(state, batch,
-                             jax.random.fold_in(root_key, step))
+                             jax.random.fold_in(root_key, step),
+                             feature_params)
     if pending is not None:
       host = check(*pending)
       if (pending[0] + 1) % tc.log_every == 0:
@@ -246,6 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
       if summary["best_reward"] is None or reward > summary["best_reward"]:
         summary.update(best_reward=reward, best_step=done)
         save(best, metrics={"validation_reward": reward})
+        _write_json(summary_path, summary)
       (workdir / "validation.md").write_text(
           f"step {done}, EMA params, mean normalised cost on "
           f"{store.path} (validation split; oracle = 1.000, lower is "

@@ -14,37 +14,56 @@ from kvp_jax.policy import AgentConfig, apply_agents
 from kvp_jax.training._state import TrainState, update_ema
 
 
-def agent_inputs(batch: dict, keys: jax.Array) -> dict[str, jax.Array]:
+def agent_inputs(batch: dict, keys: jax.Array,
+                 windows: tuple[int, ...] | None = None
+                 ) -> dict[str, jax.Array]:
   """Broadcasts the batch's per-trace arrays over the agents axis.
 
-  keys: [A, B, T, H]. Returns positions, valid [A, B, T], context_length
-  [A, B], importance [A, B, T].
+  Args:
+    batch: a training batch ([B, ...] arrays).
+    keys: [A, B, T, H].
+    windows: per agent, the sliding window of its layer (0: global). A
+      windowed layer's cache holds only the last `window` tokens when it is
+      evicted (a ring), so only those are ranked, in training as at
+      inference; older tokens would get no attention anyway.
+  Returns:
+    positions, valid [A, B, T], context_length [A, B], importance [A, B, T].
   """
   a = keys.shape[0]
   bcast = lambda x: jnp.broadcast_to(x[None], (a,) + x.shape)
-  return {"positions": bcast(batch["positions"]),
-          "valid": bcast(batch["valid"]),
-          "context_length": bcast(batch["context_length"]),
+  positions = bcast(batch["positions"])
+  context = bcast(batch["context_length"])
+  valid = bcast(batch["valid"])
+  if windows is not None and any(windows):
+    w = jnp.asarray([x if x else jnp.iinfo(jnp.int32).max // 2
+                     for x in windows], jnp.int32)[:, None, None]
+    valid = valid & (positions >= context[..., None] - w)
+  return {"positions": positions, "valid": valid, "context_length": context,
           "importance": jnp.swapaxes(batch["importance"], 0, 1)}
 
 
-def train_step(state: TrainState, batch: dict, key: jax.Array, *,
-               policy: AgentConfig, optimizer: optax.GradientTransformation,
-               features: Callable, num_samples: int, ema_decay: float,
-               ema_start: int):
+def train_step(state: TrainState, batch: dict, key: jax.Array,
+               feature_params=None, *, policy: AgentConfig,
+               optimizer: optax.GradientTransformation, features: Callable,
+               num_samples: int, ema_decay: float, ema_start: int,
+               windows: tuple[int, ...] | None = None):
   """One optimisation step.
 
   Args:
     state: TrainState.
     batch: a training batch (kvp_jax.data): [B, ...] arrays.
     key: this step's PRNG key (fold_in(seed, step): resumable).
-    features: batch -> (keys, values) [A, B, T, H].
+    feature_params: what `features` needs besides the batch (the frozen
+      decoder's params for recomputed features; None for stored ones),
+      passed as an argument, never baked into the program as constants.
+    features: (batch, feature_params) -> (keys, values) [A, B, T, H].
+    windows: per agent, its layer's sliding window (0: global).
   Returns:
     (new state, metrics): scalar metrics plus "per_agent_reward" [A] and
     "finite" (loss and params all finite).
   """
-  keys, values = features(batch)
-  inputs = agent_inputs(batch, keys)
+  keys, values = features(batch, feature_params)
+  inputs = agent_inputs(batch, keys, windows)
 
   def loss_fn(params):
     scores = apply_agents(policy, params, keys, values, inputs["positions"],

@@ -31,11 +31,11 @@ def _costs(order, inputs):
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "features",
-                                             "with_baselines"))
-def _batch_sums(params, batch, *, policy: AgentConfig, features: Callable,
-                with_baselines: bool):
-  keys, values = features(batch)                                   # [A, B, T, H]
-  inputs = agent_inputs(batch, keys)
+                                             "with_baselines", "windows"))
+def _batch_sums(params, batch, feature_params, *, policy: AgentConfig,
+                features: Callable, with_baselines: bool, windows):
+  keys, values = features(batch, feature_params)                   # [A, B, T, H]
+  inputs = agent_inputs(batch, keys, windows)
   informative = (objective.oracle_cost(inputs["importance"], inputs["valid"])
                  > 1e-30) & (batch["weight"][None] > 0)            # [A, B]
   costs = {}
@@ -61,16 +61,18 @@ def _batch_sums(params, batch, *, policy: AgentConfig, features: Callable,
 
 
 def evaluate(params, batches: Iterable[dict], *, policy: AgentConfig,
-             features: Callable, put: Callable = lambda b: b,
-             with_baselines: bool = True) -> dict[str, np.ndarray]:
+             features: Callable, feature_params=None,
+             put: Callable = lambda b: b, with_baselines: bool = True,
+             windows: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
   """Per-agent mean normalised cost of the policy (and baselines).
 
   Returns {"policy": [A], "random": [A], ..., "count": [A]} numpy arrays.
   """
   total, count = None, None
   for batch in batches:
-    sums, n = _batch_sums(params, put(batch), policy=policy,
-                          features=features, with_baselines=with_baselines)
+    sums, n = _batch_sums(params, put(batch), feature_params, policy=policy,
+                          features=features, with_baselines=with_baselines,
+                          windows=windows)
     if total is None:
       total, count = sums, n
     else:
