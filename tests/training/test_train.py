@@ -127,3 +127,20 @@ def test_sharded_step_matches_single_device(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
   assert [l["heads"] for l in lines] == [1, 2]
+
+
+def test_windowed_agents_rank_only_their_window():
+  from kvp_jax.training import _step
+  b, t = 2, 40
+  batch = {"positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+           "valid": np.ones((b, t), bool),
+           "context_length": np.asarray([40, 30], np.int32),
+           "importance": np.ones((b, 2, t), np.float32)}
+  keys = np.zeros((2, b, t, 4), np.float32)
+  inputs = _step.agent_inputs(batch, keys, windows=(8, 0))
+  valid = np.asarray(inputs["valid"])
+  # Agent 0 (window 8) ranks only the 8 newest tokens of each row's context.
+  assert np.flatnonzero(valid[0, 0]).tolist() == list(range(32, 40))
+  assert np.flatnonzero(valid[0, 1]).tolist() == list(range(22, 40))
+  # Agent 1 (global) ranks everything the batch marks valid.
+  assert valid[1].all()
