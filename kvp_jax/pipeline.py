@@ -32,7 +32,6 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   # Imported here so that --help is instant.
   from data_pipelines import trace_job  # pylint: disable=g-import-not-at-top
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from kvp_jax import export  # pylint: disable=g-import-not-at-top
   from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import training  # pylint: disable=g-import-not-at-top
   unknown = set(stages) - set(STAGES)
@@ -59,7 +58,7 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
       print(f"   best validation reward {summary['best_reward']:.4f} "
             f"(step {summary['best_step']}); {workdir / 'validation.md'}")
     elif stage == "export":
-      path = export.export(workdir)
+      path = training.export_policy(workdir)
       print(f"   {path}")
     else:
       rows = evaluation.evaluate(config, workdir, model=model,

@@ -82,7 +82,7 @@ def point_name(point: dict[str, Any]) -> str:
   parts = []
   if "config" in point:
     parts.append(Path(point["config"]).stem)
-  parts += [f"{k.split('.')[-1]}={v}" for k, v in sorted(point.items())
+  parts += [f"{k.split('.')[-1]}={v}" for k, v in point.items()
             if k not in ("config", "name")]
   name = ",".join(parts) or "base"
   return re.sub(r"[^A-Za-z0-9=,._+-]", "_", name)

@@ -1,5 +1,6 @@
 """Training the agents: mesh, state, the sharded step, validation, the loop."""
 
+from kvp_jax.training._export import export_policy
 from kvp_jax.training._features import recomputed_features
 from kvp_jax.training._features import stored_features
 from kvp_jax.training._loop import policy_config

@@ -4,7 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-from kvp_jax import export
 from kvp_jax import policy as policy_lib
 from kvp_jax import training
 from tests.training import synthetic
@@ -15,7 +14,7 @@ def test_export_round_trip(tmp_path):
   cfg = synthetic.tiny_config(tmp_path / "traces", steps=4, eval_every=2,
                               checkpoint_every=2)
   training.train_and_evaluate(cfg, tmp_path / "run", progress=False)
-  path = export.export(tmp_path / "run", tmp_path / "p.kvp")
+  path = training.export_policy(tmp_path / "run", tmp_path / "p.kvp")
   art = policy_lib.load_artifact(path)
   want, step = training.restore_params(tmp_path / "run", which="best")
   for a, b in zip(jax.tree_util.tree_leaves(art.params),
@@ -43,4 +42,4 @@ def test_bad_artifacts(tmp_path):
   with pytest.raises(policy_lib.ArtifactError, match="junk.kvp"):
     policy_lib.load_artifact(junk)
   with pytest.raises(FileNotFoundError, match="not a training run"):
-    export.export(tmp_path)
+    training.export_policy(tmp_path)

@@ -1,0 +1,39 @@
+"""Export of a training run's policy into one self-describing artifact."""
+
+import json
+from pathlib import Path
+
+import ml_collections
+
+from kvp_jax import policy as policy_lib
+from kvp_jax import traces as traces_lib
+from kvp_jax.training._loop import policy_config
+from kvp_jax.training._loop import store_path
+from kvp_jax.training._restore import restore_params
+
+
+def export_policy(workdir: str | Path, output: str | Path | None = None,
+                  which: str = "best", ema: bool = True) -> Path:
+  """Writes the artifact of a training run; returns its path."""
+  workdir = Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{workdir} is not a training run (no config.json)")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  store = traces_lib.TraceStore.open(store_path(config, workdir))
+  params, step = restore_params(workdir, which=which, ema=ema)
+  lay = store.layout
+  layers = tuple(config.input.layers) if config.input.get("layers") else (
+      0, lay.num_layers)
+  summary_path = workdir / "summary.json"
+  summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+  artifact = policy_lib.PolicyArtifact(
+      agent_config=policy_config(config), params=params,
+      model_name=store.metadata["model"]["name"],
+      model_fingerprint=store.metadata["model"]["fingerprint"],
+      num_layers=lay.num_layers, num_kv_heads=lay.num_kv_heads,
+      head_dim=lay.head_dim, layer_start=layers[0], layer_stop=layers[1],
+      info={"workdir": str(workdir), "checkpoint": which, "step": step,
+            "ema": ema, "best_reward": summary.get("best_reward"),
+            "traces": str(store.path)})
+  return policy_lib.save_artifact(output or workdir / "policy.kvp", artifact)
