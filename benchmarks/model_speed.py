@@ -12,13 +12,13 @@ after a warm-up (compilation excluded).
 """
 
 import json
-import statistics
-import time
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+
+import _timing
 
 from kvp_jax import inference
 from kvp_jax import model as model_lib
@@ -35,16 +35,6 @@ _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 32, "Tokens per decode run.
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per measurement.")
 
 
-def _median_seconds(fn, repeats):
-  jax.block_until_ready(fn())                      # Warm-up + compile.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def main(argv):
   del argv
   config = model_lib.get_config(_MODEL.value, param_dtype=_DTYPE.value,
@@ -58,7 +48,7 @@ def main(argv):
                                   config.vocab_size)
       pos = jnp.broadcast_to(jnp.arange(context, dtype=jnp.int32), tokens.shape)
       caps = model_lib.layer_capacities(config, context)
-      sec = _median_seconds(lambda: inference.prefill(
+      sec = _timing.median_seconds(lambda: inference.prefill(
           config, params, tokens, pos, caps)[0], _REPEATS.value)
       rows.append({"what": "prefill", "batch": batch, "context": context,
                    "seconds": sec, "tokens_per_s": batch * context / sec})
@@ -75,7 +65,7 @@ def main(argv):
       def run():
         return inference.decode(config, params, cache, logits, next_pos,
                                 max_new_tokens=steps, eos_id=-1)[0]
-      sec = _median_seconds(run, _REPEATS.value)
+      sec = _timing.median_seconds(run, _REPEATS.value)
       rows.append({"what": "decode", "batch": batch, "context": context,
                    "seconds": sec, "ms_per_step": 1e3 * sec / steps})
       print(json.dumps(rows[-1]), flush=True)

@@ -42,14 +42,20 @@ def get_config():
   c.train.update(steps=800, learning_rate=1e-3, warmup_steps=50,
                  ema_start=50, eval_every=100, checkpoint_every=100)
   # Held-out evaluation (seeds and conversations the traces did not use):
-  # RULER-style tasks at 2k and 4k, dialogue perplexity, and each scorer's
-  # normalised future-attention cost per head.
-  c.eval = common.eval_config(suites=[
-      common.ruler_suite(lengths=(2048, 4096), num_samples=3, seed=2000,
-                         max_new_tokens=ruler_full_cache.MAX_NEW_TOKENS),
-      common.dialogue_suite(lengths=(2048,), num_samples=24, seed=2000),
-      {"kind": "attention_cost", "name": "attention_cost",
-       "max_new_tokens": 64, "sources": [common.ruler_source(
-           lengths=(2048,), num_samples=1, seed=2001)]},
-  ])
+  # RULER-style tasks at 2k and 4k, dialogue perplexity at 2k, and each
+  # scorer's normalised future-attention cost per head, for KVP and the
+  # query-free baselines at budgets 64..1024. Sample counts fit a 2-core CPU
+  # (about 40 minutes); on an accelerator raise num_samples and add the
+  # query-aware scorers (--config.eval.scorers=...,snapkv,tova,h2o,oracle).
+  c.eval = common.eval_config(
+      suites=[
+          common.ruler_suite(lengths=(2048, 4096), num_samples=2, seed=2000,
+                             max_new_tokens=ruler_full_cache.MAX_NEW_TOKENS),
+          common.dialogue_suite(lengths=(2048,), num_samples=8, seed=2000),
+          {"kind": "attention_cost", "name": "attention_cost",
+           "max_new_tokens": 64, "sources": [common.ruler_source(
+               lengths=(2048,), num_samples=1, seed=2001)]},
+      ],
+      scorers=["kvp", "random", "streaming_llm", "knorm", "keydiff",
+               "lagkv"])
   return c

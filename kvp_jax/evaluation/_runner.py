@@ -17,10 +17,9 @@ import hashlib
 import json
 import logging
 import os
-import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +27,6 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipelines import scoring
-from kvp_jax import inference
 from kvp_jax import objective
 from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
@@ -167,15 +165,20 @@ def _scorer_of(grid: Grid, name: str):
   return grid.scorers.get(name) or scorers_lib.get_scorer("knorm")
 
 
+def _pending_cells(grid, suite_name, batch, log):
+  """The grid's (scorer, budget, eviction) cells some sample of the batch
+  still lacks in the log."""
+  return [c for c in grid.evictions()
+          if not all(log.has(suite=suite_name, sample=i.sample.id,
+                             scorer=c[0], budget=c[1],
+                             settings=grid.settings(c[0]),
+                             **_tag(c, grid)) for i in batch)]
+
+
 def _run_generation(model, grid, suite_name, batch, log, rng):
   """RULER-style: generate with every cell, score each answer."""
   max_new = max(i.max_new_tokens for i in batch)
-  protocol_tag = dict(protocol=grid.protocol, allocation=grid.allocation)
-  cells = [c for c in grid.evictions()
-           if not all(log.has(suite=suite_name, sample=i.sample.id,
-                              scorer=c[0], budget=c[1],
-                              settings=grid.settings(c[0]),
-                              **_tag(c, protocol_tag)) for i in batch)]
+  cells = _pending_cells(grid, suite_name, batch, log)
   if not cells:
     return
   needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
@@ -202,7 +205,7 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
       rows.append(dict(
           suite=suite_name, sample=item.sample.id, group=item.group,
           scorer=name, budget=budget, settings=grid.settings(name),
-          **_tag((name, budget), protocol_tag),
+          **_tag((name, budget), grid),
           metric="accuracy", value=100 * scoring.score_sample(item.sample,
                                                               text),
           prediction=text[:200], cache_bytes=stats["cache_bytes"] / len(batch),
@@ -215,19 +218,14 @@ def _cell_seed(name, budget) -> int:
   return zlib.crc32(f"{name}|{budget}".encode()) % 2**31
 
 
-def _tag(cell, protocol_tag):
-  """The full cache has no protocol or allocation."""
+def _tag(cell, grid):
+  """A cell's protocol and allocation (the full cache has neither)."""
   return ({"protocol": FULL, "allocation": FULL} if cell[1] == FULL
-          else protocol_tag)
+          else {"protocol": grid.protocol, "allocation": grid.allocation})
 
 
 def _run_perplexity(model, grid, suite_name, batch, log, rng):
-  protocol_tag = dict(protocol=grid.protocol, allocation=grid.allocation)
-  cells = [c for c in grid.evictions()
-           if not all(log.has(suite=suite_name, sample=i.sample.id,
-                              scorer=c[0], budget=c[1],
-                              settings=grid.settings(c[0]),
-                              **_tag(c, protocol_tag)) for i in batch)]
+  cells = _pending_cells(grid, suite_name, batch, log)
   if not cells:
     return
   conts = [list(i.continuation) for i in batch]
@@ -251,7 +249,7 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
                  scorer=name, budget=budget, settings=grid.settings(name),
-                 **_tag((name, budget), protocol_tag),
+                 **_tag((name, budget), grid),
                  metric="perplexity", nll=float(-np.sum(x)), tokens=len(x),
                  value=float(np.exp(-np.mean(x))),
                  cache_bytes=stats["cache_bytes"] / len(batch))
