@@ -51,7 +51,7 @@ def get_config():
       suites=[
           common.ruler_suite(lengths=(2048, 4096), num_samples=2, seed=2000,
                              max_new_tokens=ruler_full_cache.MAX_NEW_TOKENS),
-          common.dialogue_suite(lengths=(2048,), num_samples=8, seed=2000),
+          common.dialogue_suite(lengths=(2048,), num_samples=4, seed=2000),
           {"kind": "attention_cost", "name": "attention_cost",
            "max_new_tokens": 64, "sources": [common.ruler_source(
                lengths=(2048,), num_samples=1, seed=2001)]},

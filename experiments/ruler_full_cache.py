@@ -23,7 +23,7 @@ MAX_NEW_TOKENS = {
 def get_config():
   c = common.base_config()
   c.eval = common.eval_config(
-      suites=[common.ruler_suite(lengths=(1024, 2048, 4096), num_samples=5,
+      suites=[common.ruler_suite(lengths=(1024, 2048, 4096), num_samples=3,
                                  seed=3000, max_new_tokens=MAX_NEW_TOKENS)],
       scorers=[], include_full=True, batch_size=8)
   return c

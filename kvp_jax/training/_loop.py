@@ -29,6 +29,7 @@ from kvp_jax import model as model_lib
 from kvp_jax import policy as policy_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax.training import _features
+from kvp_jax.training import _history
 from kvp_jax.training import _mesh
 from kvp_jax.training import _state
 from kvp_jax.training import _step
@@ -280,6 +281,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
           f"{store.path} (validation split; oracle = 1.000, lower is "
           f"better)\n\n" + validation_table(result, agent_names) + "\n")
       summary["last_validation"] = {k: v.tolist() for k, v in result.items()}
+      _history.append_validation(workdir, done, {
+          k: result[k] for k in ("policy",) + _validation.BASELINES})
+      _history.plot_history(_history.read_history(workdir), agent_names,
+                            workdir / _history.PLOT_FILE)
       summary["last_step"] = done
     if done % tc.checkpoint_every == 0 or done == stop:
       check(*pending)

@@ -27,6 +27,10 @@ def test_training_reaches_the_oracle(tmp_path):
   assert np.all(val["random"] > 1.3)
   table = (tmp_path / "run" / "validation.md").read_text()
   assert "L0H0" in table and "L1H0" in table
+  history = training.read_history(tmp_path / "run")
+  assert [r["step"] for r in history] == [100, 200, 300]
+  assert history[-1]["costs"]["policy"] == summary["last_validation"]["policy"]
+  assert (tmp_path / "run" / "validation.png").stat().st_size > 10_000
   params, step = training.restore_params(tmp_path / "run", which="best")
   assert step == summary["best_step"]
   assert jax.tree_util.tree_leaves(params)[0].shape[0] == 2
@@ -42,6 +46,9 @@ def test_killed_and_resumed_run_ends_with_the_same_params(tmp_path):
   _, step = training.restore_params(tmp_path / "part", which="latest")
   assert step == 20
   training.train_and_evaluate(cfg(), tmp_path / "part", progress=False)
+  # The resumed run validated again where it restarted: one record a step.
+  assert [r["step"] for r in training.read_history(tmp_path / "part")] == [
+      10, 20, 30]
   for ema in (True, False):
     a, sa = training.restore_params(tmp_path / "whole", which="latest",
                                     ema=ema)
