@@ -65,9 +65,39 @@ def _budget_sort(b: str):
   return (0, int(b)) if b.isdigit() else (1, b)
 
 
+def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
+  """Markdown table: at each suite's mean and each budget, KVP against the
+  best other deployable scorer (neither the oracle nor the full cache),
+  with a verdict. Empty without a "kvp" row."""
+  means = [r for r in rows if r["group"] == "mean" and r["budget"] != FULL]
+  if not any(r["scorer"] == "kvp" for r in means):
+    return []
+  lines = ["## KVP against the best baseline (mean over each suite)", "",
+           "| suite | budget | kvp | best baseline | verdict |",
+           "|---|---|---|---|---|"]
+  for suite in sorted({r["suite"] for r in means}):
+    srows = [r for r in means if r["suite"] == suite]
+    lower = srows[0]["metric"] in ("perplexity", "normalised_cost")
+    for b in sorted({r["budget"] for r in srows}, key=_budget_sort):
+      cell = {r["scorer"]: r["value"] for r in srows if r["budget"] == b}
+      others = {k: v for k, v in cell.items()
+                if k not in ("kvp", "oracle", FULL)}
+      if "kvp" not in cell or not others:
+        continue
+      name = (min if lower else max)(others, key=others.get)
+      kvp, best = cell["kvp"], others[name]
+      verdict = ("tie" if np.isclose(kvp, best, rtol=1e-6, atol=1e-9) else
+                 "KVP better" if (kvp < best) == lower else "KVP worse")
+      lines.append(f"| {suite} | {b} | {kvp:.3f} | {best:.3f} ({name}) | "
+                   f"{verdict} |")
+  return lines + [""]
+
+
 def markdown(rows: Sequence[dict], title: str = "") -> str:
-  """Tables: per suite and group, scorers x budgets."""
+  """KVP's verdicts, then per suite and group a scorers x budgets table
+  (`rows` from aggregate())."""
   lines = [f"# {title}" if title else "# Evaluation results", ""]
+  lines += kvp_verdicts(rows)
   by_suite = collections.defaultdict(list)
   for r in rows:
     by_suite[r["suite"]].append(r)

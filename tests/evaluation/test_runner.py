@@ -118,3 +118,21 @@ def test_errors(tmp_path, model):
                                 "seed": 3})
   with pytest.raises(policy_lib.ArtifactError, match="fingerprint"):
     evaluation.evaluate(config, tmp_path / "c", model=other, progress=False)
+
+
+def test_kvp_verdicts_name_wins_and_losses():
+  from kvp_jax.evaluation import _report
+  rows = []
+  for scorer, acc, ppl in (("kvp", 80.0, 12.0), ("knorm", 60.0, 11.0),
+                           ("oracle", 100.0, 9.0), ("full", 90.0, 10.0)):
+    budget = "full" if scorer == "full" else "64"
+    rows += [dict(suite="ruler", group="mean", scorer=scorer, budget=budget,
+                  metric="accuracy", value=acc, num_samples=2),
+             dict(suite="dialogues", group="mean", scorer=scorer,
+                  budget=budget, metric="perplexity", value=ppl,
+                  num_samples=2)]
+  lines = _report.kvp_verdicts(rows)
+  assert "| ruler | 64 | 80.000 | 60.000 (knorm) | KVP better |" in lines
+  assert "| dialogues | 64 | 12.000 | 11.000 (knorm) | KVP worse |" in lines
+  assert "KVP against the best baseline" in _report.markdown(rows)
+  assert _report.kvp_verdicts([r for r in rows if r["scorer"] != "kvp"]) == []
