@@ -183,8 +183,8 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
     return
   needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
                       for n, b, _ in cells if b != FULL)
-  context = _compressed.prefill_context(
-      model, [list(i.prompt) for i in batch], capture=needs_capture)
+  prompts = [list(i.prompt) for i in batch]
+  context = _compressed.prefill_context(model, prompts, capture=needs_capture)
   importance = None
   full_out = None
   for name, budget, eviction in cells:
@@ -194,8 +194,11 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
         full_out, _ = _compressed.generate_compressed(
             model, scorer, _compressed.Eviction(None), context, max_new)
       importance = _oracle_importance(model, batch, full_out, max_new)
+    # A chunked prefill evicts as it reads, so it starts from the prompts.
+    source = prompts if (eviction.protocol == "chunked" and
+                         not eviction.full) else context
     out, stats = _compressed.generate_compressed(
-        model, scorer, eviction, context, max_new, importance=importance,
+        model, scorer, eviction, source, max_new, importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     if name == FULL:
       full_out = out

@@ -136,3 +136,20 @@ def test_kvp_verdicts_name_wins_and_losses():
   assert "| dialogues | 64 | 12.000 | 11.000 (knorm) | KVP worse |" in lines
   assert "KVP against the best baseline" in _report.markdown(rows)
   assert _report.kvp_verdicts([r for r in rows if r["scorer"] != "kvp"]) == []
+
+
+@pytest.mark.parametrize("protocol,allocation", [("chunked", "uniform"),
+                                                 ("decode", "uniform"),
+                                                 ("once", "model")])
+def test_grid_runs_every_protocol(tmp_path, model, protocol, allocation):
+  config = _config(tmp_path, model)
+  config.eval.suites = config.eval.suites[:2]
+  config.eval.update(scorers=["kvp", "knorm"], budgets=[24], chunk_size=64,
+                     decode_interval=4, protocol=protocol,
+                     allocation=allocation)
+  rows = evaluation.evaluate(config, tmp_path / "run", model=model,
+                             progress=False)
+  got = {(r["suite"], r["scorer"]) for r in rows
+         if r["group"] == "mean" and r["budget"] == "24"
+         and r["protocol"] == protocol and r["allocation"] == allocation}
+  assert got == {(s, sc) for s in ("toy", "doc") for sc in ("kvp", "knorm")}
