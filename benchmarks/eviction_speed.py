@@ -117,7 +117,7 @@ def _score(config, scorer, cache, captured, positions, context, rng, stats,
                  for i, v in enumerate(views))
   if budget is None:
     return scores
-  budgets = cache_lib.uniform_budgets(config.num_layers, budget)
+  budgets = cache_lib.window_capped_budgets(config, budget)
   return cache_lib.evict(cache, scores, budgets, cache_lib.eviction_capacities(
       config, budgets, 0), context)
 
@@ -217,7 +217,7 @@ def decode_part(model, key, emit):
                               int(x) < context]:
         cache = full
         if budget is not None:
-          budgets = cache_lib.uniform_budgets(config.num_layers, budget)
+          budgets = cache_lib.window_capped_budgets(config, budget)
           scores = [jax.random.normal(jax.random.fold_in(key, i), l.pos.shape)
                     for i, l in enumerate(full.layers)]
           cache = evict(full, scores, budgets=budgets,

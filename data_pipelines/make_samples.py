@@ -27,6 +27,7 @@ from data_pipelines import dialogues
 from data_pipelines import documents
 from data_pipelines import ruler
 from data_pipelines import samples as samples_lib
+from data_pipelines.samples import parse_length
 
 _TASKS = flags.DEFINE_list(
     "tasks", [], "RULER tasks to generate, or 'all'. Known: " +
@@ -50,17 +51,6 @@ _CONTINUATION_FRACTION = flags.DEFINE_float(
     "continuation.")
 _GGUF = flags.DEFINE_string("gguf", None, "GGUF file whose tokenizer measures "
                             "lengths; default: the shipped Gemma 3 270M.")
-
-
-def parse_length(text: str) -> int:
-  """'4096' or '4k' (x1024) as a positive int; ValueError otherwise."""
-  text = text.strip().lower()
-  scale = 1024 if text.endswith("k") else 1
-  digits = text[:-1] if scale > 1 else text
-  if not digits.isdigit() or int(digits) <= 0:
-    raise ValueError(f"bad length {text!r}: use a positive integer such as "
-                     f"4096 or 4k")
-  return int(digits) * scale
 
 
 def resolve_tasks(names: Sequence[str]) -> list[str]:

@@ -288,3 +288,14 @@ def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
 def read_sample_files(paths: Sequence[str | os.PathLike[str]]) -> list[Sample]:
   """Samples of several JSONL files, in order."""
   return [sample for path in paths for sample in iter_samples(path)]
+
+
+def parse_length(text: str) -> int:
+  """'4096' or '4k' (x1024) as a positive int; ValueError otherwise."""
+  text = text.strip().lower()
+  scale = 1024 if text.endswith("k") else 1
+  digits = text[:-1] if scale > 1 else text
+  if not digits.isdigit() or int(digits) <= 0:
+    raise ValueError(f"bad length {text!r}: use a positive integer such as "
+                     f"4096 or 4k")
+  return int(digits) * scale

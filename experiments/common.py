@@ -64,7 +64,8 @@ def policy_config(**overrides) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict({
       "hidden": 256, "feature_width": 256, "position_dim": 32,
       "max_position": 6000, "num_mlp_layers": 2, "use_keys": True,
-      "use_values": True, "use_position": True, "position_mode": "absolute",
+      "use_values": True, "use_position": True, "use_key_contrast": False,
+      "position_mode": "absolute",
       "dtype": "bfloat16"})
   c.update(overrides)
   return c

@@ -10,6 +10,7 @@ from kvp_jax.cache._allocation import normalise_scores_within_head
 from kvp_jax.cache._allocation import SCOPES
 from kvp_jax.cache._allocation import tighten
 from kvp_jax.cache._allocation import uniform_budgets
+from kvp_jax.cache._allocation import window_capped_budgets
 from kvp_jax.cache._eviction import Budgets
 from kvp_jax.cache._eviction import check_budget
 from kvp_jax.cache._eviction import compact

@@ -4,6 +4,8 @@ They wrap any scorer: an allocator reads the per-slot scores and returns
 budgets, which `evict` then applies with the same scores.
 
   uniform_budgets    every (layer, head) keeps b (the paper's protocol).
+  window_capped_budgets
+                     the same, a sliding-window layer capped at its window.
   adaptive_budgets   one total budget shared by the KV heads of a layer
                      (scope="layer") or by every head of the model
                      (scope="model"), split by the scores.
@@ -73,6 +75,24 @@ def uniform_budgets(num_layers: int, budget: int, num_sinks: int = 4,
   """Every head of every layer keeps `budget` tokens: one static int per
   layer, to pass as `evict(..., budgets=...)`."""
   return (check_budget(budget, num_sinks, num_recent),) * num_layers
+
+
+def window_capped_budgets(config, budget: int, num_sinks: int = 4,
+                          num_recent: int = 16) -> tuple[int, ...]:
+  """Uniform budget b per head, but a sliding-window layer keeps at most its
+  window: its cache never holds more (a ring), and attention reads no more.
+  A window below the protected sinks + recent tokens is rounded up to them.
+
+  Args:
+    config: the DecoderConfig (layer_window(i) is None for a global layer).
+    budget: tokens each head keeps.
+  Returns:
+    one static budget per layer, to pass as `evict(..., budgets=...)`.
+  """
+  budget = check_budget(budget, num_sinks, num_recent)
+  floor = min_budget(num_sinks, num_recent)
+  return tuple(min(budget, max(config.layer_window(i) or budget, floor))
+               for i in range(config.num_layers))
 
 
 def normalise_scores_within_head(scores: jax.Array,

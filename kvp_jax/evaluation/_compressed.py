@@ -158,16 +158,6 @@ def _evict_uniform(cache, scores, context_length, budgets, capacities,
                          num_sinks, num_recent)
 
 
-def layer_budgets(config: DecoderConfig, budget: int,
-                  num_sinks: int = 4, num_recent: int = 16) -> tuple[int, ...]:
-  """Uniform budget b per head, but a sliding-window layer keeps at most its
-  window: its cache never holds more (a ring), and attention reads no more
-  (a window below the protected sinks + recent is rounded up to them)."""
-  floor = cache_lib.min_budget(num_sinks, num_recent)
-  return tuple(min(budget, max(config.layer_window(i) or budget, floor))
-               for i in range(config.num_layers))
-
-
 @functools.partial(jax.jit, static_argnames=("num_sinks", "num_recent"))
 def calibrate_scores(scores: Sequence[jax.Array], positions,
                      context_length: jax.Array, num_sinks: int = 4,
@@ -220,7 +210,8 @@ def evict_cache(config: DecoderConfig, cache: KVCache, views, scorer,
   scores = _scores(scorer, views, rng)
   e = eviction
   if e.allocation == "uniform":
-    budgets = layer_budgets(config, e.budget, e.num_sinks, e.num_recent)
+    budgets = cache_lib.window_capped_budgets(config, e.budget, e.num_sinks,
+                                              e.num_recent)
     capacities = cache_lib.eviction_capacities(config, budgets, room)
     return _evict_uniform(cache, scores, context_length, budgets, capacities,
                           e.num_sinks, e.num_recent)
@@ -267,8 +258,8 @@ class EvictWhenFull:
             layer, layer=i, window=self.config.layer_window(i),
             logit_softcap=self.config.attn_logit_softcap)
         scores = scorer.score(view, jax.random.fold_in(rng, layer.end))
-        budget = layer_budgets(self.config, self.budget, self.num_sinks,
-                               self.num_recent)[i]
+        budget = cache_lib.window_capped_budgets(
+            self.config, self.budget, self.num_sinks, self.num_recent)[i]
         return cache_lib.evict_layer(layer, scores, budget, layer.capacity,
                                      num_sinks=self.num_sinks,
                                      num_recent=self.num_recent)

@@ -6,6 +6,7 @@ from kvp_jax.policy._agent import AgentConfig
 from kvp_jax.policy._agent import BOTH
 from kvp_jax.policy._agent import POSITION_MODES
 from kvp_jax.policy._agent import RELATIVE
+from kvp_jax.policy._agent import key_contrast
 from kvp_jax.policy._agent import token_age
 from kvp_jax.policy._agents import agent_slice
 from kvp_jax.policy._agents import Agents

@@ -6,12 +6,20 @@ Method section 3 (arXiv 2602.10238): for every cached token j of one
     k' = LN(Dense(feature_width)(k_j))
     v' = LN(Dense(feature_width)(v_j))
     p' = LN(Embed(max_position, position_dim)(min(pos_j, max_position - 1)))
+    c' = LN(Dense(feature_width)(u_j - a)), cos(u_j, a)       # use_key_contrast
     h  = concat(enabled features)
     h  = silu(LN(Dense(hidden)(h)))          # num_mlp_layers times
     s_j = Dense(1)(h)                        # higher = keep
 
 Tokens are scored independently of each other (no attention between slots),
 so sorting the scores once serves every budget.
+
+Beyond the paper, `use_key_contrast` adds one statistic of the whole cache:
+the anchor a, the mean of the unit keys u_j = k_j / |k_j| over the head's
+cached tokens (KeyDiff's anchor). A token's contrast u_j - a and its cosine
+to a tell how distinctive its key is in this context (a needle in a
+repetitive haystack), which a per-token MLP cannot see from k_j alone. It
+still reads nothing but the cached keys: no queries, no attention.
 
 Numerics: parameters are float32; the MLP runs in `AgentConfig.dtype`
 (bfloat16 by default; LayerNorm statistics are reduced in float32 by flax);
@@ -32,6 +40,7 @@ ABSOLUTE = "absolute"
 RELATIVE = "relative"
 BOTH = "both"
 POSITION_MODES = (ABSOLUTE, RELATIVE, BOTH)
+_EPS = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +56,9 @@ class AgentConfig:
     num_mlp_layers: number of silu(LN(Dense(hidden))) layers.
     use_keys / use_values / use_position: feature switches (ablations); at
       least one must be on.
+    use_key_contrast: also feed each key's contrast to the mean unit key of
+      the cache and its cosine to it (beyond the paper; see the module
+      docstring).
     position_mode: "absolute" embeds the token's absolute position pos;
       "relative" embeds its age, context_length - 1 - pos (known at
       inference when eviction happens; what matters for sliding-window
@@ -62,6 +74,7 @@ class AgentConfig:
   use_keys: bool = True
   use_values: bool = True
   use_position: bool = True
+  use_key_contrast: bool = False
   position_mode: str = ABSOLUTE
   dtype: str = "bfloat16"
 
@@ -99,6 +112,31 @@ class AgentConfig:
     if unknown:
       raise ValueError(f"unknown AgentConfig fields {sorted(unknown)}")
     return cls(**d)
+
+
+def key_contrast(keys: jax.Array, valid: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Each key against the mean unit key of the cached tokens.
+
+  Args:
+    keys: [B, T, H] cached keys.
+    valid: [B, T] bool, slots holding a token.
+  Returns:
+    contrast [B, T, H] = u_j - a and cosine [B, T] = cos(u_j, a), float32,
+    where u_j = k_j / |k_j| and a = mean of u over the valid slots; zero at
+    empty slots.
+  """
+  k = keys.astype(jnp.float32)
+  mask = valid[..., None]
+  unit = jnp.where(mask, k / jnp.maximum(
+      jnp.linalg.norm(k, axis=-1, keepdims=True), _EPS), 0.0)
+  count = jnp.maximum(jnp.sum(mask, axis=1), 1)                   # [B, 1]
+  anchor = jnp.sum(unit, axis=1) / count                          # [B, H]
+  direction = anchor / jnp.maximum(
+      jnp.linalg.norm(anchor, axis=-1, keepdims=True), _EPS)
+  cosine = jnp.einsum("bth,bh->bt", unit, direction, precision="highest")
+  contrast = jnp.where(mask, unit - anchor[:, None], 0.0)
+  return contrast, jnp.where(valid, cosine, 0.0)
 
 
 def token_age(positions: jax.Array, context_length: jax.Array) -> jax.Array:
@@ -150,6 +188,12 @@ class Agent(nn.Module):
     if cfg.use_values:
       v = nn.Dense(cfg.feature_width, dtype=dtype, name="value_proj")(values)
       features.append(nn.LayerNorm(dtype=dtype, name="value_norm")(v))
+    if cfg.use_key_contrast:
+      contrast, cosine = key_contrast(keys, valid)
+      c = nn.Dense(cfg.feature_width, dtype=dtype, name="contrast_proj")(
+          contrast.astype(dtype))
+      features.append(nn.LayerNorm(dtype=dtype, name="contrast_norm")(c))
+      features.append(cosine[..., None].astype(dtype))
     if cfg.uses_absolute:
       features.append(self._embed_position(positions, "position"))
     if cfg.uses_relative:

@@ -197,6 +197,20 @@ def test_allocation_errors():
     cache_lib.uniform_budgets(3, 8)
 
 
+def test_window_capped_budgets_cap_windowed_layers_only():
+  # Gemma 3 270M: 5 local layers (window 512), then a global one, x3.
+  config = model_lib.gemma3_270m()
+  budgets = cache_lib.window_capped_budgets(config, 1024)
+  assert budgets == tuple(1024 if config.layer_window(i) is None else 512
+                          for i in range(18))
+  assert cache_lib.window_capped_budgets(config, 256) == (256,) * 18
+  # A window below the protected sinks + recent tokens rounds up to them.
+  small = config.replace(sliding_window=8)
+  assert cache_lib.window_capped_budgets(small, 64)[0] == 20
+  with pytest.raises(ValueError, match="budget=8 is below the minimum 20"):
+    cache_lib.window_capped_budgets(config, 8)
+
+
 def test_adaptive_eviction_decodes_like_masking():
   """Per-head budgets through evict: the compacted cache (widths from
   tighten, room for the continuation) gives the masked cache's logits."""

@@ -80,6 +80,27 @@ def _run(*args, timeout=600):
   return proc
 
 
+def test_long_range_copying_beyond_the_reference_length(gemma):
+  """The llama.cpp reference covers 1,100 tokens. Past it, the model must
+  still read far back: a 200-token passage repeated after ~2,000 tokens of
+  filler (far outside the 512-token windows, so only the global layers can
+  reach it) is predicted almost perfectly the second time, and far better
+  than the first time."""
+  tok = gemma.tokenizer
+  text = open(GPL3, encoding="utf-8").read()
+  passage = tok.encode(text)[3000:3200]
+  filler = tok.encode("The grass is green. The sky is blue. The sun is "
+                      "yellow. Here we go. There and back again.\n") * 80
+  ids = [model_lib.BOS_ID] + passage + filler + passage
+  assert len(ids) > 2200
+  ll = inference.sequence_log_likelihood(gemma, ids, skip=0)
+  n = len(passage)
+  first = -float(np.mean(ll[10:n - 1]))          # predictions of copy 1
+  second = -float(np.mean(ll[-(n - 10):]))       # predictions of copy 2
+  assert second < 0.2, (first, second)
+  assert second < first / 10, (first, second)
+
+
 def test_perplexity_matches_llama_cpp():
   proc = _run("kvp_jax.perplexity", f"--text_file={GPL3}", "--max_tokens=1100",
               "--skip=512")

@@ -245,3 +245,49 @@ def test_config_round_trip_and_validation():
     policy.AgentConfig(use_keys=False, use_values=False, use_position=False)
   with pytest.raises(ValueError):
     policy.AgentConfig.from_dict({"hidden": 4, "bogus": 1})
+
+
+def test_key_contrast_matches_numpy():
+  rng = np.random.default_rng(3)
+  keys = rng.normal(size=(B, T, H)).astype(np.float32)
+  valid = np.ones((B, T), bool)
+  valid[1, 4:] = False
+  contrast, cosine = policy.key_contrast(jnp.asarray(keys), jnp.asarray(valid))
+  for b in range(B):
+    unit = keys[b] / np.linalg.norm(keys[b], axis=-1, keepdims=True)
+    anchor = unit[valid[b]].mean(axis=0)
+    for t in range(T):
+      if not valid[b, t]:
+        assert np.all(np.asarray(contrast)[b, t] == 0)
+        continue
+      np.testing.assert_allclose(contrast[b, t], unit[t] - anchor, atol=1e-6)
+      want = unit[t] @ anchor / np.linalg.norm(anchor)
+      np.testing.assert_allclose(cosine[b, t], want, atol=1e-6)
+
+
+def test_key_contrast_sees_the_cache_not_the_padding(tiny_params):
+  config = TINY.replace(use_key_contrast=True)
+  params = _params(config, seed=4)
+  assert "contrast_proj" in str(jax.tree_util.tree_structure(params))
+  base = _inputs()
+  # Scores stay a function of the set of cached tokens: permuting the slots
+  # permutes the scores.
+  perm = np.random.default_rng(1).permutation(T)
+  permuted = {k: (v[:, :, perm] if v.ndim >= 3 else v) for k, v in base.items()}
+  s = _scores(config, params, **base)
+  np.testing.assert_allclose(_scores(config, params, **permuted),
+                             s[:, :, perm], rtol=1e-5, atol=1e-5)
+  # Garbage in empty slots changes nothing ...
+  valid = np.asarray(base["valid"])
+  noisy = np.where(valid[..., None], np.asarray(base["keys"]), 1e3)
+  assert not _changes(config, params, base, keys=jnp.asarray(noisy))
+  # ... but another token's key moves every score of its row (the anchor),
+  # which a per-token agent never does.
+  keys = np.asarray(base["keys"]).copy()
+  keys[:, 0, 1] *= -3.0
+  s1 = _scores(config, params, **{**base, "keys": jnp.asarray(keys)})
+  assert not np.allclose(s1[:, 0, 2:][valid[:, 0, 2:]],
+                         s[:, 0, 2:][valid[:, 0, 2:]], atol=1e-6)
+  plain = _scores(TINY, tiny_params, **base)
+  plain1 = _scores(TINY, tiny_params, **{**base, "keys": jnp.asarray(keys)})
+  np.testing.assert_allclose(plain1[:, 0, 2:], plain[:, 0, 2:], rtol=1e-6)
