@@ -119,23 +119,24 @@ def key_contrast(keys: jax.Array, valid: jax.Array
   """Each key against the mean unit key of the cached tokens.
 
   Args:
-    keys: [B, T, H] cached keys.
-    valid: [B, T] bool, slots holding a token.
+    keys: [..., T, H] cached keys (e.g. [B, T, H] for one agent).
+    valid: [..., T] bool, slots holding a token.
   Returns:
-    contrast [B, T, H] = u_j - a and cosine [B, T] = cos(u_j, a), float32,
-    where u_j = k_j / |k_j| and a = mean of u over the valid slots; zero at
-    empty slots.
+    contrast [..., T, H] = u_j - a and cosine [..., T] = cos(u_j, a),
+    float32, where u_j = k_j / |k_j| and a = mean of u over the valid slots
+    of each row; zero at empty slots.
   """
   k = keys.astype(jnp.float32)
   mask = valid[..., None]
   unit = jnp.where(mask, k / jnp.maximum(
       jnp.linalg.norm(k, axis=-1, keepdims=True), _EPS), 0.0)
-  count = jnp.maximum(jnp.sum(mask, axis=1), 1)                   # [B, 1]
-  anchor = jnp.sum(unit, axis=1) / count                          # [B, H]
+  count = jnp.maximum(jnp.sum(mask, axis=-2), 1)                  # [..., 1]
+  anchor = jnp.sum(unit, axis=-2) / count                         # [..., H]
   direction = anchor / jnp.maximum(
       jnp.linalg.norm(anchor, axis=-1, keepdims=True), _EPS)
-  cosine = jnp.einsum("bth,bh->bt", unit, direction, precision="highest")
-  contrast = jnp.where(mask, unit - anchor[:, None], 0.0)
+  cosine = jnp.einsum("...th,...h->...t", unit, direction,
+                      precision="highest")
+  contrast = jnp.where(mask, unit - anchor[..., None, :], 0.0)
   return contrast, jnp.where(valid, cosine, 0.0)
 
 
