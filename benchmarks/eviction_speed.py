@@ -13,7 +13,7 @@ Random weights of the configured shape (speed and memory do not depend on
 them); timings are medians of --repeats runs after a warm-up (compilation).
 Parts, in this order (--parts):
 
-  memory  evaluation.prefill_compressed(Eviction(--memory_budget, "chunked",
+  memory  eviction.prefill_compressed(Eviction(--memory_budget, "chunked",
           --chunk_size)) of random prompts, scored by --memory_scorer: peak
           slots per head, cache bytes at the peak (eviction_capacities(budget,
           chunk)) vs a full cache's (layer_capacities(context + steps)), peak
@@ -53,11 +53,13 @@ import numpy as np
 import _timing
 from experiments import common
 from kvp_jax import cache as cache_lib
-from kvp_jax import evaluation
+from kvp_jax import eviction as eviction_lib
 from kvp_jax import inference
 from kvp_jax import model as model_lib
 from kvp_jax import policy as policy_lib
 from kvp_jax import scorers as scorers_lib
+
+PROTECTED = cache_lib.Protected()     # The sinks and recent tokens kept.
 
 _MODEL = flags.DEFINE_string("model", "gemma3_270m", "Model config preset.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"],
@@ -111,15 +113,15 @@ def _mib(config, caps, batch) -> float:
 def _score(config, scorer, cache, captured, positions, context, rng, stats,
            budget):
   """Scores every layer (and evicts to `budget` unless it is None)."""
-  views = evaluation.layer_views(config, cache, captured, positions, context,
-                                 None, stats)
+  views = eviction_lib.layer_views(config, cache, captured, positions,
+                                   context, None, stats)
   scores = tuple(scorer.score(v, jax.random.fold_in(rng, i))
                  for i, v in enumerate(views))
   if budget is None:
     return scores
-  budgets = cache_lib.window_capped_budgets(config, budget)
+  budgets = cache_lib.window_capped_budgets(config, budget, PROTECTED)
   return cache_lib.evict(cache, scores, budgets, cache_lib.eviction_capacities(
-      config, budgets, 0), context)
+      config, budgets, 0), PROTECTED, context)
 
 
 def _tokens(key, batch, length, vocab):
@@ -131,13 +133,14 @@ def memory_part(model, key, emit):
   prompts = [[model_lib.BOS_ID] + row for row in np.asarray(
       _tokens(key, b, t - 1, config.vocab_size)).tolist()]
   scorer = _scorer(_MEM_SCORER.value, config, jax.random.fold_in(key, 1))
-  eviction = evaluation.Eviction(_MEM_BUDGET.value, protocol="chunked",
-                                 chunk_size=_CHUNK.value)
+  eviction = eviction_lib.Eviction(_MEM_BUDGET.value, protocol="chunked",
+                                   chunk_size=_CHUNK.value,
+                                   protected=PROTECTED)
 
   def run():
-    pre = evaluation.prefill_compressed(model, scorer, eviction, prompts,
-                                        _STEPS.value,
-                                        rng=jax.random.fold_in(key, 2))
+    pre = eviction_lib.prefill_compressed(model, scorer, eviction, prompts,
+                                          _STEPS.value,
+                                          rng=jax.random.fold_in(key, 2))
     jax.block_until_ready((pre.first_logits, pre.cache))
     return pre
   row = {"what": "chunked_prefill", "batch": b, "context": t,
@@ -207,7 +210,8 @@ def decode_part(model, key, emit):
   run = jax.jit(lambda params, cache, logits, pos: inference.decode(
       config, params, cache, logits, pos, max_new_tokens=steps, eos_id=-1),
                 donate_argnums=(1,))
-  evict = jax.jit(cache_lib.evict, static_argnames=("budgets", "capacities"))
+  evict = jax.jit(cache_lib.evict,
+                  static_argnames=("budgets", "capacities", "protected"))
   for context in map(int, _CONTEXTS.value):
     for b in map(int, _BATCHES.value):
       full = _full_cache(config, b, context, steps, key)
@@ -217,12 +221,12 @@ def decode_part(model, key, emit):
                               int(x) < context]:
         cache = full
         if budget is not None:
-          budgets = cache_lib.window_capped_budgets(config, budget)
+          budgets = cache_lib.window_capped_budgets(config, budget, PROTECTED)
           scores = [jax.random.normal(jax.random.fold_in(key, i), l.pos.shape)
                     for i, l in enumerate(full.layers)]
           cache = evict(full, scores, budgets=budgets,
                         capacities=cache_lib.eviction_capacities(
-                            config, budgets, steps))
+                            config, budgets, steps), protected=PROTECTED)
         times = []
         for _ in range(_REPEATS.value + 1):           # First run: compile.
           fresh = jax.block_until_ready(jax.tree.map(jnp.copy, cache))

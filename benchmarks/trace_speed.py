@@ -5,7 +5,7 @@ r"""Trace generation throughput, store write included, and store bytes/token.
       --prompt_length=120 --max_new_tokens=8 --pad_multiple=128 \
       --batch_size=2 --num_batches=2                         # smoke test
 
-What is measured: the loop of data_pipelines/trace_job.py (generate_traces)
+What is measured: the loop of kvp_jax/traces/_job.py (generate_traces)
 on synthetic prompts. Each prompt is BOS + random token ids of the
 vocabulary, --prompt_length tokens in all (default 2048 - max_new_tokens, so
 a trace is 2048 tokens); the model has random weights of the configured

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from data_pipelines import samples as samples_lib
+from kvp_jax import samples as samples_lib
 
 
 DISTANCE_BUCKET = 256

@@ -15,7 +15,6 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from data_pipelines import trace_job
 from kvp_jax import _cli
 from kvp_jax import model as model_lib
 from kvp_jax import traces as traces_lib
@@ -44,7 +43,7 @@ def main(argv):
   path = store_path(config, _WORKDIR.value)
   try:
     model = model_lib.load_model(config.model)
-    store = trace_job.generate_traces(model, config.traces, path,
+    store = traces_lib.generate_traces(model, config.traces, path,
                                       max_batches=_MAX_BATCHES.value)
   except (traces_lib.StoreError, ValueError, model_lib.GGUFError) as e:
     _cli.fail(str(e))

@@ -23,11 +23,11 @@ from absl import flags
 from absl import logging
 import tqdm
 
-from data_pipelines import dialogues
-from data_pipelines import documents
-from data_pipelines import ruler
-from data_pipelines import samples as samples_lib
-from data_pipelines.samples import parse_length
+from kvp_jax.samples import dialogues
+from kvp_jax.samples import documents
+from kvp_jax.samples import ruler
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples.schema import parse_length
 
 _TASKS = flags.DEFINE_list(
     "tasks", [], "RULER tasks to generate, or 'all'. Known: " +

@@ -22,9 +22,9 @@ from absl import flags
 import tqdm
 
 from data_pipelines import depth_report
-from data_pipelines import ruler
-from data_pipelines import samples as samples_lib
-from data_pipelines import scoring
+from kvp_jax.samples import ruler
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples import scoring
 
 _TASK = flags.DEFINE_string("task", "niah_single_1", "A niah_* task.")
 _LENGTH = flags.DEFINE_string("length", "2k", "Target length (2048 or 2k).")

@@ -57,17 +57,22 @@ def define_eviction_flags() -> None:
   flags.DEFINE_string("scorer", None, "Eviction rule: kvp, random, "
                       "streaming_llm, knorm, keydiff, lagkv, h2o, tova, snapkv.")
   flags.DEFINE_enum("protocol", "once", ["once", "chunked", "decode"],
-                    "When to evict (see kvp_jax.evaluation).")
+                    "When to evict (see kvp_jax.eviction).")
   flags.DEFINE_enum("allocation", "uniform", ["uniform", "layer", "model"],
                     "How the budget is shared among heads.")
   flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.")
   flags.DEFINE_integer("decode_interval", 32,
                        "Tokens between evictions with --protocol=decode.")
+  flags.DEFINE_integer("num_sinks", None, "First tokens always kept (default: "
+                       "the policy's, else cache.Protected's).")
+  flags.DEFINE_integer("num_recent", None, "Last tokens always kept (default: "
+                       "the policy's, else cache.Protected's).")
 
 
 def eviction_from_flags(model: model_lib.Pretrained):
   """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
-  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from kvp_jax import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  from kvp_jax import eviction as eviction_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
@@ -81,15 +86,23 @@ def eviction_from_flags(model: model_lib.Pretrained):
   if name == "oracle":
     fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
   try:
-    eviction = evaluation.Eviction(
-        f.budget, protocol=f.protocol, allocation=f.allocation,
-        chunk_size=f.chunk_size, decode_interval=f.decode_interval)
     if name == "kvp":
       if not f.policy:
         fail("--scorer=kvp needs --policy=<exported policy>")
-      scorer = evaluation.make_scorers(["kvp"], f.policy, model)["kvp"]
+      scorer, artifact = scorers.load_policy(f.policy, model)
+      protected = artifact.protected
     else:
       scorer = scorers.get_scorer(name)
+      protected = cache_lib.Protected()
+    given = cache_lib.Protected(
+        protected.num_sinks if f.num_sinks is None else f.num_sinks,
+        protected.num_recent if f.num_recent is None else f.num_recent)
+    if name == "kvp":
+      given.check_same(protected, f"the policy {f.policy}")
+    eviction = eviction_lib.Eviction(
+        f.budget, protocol=f.protocol, allocation=f.allocation,
+        chunk_size=f.chunk_size, decode_interval=f.decode_interval,
+        protected=given)
   except (ValueError, policy_lib.ArtifactError) as e:
     fail(str(e))
   return scorer, eviction

@@ -22,7 +22,7 @@ from absl import flags
 from tqdm import tqdm
 
 from kvp_jax import _cli
-from kvp_jax import evaluation
+from kvp_jax import eviction as eviction_lib
 from kvp_jax import inference
 
 _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
@@ -67,7 +67,7 @@ def main(argv):
     if eviction is None:
       outs = inference.generate(model, ids, _MAX_NEW_TOKENS.value)
     else:
-      outs, _ = evaluation.generate_compressed(model, scorer, eviction, ids,
+      outs, _ = eviction_lib.generate_compressed(model, scorer, eviction, ids,
                                                _MAX_NEW_TOKENS.value)
     for prompt, out in zip(chunk, outs):
       completion = model.tokenizer.decode(out)

@@ -23,7 +23,7 @@ from absl import app
 from absl import flags
 
 from kvp_jax import _cli
-from kvp_jax import evaluation
+from kvp_jax import eviction as eviction_lib
 from kvp_jax import inference
 
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Text file to score.",
@@ -57,7 +57,7 @@ def main(argv):
     ll = inference.sequence_log_likelihood(model, tokens, _SKIP.value)
   else:
     skip = _SKIP.value
-    lls, stats = evaluation.continuation_log_likelihood(
+    lls, stats = eviction_lib.continuation_log_likelihood(
         model, scorer, eviction, [tokens[:skip + 1]], [tokens[skip + 1:]])
     ll = lls[0]
     extra = {"budget": eviction.budget, "scorer": scorer.name,

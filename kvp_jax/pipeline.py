@@ -30,7 +30,7 @@ _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in order.")
 def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   """Runs the stages in order; returns the evaluation's result rows."""
   # Imported here so that --help is instant.
-  from data_pipelines import trace_job  # pylint: disable=g-import-not-at-top
+  from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
   from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import training  # pylint: disable=g-import-not-at-top
@@ -49,7 +49,7 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
     if stage in ("traces", "evaluate") and model is None:
       model = model_lib.load_model(config.model)
     if stage == "traces":
-      store = trace_job.generate_traces(
+      store = traces_lib.generate_traces(
           model, config.traces, training.store_path(config, workdir),
           progress=progress)
       print(f"   {store.num_records} traces in {store.path}")

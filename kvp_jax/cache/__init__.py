@@ -1,8 +1,13 @@
 """Eviction as a pure gather, and budget allocators.
 
+  Protected                                     the always-kept tokens
   select_top / compact / evict_layer / evict   keep each head's top b slots
   mask_evicted                                  the same, emulated by masking
   uniform_budgets / adaptive_budgets            how many slots each head keeps
+  slot_order / rank_descending                  slots in position / score order
+
+This package knows caches and scores, not where the scores come from: it
+imports only kvp_jax.model.
 """
 
 from kvp_jax.cache._allocation import adaptive_budgets
@@ -21,6 +26,9 @@ from kvp_jax.cache._eviction import eviction_capacities
 from kvp_jax.cache._eviction import keep_mask_protected
 from kvp_jax.cache._eviction import kept_mask
 from kvp_jax.cache._eviction import mask_evicted
-from kvp_jax.cache._eviction import min_budget
 from kvp_jax.cache._eviction import NO_SLOT
 from kvp_jax.cache._eviction import select_top
+from kvp_jax.cache._protected import Protected
+from kvp_jax.cache._slots import rank_descending
+from kvp_jax.cache._slots import slot_order
+from kvp_jax.cache._slots import SlotOrder

@@ -13,7 +13,7 @@ budgets, which `evict` then applies with the same scores.
 The adaptive rule. Per batch row and pool of heads:
   1. every head first gets its reserve: its protected slots (sinks and
      recent tokens) and its best-scored other slots up to
-     num_sinks + num_recent tokens (fewer only if it holds fewer tokens);
+     protected.size tokens (fewer only if it holds fewer tokens);
   2. the N = total - sum(reserves) remaining slots go to the N highest scores
      among all the other non-protected slots of the pool (ties: newer token,
      then lower head index), a head taking at most `max_per_head` in all;
@@ -64,21 +64,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from kvp_jax.cache._eviction import Budgets, check_budget, context_length_of
-from kvp_jax.cache._eviction import keep_mask_protected, min_budget
-from kvp_jax.scorers._slots import rank_descending
+from kvp_jax.cache._eviction import keep_mask_protected
+from kvp_jax.cache._protected import Protected
+from kvp_jax.cache._slots import rank_descending
 
 SCOPES = ("layer", "model")
 
 
-def uniform_budgets(num_layers: int, budget: int, num_sinks: int = 4,
-                    num_recent: int = 16) -> tuple[int, ...]:
+def uniform_budgets(num_layers: int, budget: int,
+                    protected: Protected) -> tuple[int, ...]:
   """Every head of every layer keeps `budget` tokens: one static int per
   layer, to pass as `evict(..., budgets=...)`."""
-  return (check_budget(budget, num_sinks, num_recent),) * num_layers
+  return (check_budget(budget, protected),) * num_layers
 
 
-def window_capped_budgets(config, budget: int, num_sinks: int = 4,
-                          num_recent: int = 16) -> tuple[int, ...]:
+def window_capped_budgets(config, budget: int,
+                          protected: Protected) -> tuple[int, ...]:
   """Uniform budget b per head, but a sliding-window layer keeps at most its
   window: its cache never holds more (a ring), and attention reads no more.
   A window below the protected sinks + recent tokens is rounded up to them.
@@ -86,11 +87,12 @@ def window_capped_budgets(config, budget: int, num_sinks: int = 4,
   Args:
     config: the DecoderConfig (layer_window(i) is None for a global layer).
     budget: tokens each head keeps.
+    protected: the always-kept tokens.
   Returns:
     one static budget per layer, to pass as `evict(..., budgets=...)`.
   """
-  budget = check_budget(budget, num_sinks, num_recent)
-  floor = min_budget(num_sinks, num_recent)
+  budget = check_budget(budget, protected)
+  floor = protected.size
   return tuple(min(budget, max(config.layer_window(i) or budget, floor))
                for i in range(config.num_layers))
 
@@ -126,19 +128,17 @@ def _check_int(value, what: str, lowest: int) -> int:
   return int(value)
 
 
-def _layer_terms(scores, positions, context_length, num_sinks, num_recent,
-                 max_per_head):
+def _layer_terms(scores, positions, context_length, protected, max_per_head):
   """A layer's reserves and the slots it offers to the shared pool."""
-  lowest = min_budget(num_sinks, num_recent)
+  lowest = protected.size
   s = scores.shape[-1]
   valid = positions >= 0
-  protected = keep_mask_protected(positions, context_length, num_sinks,
-                                  num_recent)
-  free = valid & ~protected
+  always = keep_mask_protected(positions, context_length, protected)
+  free = valid & ~always
   score = jnp.where(jnp.isnan(scores), -jnp.inf, scores.astype(jnp.float32))
   rank = rank_descending(score, positions, free)        # Free slots first.
   n_valid = jnp.sum(valid, axis=-1, dtype=jnp.int32)               # [B, K]
-  n_protected = jnp.sum(protected, axis=-1, dtype=jnp.int32)
+  n_protected = jnp.sum(always, axis=-1, dtype=jnp.int32)
   reserve = jnp.minimum(n_valid, lowest)
   reserved_free = jnp.maximum(reserve - n_protected, 0)
   limit = s if max_per_head is None else max_per_head
@@ -189,8 +189,7 @@ def adaptive_budgets(scores: Sequence[jax.Array],
                      positions: Sequence[jax.Array],
                      total_budget: int | Sequence[int],
                      context_length: jax.Array | None = None, *,
-                     scope: str = "model", num_sinks: int = 4,
-                     num_recent: int = 16,
+                     protected: Protected, scope: str = "model",
                      max_per_head: int | None = None) -> Budgets:
   """Splits a total budget among heads by their calibrated scores.
 
@@ -205,17 +204,17 @@ def adaptive_budgets(scores: Sequence[jax.Array],
       int for every layer, or one per layer). Protected tokens count inside.
     context_length: [batch] int32; by default one past the newest position.
     scope: "layer" or "model", the pool of heads that shares a total.
-    num_sinks, num_recent: the protected tokens.
+    protected: the always-kept tokens.
     max_per_head: optional static cap on a head's budget; it also bounds the
       compacted cache's width (memory).
   Returns:
-    Budgets: per layer [batch, kv_heads] int32 budgets, each >= num_sinks +
-    num_recent (or all the head's tokens when it holds fewer), summing to the
+    Budgets: per layer [batch, kv_heads] int32 budgets, each >=
+    protected.size (or all the head's tokens when it holds fewer), summing to the
     total per row and pool (unless the pool holds fewer tokens), each <= the
     head's valid tokens; widths = static per-layer bounds on those budgets.
   Raises:
     ValueError: unknown scope, mismatched lengths, a total below the pool's
-      minimum (heads x (num_sinks + num_recent)), a bad max_per_head.
+      minimum (heads x protected.size), a bad max_per_head.
   """
   if scope not in SCOPES:
     raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -223,14 +222,14 @@ def adaptive_budgets(scores: Sequence[jax.Array],
   if len(positions) != n:
     raise ValueError(f"{len(scores)} score arrays but {len(positions)} "
                      f"position arrays")
-  lowest = min_budget(num_sinks, num_recent)
+  lowest = protected.size
   if max_per_head is not None:
     max_per_head = _check_int(max_per_head, "max_per_head", lowest)
   if context_length is None:
     context_length = jnp.max(jnp.stack(
         [context_length_of(p) for p in positions]), axis=0)
-  terms = [_layer_terms(s, p, context_length, num_sinks, num_recent,
-                        max_per_head) for s, p in zip(scores, positions)]
+  terms = [_layer_terms(s, p, context_length, protected, max_per_head)
+           for s, p in zip(scores, positions)]
   heads = [s.shape[1] for s in scores]
   if scope == "model":
     total = _check_int(total_budget, "total_budget", lowest * sum(heads))
@@ -256,12 +255,12 @@ def adaptive_budgets(scores: Sequence[jax.Array],
   return Budgets(per_head=tuple(budgets), widths=tuple(widths))
 
 
-def tighten(budgets: Budgets, multiple: int = 1, num_sinks: int = 4,
-            num_recent: int = 16) -> Budgets:
+def tighten(budgets: Budgets, protected: Protected,
+            multiple: int = 1) -> Budgets:
   """Budgets whose widths are the largest budget actually given per layer
   (rounded up to a multiple, to limit recompilations). Reads the budgets on
   the host: call it outside jit, between allocation and eviction."""
-  lowest = min_budget(num_sinks, num_recent)
+  lowest = protected.size
   widths = []
   for b in budgets.per_head:
     top = max(int(np.max(np.asarray(b))), lowest)

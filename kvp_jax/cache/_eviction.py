@@ -2,9 +2,10 @@
 
 The inference protocol (method section 5): after the prefill, every
 (layer, KV head) ranks its cached tokens with its scorer and keeps the top b.
-The first `num_sinks` tokens and the last `num_recent` tokens of the context
-are always kept and count inside b. This module turns scores into that kept
-set and builds the smaller cache that holds it:
+The protected tokens (a `Protected`: the first `num_sinks` and the last
+`num_recent` tokens of the context) are always kept and count inside b.
+This module turns scores into that kept set and builds the smaller cache
+that holds it:
 
   select_top  scores [B, K, S] -> keep_idx [B, K, b]  (slot indices, -1: none)
   compact     (LayerCache, keep_idx, capacity) -> LayerCache of `capacity`
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kvp_jax.cache._protected import Protected
 from kvp_jax.model._kv_cache import EMPTY_POSITION, KVCache, LayerCache
 
 NO_SLOT = -1    # A keep_idx entry that keeps nothing.
@@ -65,42 +67,37 @@ class Budgets:
     return sum(jnp.sum(b, axis=-1) for b in self.per_head)
 
 
-def min_budget(num_sinks: int = 4, num_recent: int = 16) -> int:
-  """The smallest budget: the protected tokens always fit inside it."""
-  return num_sinks + num_recent
-
-
-def check_budget(budget, num_sinks: int = 4, num_recent: int = 16,
-                 what: str = "budget") -> int:
+def check_budget(budget, protected: Protected, what: str = "budget") -> int:
   """`budget` as a Python int, or a ValueError saying what is wrong."""
   if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
     raise ValueError(f"{what} must be a Python int (a static number of slots "
                      f"per head) or an integer array of per-head budgets, got "
                      f"{budget!r} of type {type(budget).__name__}")
   budget = int(budget)
-  lowest = min_budget(num_sinks, num_recent)
-  if budget < lowest:
-    raise ValueError(f"{what}={budget} is below the minimum {lowest}: the "
-                     f"{num_sinks} sink and {num_recent} recent tokens are "
-                     f"always kept and count inside the budget")
+  if budget < protected.size:
+    raise ValueError(f"{what}={budget} is below the minimum {protected.size}: "
+                     f"the {protected.num_sinks} sink and "
+                     f"{protected.num_recent} recent tokens are always kept "
+                     f"and count inside the budget")
   return budget
 
 
 def keep_mask_protected(positions: jax.Array, context_length: jax.Array,
-                        num_sinks: int = 4, num_recent: int = 16) -> jax.Array:
+                        protected: Protected) -> jax.Array:
   """Slots that are always kept: the sinks and the most recent tokens.
 
   Args:
     positions: [batch, kv_heads, slots] int32 absolute positions, -1 = empty.
     context_length: [batch] int32, tokens seen so far (the next position).
-    num_sinks: tokens at positions < num_sinks are kept.
-    num_recent: tokens at positions >= context_length - num_recent are kept.
+    protected: tokens at positions < num_sinks and at positions >=
+      context_length - num_recent are kept.
   Returns:
     [batch, kv_heads, slots] bool, False on empty slots.
   """
   ctx = jnp.asarray(context_length, jnp.int32)[:, None, None]     # [B, 1, 1]
   valid = positions >= 0
-  return valid & ((positions < num_sinks) | (positions >= ctx - num_recent))
+  return valid & ((positions < protected.num_sinks) |
+                 (positions >= ctx - protected.num_recent))
 
 
 def context_length_of(positions: jax.Array) -> jax.Array:
@@ -109,7 +106,7 @@ def context_length_of(positions: jax.Array) -> jax.Array:
   return (jnp.max(positions, axis=(1, 2)) + 1).astype(jnp.int32)
 
 
-def _static_width(budget, max_budget, num_sinks, num_recent) -> int:
+def _static_width(budget, max_budget, protected) -> int:
   """The static number of keep_idx columns for an int or per-head budget."""
   if isinstance(budget, (jax.Array, np.ndarray)):
     if not jnp.issubdtype(budget.dtype, jnp.integer):
@@ -120,8 +117,8 @@ def _static_width(budget, max_budget, num_sinks, num_recent) -> int:
         raise ValueError("per-head budgets under jit need a static "
                          "max_budget= (the number of slots to keep at most)")
       max_budget = int(np.max(np.asarray(budget)))
-    return check_budget(max_budget, num_sinks, num_recent, what="max_budget")
-  budget = check_budget(budget, num_sinks, num_recent)
+    return check_budget(max_budget, protected, what="max_budget")
+  budget = check_budget(budget, protected)
   if max_budget is not None and max_budget != budget:
     raise ValueError(f"max_budget={max_budget} differs from the int "
                      f"budget={budget}")
@@ -129,8 +126,8 @@ def _static_width(budget, max_budget, num_sinks, num_recent) -> int:
 
 
 def select_top(scores: jax.Array, positions: jax.Array, budget: Budget,
-               context_length: jax.Array | None = None, num_sinks: int = 4,
-               num_recent: int = 16, *,
+               protected: Protected,
+               context_length: jax.Array | None = None, *,
                max_budget: int | None = None) -> jax.Array:
   """The slots each head keeps: protected slots, then the highest scores.
 
@@ -145,8 +142,8 @@ def select_top(scores: jax.Array, positions: jax.Array, budget: Budget,
     budget: tokens kept per head: a Python int (static), or per-head budgets,
       an int array [kv_heads] or [batch, kv_heads] (adaptive allocation).
       Protected slots count inside it.
+    protected: the always-kept tokens (see keep_mask_protected).
     context_length: [batch] int32; by default one past the newest position.
-    num_sinks, num_recent: the protected tokens (see keep_mask_protected).
     max_budget: with per-head budgets, the static number of columns (>= every
       budget); read from a concrete array when omitted, required under jit.
   Returns:
@@ -155,21 +152,20 @@ def select_top(scores: jax.Array, positions: jax.Array, budget: Budget,
     then NO_SLOT (-1) where a head keeps fewer tokens (its budget is smaller,
     or it holds fewer valid tokens than the budget).
   Raises:
-    ValueError: a budget that is not an int or is below num_sinks +
-      num_recent, or per-head budgets under jit without max_budget.
+    ValueError: a budget that is not an int or is below the protected
+      set's size, or per-head budgets under jit without max_budget.
   """
-  width = _static_width(budget, max_budget, num_sinks, num_recent)
+  width = _static_width(budget, max_budget, protected)
   if context_length is None:
     context_length = context_length_of(positions)
   b, k, s = scores.shape
   valid = positions >= 0
-  protected = keep_mask_protected(positions, context_length, num_sinks,
-                                  num_recent)
+  always = keep_mask_protected(positions, context_length, protected)
   score = jnp.where(jnp.isnan(scores), -jnp.inf, scores.astype(jnp.float32))
   iota = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, k, s))
   # Keys: valid first, protected first, score descending, newer first.
   _, _, _, _, order = jax.lax.sort(
-      (~valid, ~protected, -score, -positions, iota), dimension=2, num_keys=4)
+      (~valid, ~always, -score, -positions, iota), dimension=2, num_keys=4)
   take = min(width, s)
   order = order[..., :take]                                       # [B, K, w']
   per_head = jnp.broadcast_to(jnp.asarray(budget, jnp.int32), (b, k))
@@ -253,8 +249,8 @@ def compact(layer_cache: LayerCache, keep_idx: jax.Array,
 
 
 def evict_layer(layer_cache: LayerCache, scores: jax.Array, budget: Budget,
-                capacity: int, context_length: jax.Array | None = None,
-                num_sinks: int = 4, num_recent: int = 16, *,
+                capacity: int, protected: Protected,
+                context_length: jax.Array | None = None, *,
                 max_budget: int | None = None) -> LayerCache:
   """select_top then compact, for one layer.
 
@@ -269,13 +265,13 @@ def evict_layer(layer_cache: LayerCache, scores: jax.Array, budget: Budget,
   Returns:
     The compacted LayerCache, [batch, kv_heads, capacity, ...].
   """
-  width = _static_width(budget, max_budget, num_sinks, num_recent)
+  width = _static_width(budget, max_budget, protected)
   if (isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral)
       or capacity < width):
     raise ValueError(f"capacity={capacity!r} must be a Python int >= the "
                      f"budget {width}")
-  keep_idx = select_top(scores, layer_cache.pos, budget, context_length,
-                        num_sinks, num_recent, max_budget=width)
+  keep_idx = select_top(scores, layer_cache.pos, budget, protected,
+                        context_length, max_budget=width)
   return compact(layer_cache, keep_idx, capacity)
 
 
@@ -288,9 +284,8 @@ def _per_layer(value, n: int, what: str) -> tuple:
 
 
 def evict(cache: KVCache, scores: Sequence[jax.Array], budgets,
-          capacities: int | Sequence[int],
-          context_length: jax.Array | None = None, num_sinks: int = 4,
-          num_recent: int = 16) -> KVCache:
+          capacities: int | Sequence[int], protected: Protected,
+          context_length: jax.Array | None = None) -> KVCache:
   """Evicts every layer of a KVCache down to its budget and compacts it.
 
   Jittable with budgets and capacities static (e.g. closed over, or
@@ -304,6 +299,7 @@ def evict(cache: KVCache, scores: Sequence[jax.Array], budgets,
       arrays with static per-layer widths).
     capacities: slots of each compacted layer, an int or one per layer
       (>= the layer's budget; see eviction_capacities).
+    protected: the always-kept tokens.
     context_length: [batch] int32 tokens seen; by default one past the newest
       cached position of each row.
   Returns:
@@ -323,8 +319,7 @@ def evict(cache: KVCache, scores: Sequence[jax.Array], budgets,
     context_length = jnp.max(jnp.stack(
         [context_length_of(layer.pos) for layer in cache.layers]), axis=0)
   layers = tuple(
-      evict_layer(layer, s, b, c, context_length, num_sinks, num_recent,
-                  max_budget=w)
+      evict_layer(layer, s, b, c, protected, context_length, max_budget=w)
       for layer, s, b, c, w in zip(cache.layers, scores, per_layer, caps,
                                    widths))
   return KVCache(layers=layers)

@@ -13,9 +13,9 @@ one full cache is compressed by every (scorer, budget) pair.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import logging
 import os
 import zlib
 from pathlib import Path
@@ -26,60 +26,45 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines import scoring
+from kvp_jax import _files
+from kvp_jax import cache as cache_lib
+from kvp_jax import eviction as eviction_lib
 from kvp_jax import objective
 from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
-from kvp_jax.evaluation import _compressed
 from kvp_jax.evaluation import _report
 from kvp_jax.evaluation import _suites
 from kvp_jax.model import Pretrained
+from kvp_jax.samples import scoring
 
 FULL = "full"   # The uncompressed cache's scorer / budget label.
 
 
 def make_scorers(names: Sequence[str], policy_path: str | os.PathLike[str],
-                 model: Pretrained) -> dict[str, scorers_lib.Scorer]:
+                 model: Pretrained
+                 ) -> tuple[dict[str, scorers_lib.Scorer],
+                            cache_lib.Protected | None]:
   """Scorers by name; "kvp" loads the policy artifact (checked against the
-  model it will score)."""
-  out = {}
+  model it will score). Also returns the policy's protected set (None
+  without "kvp")."""
+  out, protected = {}, None
   for name in names:
     if name == "kvp":
-      from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
-      art = policy_lib.load_artifact(policy_path)
-      c = model.config
-      art.check_model(model.fingerprint, c.num_layers, c.num_kv_heads,
-                      c.head_dim)
-      out[name] = scorers_lib.KVPScorer.from_artifact(art)
+      out[name], artifact = scorers_lib.load_policy(policy_path, model)
+      protected = artifact.protected
     else:
       out[name] = scorers_lib.get_scorer(name)
-  return out
+  return out, protected
 
 
-class SampleLog:
+class SampleLog(_files.JsonlLog):
   """Append-only JSONL of per-sample results, keyed for resuming."""
 
   KEY = ("suite", "sample", "scorer", "budget", "protocol", "allocation",
          "settings")
 
   def __init__(self, path: Path):
-    self.path = path
-    self.rows: list[dict] = []
-    torn = False
-    if path.exists():
-      text = path.read_text(encoding="utf-8")
-      for line in text.splitlines():
-        try:
-          self.rows.append(json.loads(line))
-        except json.JSONDecodeError:
-          torn = True
-      if torn or (text and not text.endswith("\n")):
-        # A kill mid-write: keep the whole lines only, before appending.
-        logging.warning("%s: dropping a torn line", path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows),
-                       encoding="utf-8")
-        os.replace(tmp, path)
+    super().__init__(path)
     self.done = {self._key(r) for r in self.rows}
 
   def _key(self, row) -> tuple:
@@ -90,12 +75,7 @@ class SampleLog:
 
   def add(self, rows: Iterable[dict]) -> None:
     """Appends the rows not logged yet (a batch may be partly done)."""
-    rows = [r for r in rows if self._key(r) not in self.done]
-    with open(self.path, "a", encoding="utf-8") as f:
-      for r in rows:
-        f.write(json.dumps(r) + "\n")
-      f.flush()
-    self.rows += rows
+    rows = self.append(r for r in rows if self._key(r) not in self.done)
     self.done |= {self._key(r) for r in rows}
 
 
@@ -131,6 +111,7 @@ class Grid:
   """
   scorers: dict[str, scorers_lib.Scorer]
   budgets: tuple[int, ...]
+  protected: cache_lib.Protected
   protocol: str
   allocation: str
   chunk_size: int
@@ -152,13 +133,13 @@ class Grid:
   def evictions(self):
     """(scorer name, budget label, Eviction) cells, the full cache first."""
     if self.include_full:
-      yield FULL, FULL, _compressed.Eviction(None)
+      yield FULL, FULL, eviction_lib.Eviction(None, protected=self.protected)
     for name in self.scorers:
       for b in self.budgets:
-        yield name, b, _compressed.Eviction(
+        yield name, b, eviction_lib.Eviction(
             b, protocol=self.protocol, allocation=self.allocation,
             chunk_size=self.chunk_size,
-            decode_interval=self.decode_interval)
+            decode_interval=self.decode_interval, protected=self.protected)
 
 
 def _scorer_of(grid: Grid, name: str):
@@ -181,23 +162,23 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
   cells = _pending_cells(grid, suite_name, batch, log)
   if not cells:
     return
-  needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
+  needs_capture = any(grid.scorers[n].needs_prefill_attention
                       for n, b, _ in cells if b != FULL)
   prompts = [list(i.prompt) for i in batch]
-  context = _compressed.prefill_context(model, prompts, capture=needs_capture)
+  context = eviction_lib.prefill_context(model, prompts,
+                                         capture=needs_capture)
   importance = None
   full_out = None
   for name, budget, eviction in cells:
     scorer = _scorer_of(grid, name)
-    if "importance" in scorer.needs and importance is None:
+    if scorer.needs_future and importance is None:
       if full_out is None:
-        full_out, _ = _compressed.generate_compressed(
-            model, scorer, _compressed.Eviction(None), context, max_new)
+        full_out, _ = eviction_lib.generate_compressed(
+            model, scorer, eviction_lib.Eviction(None), context, max_new)
       importance = _oracle_importance(model, batch, full_out, max_new)
     # A chunked prefill evicts as it reads, so it starts from the prompts.
-    source = prompts if (eviction.protocol == "chunked" and
-                         not eviction.full) else context
-    out, stats = _compressed.generate_compressed(
+    source = prompts if eviction.evicts_while_prefilling else context
+    out, stats = eviction_lib.generate_compressed(
         model, scorer, eviction, source, max_new, importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     if name == FULL:
@@ -232,22 +213,22 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
   if not cells:
     return
   conts = [list(i.continuation) for i in batch]
-  needs_capture = any(_compressed._needs_capture(grid.scorers[n])  # pylint: disable=protected-access
+  needs_capture = any(grid.scorers[n].needs_prefill_attention
                       for n, b, _ in cells if b != FULL)
   chunked = grid.protocol == "chunked"
   context = None if chunked and all(b != FULL for _, b, _ in cells) else (
-      _compressed.prefill_context(model, [list(i.prompt) for i in batch],
-                                  capture=needs_capture))
+      eviction_lib.prefill_context(model, [list(i.prompt) for i in batch],
+                                   capture=needs_capture))
   importance = None
   for name, budget, eviction in cells:
     scorer = _scorer_of(grid, name)
-    if "importance" in scorer.needs and importance is None:
+    if scorer.needs_future and importance is None:
       importance = _oracle_importance(model, batch, conts, max(map(len, conts)))
     source = context if (budget == FULL or not chunked) else [
         list(i.prompt) for i in batch]
     if source is None:
       source = [list(i.prompt) for i in batch]
-    ll, stats = _compressed.continuation_log_likelihood(
+    ll, stats = eviction_lib.continuation_log_likelihood(
         model, scorer, eviction, source, conts, importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
@@ -259,8 +240,7 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
             for item, x in zip(batch, ll))
 
 
-def _run_attention_cost(model, grid, suite_name, batch, log, rng,
-                        num_sinks=4, num_recent=16):
+def _run_attention_cost(model, grid, suite_name, batch, log, rng):
   """Each scorer's normalised future-attention cost per (layer, KV head)."""
   names = [n for n in grid.scorers
            if not all(log.has(suite=suite_name, sample=i.sample.id, scorer=n,
@@ -270,21 +250,21 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng,
   if not names:
     return
   max_new = max(i.max_new_tokens for i in batch)
-  context = _compressed.prefill_context(
+  context = eviction_lib.prefill_context(
       model, [list(i.prompt) for i in batch], capture=True)
-  full, _ = _compressed.generate_compressed(
-      model, scorers_lib.get_scorer("knorm"), _compressed.Eviction(None),
+  full, _ = eviction_lib.generate_compressed(
+      model, scorers_lib.get_scorer("knorm"), eviction_lib.Eviction(None),
       context, max_new)
   importance = _oracle_importance(model, batch, full, max_new)
   views = context.views(model.config, importance)
   lengths = jnp.asarray(context.lengths)
   for name in names:
-    scores = _compressed._scores(grid.scorers[name], views,  # pylint: disable=protected-access
-                                 jax.random.fold_in(rng, len(name)))
+    scores = eviction_lib.score_layers(grid.scorers[name], views,
+                                       jax.random.fold_in(rng, len(name)))
     costs, counts = [], []
     for view, s in zip(views, scores):
       cost, informative = _ranking_cost(s, view.importance, view.positions,
-                                        lengths, num_sinks, num_recent)
+                                        lengths, grid.protected)
       costs.append(np.asarray(cost))                       # [B, K]
       counts.append(np.asarray(informative))
     costs = np.stack(costs, 1)                             # [B, L, K]
@@ -299,21 +279,17 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng,
             for i, item in enumerate(batch))
 
 
-@jax.jit
-def _ranking_cost_jit(scores, importance, positions, lengths, num_sinks,
-                      num_recent):
-  ranked = (positions >= num_sinks) & (
-      positions < lengths[:, None, None] - num_recent)
+@functools.partial(jax.jit, static_argnames=("protected",))
+def _ranking_cost(scores, importance, positions, lengths,
+                  protected: cache_lib.Protected):
+  """[B, K] normalised cost of each head's ranking and whether the head had
+  any future importance to lose; the protected tokens are not ranked."""
+  ranked = (positions >= protected.num_sinks) & (
+      positions < lengths[:, None, None] - protected.num_recent)
   order = objective.deterministic_order(scores, ranked)
   cost = objective.normalised_cost(order, importance, ranked)
   informative = objective.oracle_cost(importance, ranked) > 1e-30
   return cost, informative
-
-
-def _ranking_cost(scores, importance, positions, lengths, num_sinks,
-                  num_recent):
-  return _ranking_cost_jit(scores, importance, positions, lengths, num_sinks,
-                           num_recent)
 
 
 RUNNERS = {"ruler": _run_generation, "perplexity": _run_perplexity,
@@ -348,13 +324,23 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
   return rows
 
 
+def _configured_protected(config) -> cache_lib.Protected | None:
+  """The config's protected set (its `input` section), if it names one."""
+  section = config.get("input") if hasattr(config, "get") else None
+  if section is None or "num_sinks" not in section:
+    return None
+  return cache_lib.Protected.from_config(section)
+
+
 def evaluate(config, workdir: str | os.PathLike[str], *,
              model: Pretrained | None = None, progress: bool = True
              ) -> list[dict]:
   """The `eval` section of an experiment config, run in a workdir.
 
   The KVP policy is `eval.policy`, else <workdir>/policy.kvp; results go to
-  `eval.output_dir`, else <workdir>/eval.
+  `eval.output_dir`, else <workdir>/eval. The protected tokens are the
+  policy's (a config whose `input` section names other ones is refused),
+  else the config's.
   """
   from kvp_jax.model import load_model  # pylint: disable=g-import-not-at-top
   ec = config.eval
@@ -366,16 +352,22 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   identity = {"model": model.fingerprint}
   if "kvp" in ec.scorers and Path(policy).is_file():
     identity["kvp"] = hashlib.sha256(Path(policy).read_bytes()).hexdigest()
+  scorers, protected = make_scorers(list(ec.scorers), policy, model)
+  configured = _configured_protected(config)
+  if protected is None:
+    protected = configured or cache_lib.Protected()
+  elif configured is not None:
+    configured.check_same(protected, f"the policy {policy}")
   grid = Grid(
-      scorers=make_scorers(list(ec.scorers), policy, model),
+      scorers=scorers, protected=protected,
       budgets=tuple(int(b) for b in ec.budgets), protocol=ec.protocol,
       allocation=ec.allocation, chunk_size=int(ec.chunk_size),
       decode_interval=int(ec.decode_interval),
       batch_size=int(ec.batch_size), include_full=bool(ec.include_full),
       seed=int(ec.seed), identity=identity)
   for b in grid.budgets:                       # Fail early on a bad budget.
-    _compressed.Eviction(b, protocol=grid.protocol,
-                         allocation=grid.allocation)
+    eviction_lib.Eviction(b, protocol=grid.protocol,
+                          allocation=grid.allocation, protected=protected)
   suites = [dict(s) if not hasattr(s, "to_dict") else s.to_dict()
             for s in ec.suites]
   out = Path(ec.output_dir) if ec.output_dir else workdir / "eval"

@@ -27,8 +27,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from data_pipelines import samples as samples_lib
-from data_pipelines import sources as sources_lib
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples import sources as sources_lib
 
 KINDS = ("ruler", "perplexity", "attention_cost")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -43,3 +43,27 @@ def left_pad(sequences: Sequence[Sequence[int]], length: int | None = None,
     tokens[row, length - n:] = np.asarray(seq, np.int32)
     positions[row, length - n:] = np.arange(n, dtype=np.int32)
   return tokens, positions
+
+
+class PaddedBatch(NamedTuple):
+  """Prompts left-padded to a bucketed length.
+
+  tokens, positions: [B, T] int32 (padding: PAD_ID at position -1).
+  lengths: [B] int32, each prompt's own length.
+  """
+  tokens: np.ndarray
+  positions: np.ndarray
+  lengths: np.ndarray
+
+
+def pad_batch(prompts: Sequence[Sequence[int]], pad_multiple: int = 64,
+              chunk: int = 1) -> PaddedBatch:
+  """Left-pads prompts to their bucket length (a multiple of pad_multiple,
+  then rounded up to a multiple of `chunk`, for a chunked prefill)."""
+  if not prompts:
+    raise ValueError("no prompts to pad")
+  t = bucket_length(max(map(len, prompts)), pad_multiple)
+  t = -(-t // chunk) * chunk
+  tokens, positions = left_pad(prompts, t)
+  return PaddedBatch(tokens, positions,
+                     np.asarray([len(p) for p in prompts], np.int32))

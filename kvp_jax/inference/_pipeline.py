@@ -7,9 +7,33 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from kvp_jax.inference._batching import bucket_length, left_pad
+from kvp_jax.inference._batching import pad_batch
 from kvp_jax.inference._generation import decode, prefill, score_continuation
 from kvp_jax.model import EOS_ID, Pretrained, layer_capacities
+
+
+def prefill_prompts(model: Pretrained, prompts: Sequence[Sequence[int]],
+                    room: int = 0, *, capture: bool = False,
+                    pad_multiple: int = 64):
+  """Left-pads prompts to their bucket and prefills them into a full cache.
+
+  Args:
+    model: the decoder.
+    prompts: B token lists (BOS first).
+    room: slots each global layer keeps free for tokens still to come.
+    capture: also return each layer's q/k/v (for attention statistics).
+    pad_multiple: the bucket size (fewer shapes, fewer compiles).
+  Returns:
+    (batch: PaddedBatch with [B, T] tokens and positions and [B] lengths,
+     logits [B, V] at the last prompt token, the KVCache, per-layer Captured
+     or None).
+  """
+  batch = pad_batch(prompts, pad_multiple)
+  capacities = layer_capacities(model.config, batch.tokens.shape[1] + room)
+  logits, cache, captured = prefill(
+      model.config, model.params, jnp.asarray(batch.tokens),
+      jnp.asarray(batch.positions), capacities, capture=capture)
+  return batch, logits, cache, captured
 
 
 def generate(model: Pretrained, prompts: Sequence[Sequence[int]],
@@ -22,14 +46,11 @@ def generate(model: Pretrained, prompts: Sequence[Sequence[int]],
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-  tokens, positions = left_pad(
-      prompts, bucket_length(max(len(p) for p in prompts), pad_multiple))
-  capacities = layer_capacities(model.config, tokens.shape[1] + max_new_tokens)
-  logits, cache, _ = prefill(model.config, model.params, jnp.asarray(tokens),
-                             jnp.asarray(positions), capacities)
-  lengths = jnp.asarray([len(p) for p in prompts], jnp.int32)
-  out, _ = decode(model.config, model.params, cache, logits, lengths,
-                  max_new_tokens=max_new_tokens, eos_id=eos_id)
+  batch, logits, cache, _ = prefill_prompts(model, prompts, max_new_tokens,
+                                            pad_multiple=pad_multiple)
+  out, _ = decode(model.config, model.params, cache, logits,
+                  jnp.asarray(batch.lengths), max_new_tokens=max_new_tokens,
+                  eos_id=eos_id)
   return [cut_after_eos(row, eos_id) for row in np.asarray(out).tolist()]
 
 

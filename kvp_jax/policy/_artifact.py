@@ -19,6 +19,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from kvp_jax.cache import Protected
 from kvp_jax.policy._agent import AgentConfig
 
 FORMAT = "kvp_jax.policy/1"
@@ -40,6 +41,8 @@ class PolicyArtifact:
     num_layers, num_kv_heads, head_dim: that decoder's shape.
     layer_start, layer_stop: the layers the agents cover.
     info: free-form provenance (workdir, step, validation summary).
+    protected: the always-kept sinks and recent tokens the agents were
+      trained around (they never ranked those); evaluation keeps the same.
   """
   agent_config: AgentConfig
   params: Any
@@ -51,6 +54,7 @@ class PolicyArtifact:
   layer_start: int
   layer_stop: int
   info: dict
+  protected: Protected = Protected()
 
   def agent_index(self, layer: int) -> tuple[int, int]:
     """[start, stop) of the agents of a layer in `params`."""
@@ -90,6 +94,7 @@ def save_artifact(path: str | os.PathLike[str],
                 "head_dim": artifact.head_dim},
       "layers": [artifact.layer_start, artifact.layer_stop],
       "info": artifact.info,
+      "protected": artifact.protected.to_dict(),
   }
   data = flax.serialization.msgpack_serialize(record)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,4 +123,5 @@ def load_artifact(path: str | os.PathLike[str]) -> PolicyArtifact:
       model_fingerprint=m["fingerprint"], num_layers=int(m["num_layers"]),
       num_kv_heads=int(m["num_kv_heads"]), head_dim=int(m["head_dim"]),
       layer_start=int(record["layers"][0]), layer_stop=int(record["layers"][1]),
-      info=record.get("info", {}))
+      info=record.get("info", {}),
+      protected=Protected(**record.get("protected", {})))

@@ -20,6 +20,8 @@ from kvp_jax.scorers._view import LayerView
 # What a scorer may need beyond the cache: LayerView's optional fields, and
 # "rng" (a PRNG key passed to `score`).
 NEEDS = frozenset({"queries", "attention_sums", "importance", "rng"})
+# The needs that only a prefill with captured q/k/v can fill.
+PREFILL_ATTENTION = frozenset({"queries", "attention_sums"})
 
 
 class MissingInputError(ValueError):
@@ -46,6 +48,25 @@ class Scorer:
     super().__init_subclass__(**kwargs)
     jax.tree_util.register_pytree_node(cls, _flatten,
                                        functools.partial(_unflatten, cls))
+
+  @property
+  def needs_prefill_attention(self) -> bool:
+    """The rule reads prefill queries or attention statistics, so the
+    context must be prefilled with capture (and it cannot rescore during
+    decoding, where no such statistics exist)."""
+    return bool(self.needs & PREFILL_ATTENTION)
+
+  @property
+  def needs_future(self) -> bool:
+    """The rule reads the future importance (the oracle): only an
+    evaluation that knows the continuation can run it."""
+    return "importance" in self.needs
+
+  @property
+  def can_evict_while_decoding(self) -> bool:
+    """The rule needs nothing beyond the cache (and a key), so it can rescore
+    the cache during decoding (protocol "decode")."""
+    return not (self.needs_prefill_attention or self.needs_future)
 
   def score(self, view: LayerView, rng: jax.Array | None = None) -> jax.Array:
     """Scores every slot of a layer.

@@ -65,6 +65,17 @@ class KVPScorer(Scorer):
     return swap(scores)
 
 
+def load_policy(path: str | os.PathLike[str], model
+                ) -> tuple[KVPScorer, PolicyArtifact]:
+  """A policy artifact checked against the decoder it will score (a
+  `Pretrained`), and its scorer. ArtifactError for another decoder."""
+  artifact = load_artifact(path)
+  c = model.config
+  artifact.check_model(model.fingerprint, c.num_layers, c.num_kv_heads,
+                       c.head_dim)
+  return KVPScorer.from_artifact(artifact), artifact
+
+
 def jax_tree_asarray(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.tree_util.tree_map(jnp.asarray, tree)

@@ -8,7 +8,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from kvp_jax.scorers import _slots
+from kvp_jax.cache import _slots
 from kvp_jax.scorers._base import register, Scorer
 
 

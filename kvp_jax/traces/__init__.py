@@ -1,4 +1,5 @@
-"""Traces: future-attention targets, recording, and the trace store."""
+"""Traces: future-attention targets, recording, the trace store, and the
+job that records a config's samples into a store (resumably)."""
 
 from kvp_jax.traces._capture import record_traces
 from kvp_jax.traces._capture import Trace
@@ -8,3 +9,7 @@ from kvp_jax.traces._store import SPLITS
 from kvp_jax.traces._store import StoreError
 from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
+from kvp_jax.traces._job import generate_traces
+from kvp_jax.traces._job import plan_batches
+from kvp_jax.traces._job import PlannedSample
+from kvp_jax.traces._job import store_metadata

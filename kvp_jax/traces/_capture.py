@@ -19,7 +19,7 @@ import numpy as np
 
 from kvp_jax import inference
 from kvp_jax.model import Decoder, DecoderConfig, KVCache, Pretrained
-from kvp_jax.model import EOS_ID, layer_capacities
+from kvp_jax.model import EOS_ID
 from kvp_jax.traces._importance import future_importance
 
 
@@ -112,13 +112,9 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
   """
   config, params = model.config, model.params
   b = len(prompts)
-  tokens, positions = inference.left_pad(
-      prompts, inference.bucket_length(max(map(len, prompts)), pad_multiple))
-  capacities = layer_capacities(config, tokens.shape[1] + max_new_tokens)
-  logits, cache, captured = inference.prefill(
-      config, params, jnp.asarray(tokens), jnp.asarray(positions), capacities,
-      capture=True)
-  lengths = np.asarray([len(p) for p in prompts], np.int32)
+  batch, logits, cache, captured = inference.prefill_prompts(
+      model, prompts, max_new_tokens, capture=True, pad_multiple=pad_multiple)
+  positions, lengths = batch.positions, batch.lengths
   if continuations is None:
     generated, _ = inference.decode(
         config, params, cache, logits,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import ml_collections
 
+from kvp_jax import cache as cache_lib
 from kvp_jax import policy as policy_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax.training._loop import policy_config
@@ -35,5 +36,6 @@ def export_policy(workdir: str | Path, output: str | Path | None = None,
       head_dim=lay.head_dim, layer_start=layers[0], layer_stop=layers[1],
       info={"workdir": str(workdir), "checkpoint": which, "step": step,
             "ema": ema, "best_reward": summary.get("best_reward"),
-            "traces": str(store.path)})
+            "traces": str(store.path)},
+      protected=cache_lib.Protected.from_config(config.input))
   return policy_lib.save_artifact(output or workdir / "policy.kvp", artifact)

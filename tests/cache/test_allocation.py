@@ -13,6 +13,8 @@ from kvp_jax import cache as cache_lib
 from kvp_jax import model as model_lib
 from tests.cache import helpers
 
+P = cache_lib.Protected()     # The protected set these tests evict around.
+
 SINKS, RECENT = 4, 16
 LOWEST = SINKS + RECENT
 B, K = 2, 3
@@ -98,8 +100,8 @@ def test_model_scope_matches_brute_force(total, cap):
   scores, positions = pool()
   ctx = jnp.asarray(LENGTHS, jnp.int32)
   fn = jax.jit(functools.partial(cache_lib.adaptive_budgets,
-                                 total_budget=total, scope="model",
-                                 max_per_head=cap))
+                                 total_budget=total, protected=P,
+                                 scope="model", max_per_head=cap))
   got = fn(scores, positions, context_length=ctx)
   want = brute_force(scores, positions, total, LENGTHS, cap)
   for g, w in zip(got.per_head, want):
@@ -123,14 +125,15 @@ def test_model_scope_matches_brute_force(total, cap):
 def test_totals_are_exact():
   scores, positions = pool(seed=1)
   for total in (120, 121, 157, 195):     # Row 1 holds 195 tokens.
-    got = cache_lib.adaptive_budgets(scores, positions, total)
+    got = cache_lib.adaptive_budgets(scores, positions, total, protected=P)
     np.testing.assert_array_equal(np.asarray(got.totals), [total, total])
 
 
 def test_layer_scope_matches_brute_force():
   scores, positions = pool(seed=2)
   totals = (100, 66)
-  got = cache_lib.adaptive_budgets(scores, positions, totals, scope="layer")
+  got = cache_lib.adaptive_budgets(scores, positions, totals, protected=P,
+                                   scope="layer")
   for layer, total in enumerate(totals):
     want = brute_force(scores[layer:layer + 1], positions[layer:layer + 1],
                        total, LENGTHS)[0]
@@ -145,7 +148,7 @@ def test_layer_scope_matches_brute_force():
 def test_higher_calibrated_scores_get_more_budget():
   scores, positions = pool(seed=3, offsets=[(0.0, 3.0, 0.0), (0.0, 0.0, 0.0)])
   got = cache_lib.adaptive_budgets(scores[:1], positions[:1], 3 * 32,
-                                   scope="layer")
+                                   protected=P, scope="layer")
   b = np.asarray(got.per_head[0])
   assert (b[:, 1] > b[:, 0]).all() and (b[:, 1] > b[:, 2]).all()
 
@@ -154,7 +157,7 @@ def test_equal_scores_give_near_uniform_budgets():
   _, positions = pool()
   scores = tuple(jnp.where(p >= 0, 0.5, -jnp.inf) for p in positions)
   got = cache_lib.adaptive_budgets(scores[:1], positions[:1], 3 * 30 + 1,
-                                   scope="layer")
+                                   protected=P, scope="layer")
   b = np.asarray(got.per_head[0])
   assert (b.max(axis=1) - b.min(axis=1) <= 1).all()
   np.testing.assert_array_equal(b.sum(axis=1), [91, 91])
@@ -183,32 +186,35 @@ def test_allocation_errors():
   scores, positions = pool()
   with pytest.raises(ValueError, match=r"total_budget=119 is below the "
                                        r"minimum 120"):
-    cache_lib.adaptive_budgets(scores, positions, 119)
+    cache_lib.adaptive_budgets(scores, positions, 119, protected=P)
   with pytest.raises(ValueError, match=r"total_budget of layer 1=50 is below "
                                        r"the minimum 60"):
-    cache_lib.adaptive_budgets(scores, positions, (60, 50), scope="layer")
+    cache_lib.adaptive_budgets(scores, positions, (60, 50), protected=P,
+                               scope="layer")
   with pytest.raises(ValueError, match="scope must be one of"):
-    cache_lib.adaptive_budgets(scores, positions, 200, scope="head")
+    cache_lib.adaptive_budgets(scores, positions, 200, protected=P,
+                               scope="head")
   with pytest.raises(ValueError, match=r"max_per_head=10 is below the "
                                        r"minimum 20"):
-    cache_lib.adaptive_budgets(scores, positions, 200, max_per_head=10)
-  assert cache_lib.uniform_budgets(3, 24) == (24, 24, 24)
+    cache_lib.adaptive_budgets(scores, positions, 200, protected=P,
+                               max_per_head=10)
+  assert cache_lib.uniform_budgets(3, 24, P) == (24, 24, 24)
   with pytest.raises(ValueError, match="budget=8 is below the minimum 20"):
-    cache_lib.uniform_budgets(3, 8)
+    cache_lib.uniform_budgets(3, 8, P)
 
 
 def test_window_capped_budgets_cap_windowed_layers_only():
   # Gemma 3 270M: 5 local layers (window 512), then a global one, x3.
   config = model_lib.gemma3_270m()
-  budgets = cache_lib.window_capped_budgets(config, 1024)
+  budgets = cache_lib.window_capped_budgets(config, 1024, P)
   assert budgets == tuple(1024 if config.layer_window(i) is None else 512
                           for i in range(18))
-  assert cache_lib.window_capped_budgets(config, 256) == (256,) * 18
+  assert cache_lib.window_capped_budgets(config, 256, P) == (256,) * 18
   # A window below the protected sinks + recent tokens rounds up to them.
   small = config.replace(sliding_window=8)
-  assert cache_lib.window_capped_budgets(small, 64)[0] == 20
+  assert cache_lib.window_capped_budgets(small, 64, P)[0] == 20
   with pytest.raises(ValueError, match="budget=8 is below the minimum 20"):
-    cache_lib.window_capped_budgets(config, 8)
+    cache_lib.window_capped_budgets(config, 8, P)
 
 
 def test_adaptive_eviction_decodes_like_masking():
@@ -224,14 +230,15 @@ def test_adaptive_eviction_decodes_like_masking():
                  for s, p in zip(logits, positions))
   total = config.num_layers * config.num_kv_heads * 26
   budgets = jax.jit(functools.partial(cache_lib.adaptive_budgets,
-                                      total_budget=total, max_per_head=40))(
+                                      total_budget=total, protected=P,
+                                      max_per_head=40))(
       shares, positions, context_length=ctx)
   np.testing.assert_array_equal(np.asarray(budgets.totals), [total, total])
   assert budgets.widths == (40,) * config.num_layers
-  budgets = cache_lib.tighten(budgets, multiple=4)
+  budgets = cache_lib.tighten(budgets, P, multiple=4)
   assert all(w % 4 == 0 and w <= 40 for w in budgets.widths)
   caps = tuple(w + helpers.NEW for w in budgets.widths)
-  small = jax.jit(lambda c, s, bud: cache_lib.evict(c, s, bud, caps, ctx))(
+  small = jax.jit(lambda c, s, bud: cache_lib.evict(c, s, bud, caps, P, ctx))(
       full, shares, budgets)
   assert small.capacities == caps
   for layer, b in zip(small.layers, budgets.per_head):
@@ -239,7 +246,7 @@ def test_adaptive_eviction_decodes_like_masking():
                                   np.asarray(b))
   masked = model_lib.KVCache(layers=tuple(
       cache_lib.mask_evicted(layer, cache_lib.select_top(
-          s, layer.pos, b, ctx, max_budget=w))
+          s, layer.pos, b, P, ctx, max_budget=w))
       for layer, s, b, w in zip(full.layers, shares, budgets.per_head,
                                 budgets.widths)))
   got = helpers.continue_logits(small)

@@ -16,6 +16,8 @@ from kvp_jax import model as model_lib
 from kvp_jax import scorers
 from tests.cache import helpers
 
+P = cache_lib.Protected()     # The protected set these tests evict around.
+
 SINKS, RECENT = 4, 16
 
 
@@ -34,13 +36,13 @@ def masked(kv_cache, scores, budget, ctx):
   """The same-size cache with everything outside the top-b masked."""
   return model_lib.KVCache(layers=tuple(
       cache_lib.mask_evicted(layer, cache_lib.select_top(s, layer.pos, budget,
-                                                         ctx))
+                                                         P, ctx))
       for layer, s in zip(kv_cache.layers, scores)))
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "capacities"))
 def jit_evict(kv_cache, scores, ctx, budget, capacities):
-  return cache_lib.evict(kv_cache, scores, budget, capacities, ctx)
+  return cache_lib.evict(kv_cache, scores, budget, capacities, P, ctx)
 
 
 # --- Compaction == masking, through the decoder ----------------------------
@@ -139,8 +141,8 @@ def kept_positions(pos, keep_idx):
 @pytest.mark.parametrize("budget", [20, 23, 30, 45])
 def test_kept_set_is_protected_plus_top_scores(budget):
   layer, scores, ctx = synthetic_layer()
-  keep = jax.jit(cache_lib.select_top, static_argnums=2)(
-      scores, layer.pos, budget, ctx)
+  keep = jax.jit(cache_lib.select_top, static_argnums=(2, 3))(
+      scores, layer.pos, budget, P, ctx)
   assert keep.shape == (B, K, budget) and keep.dtype == jnp.int32
   want = numpy_kept(scores, layer.pos, np.asarray(ctx), budget)
   assert kept_positions(layer.pos, keep) == want
@@ -159,8 +161,8 @@ def test_selection_ignores_slot_order():
   shuffled = layer.replace(k=take(layer.k), v=take(layer.v),
                            pos=take(layer.pos))
   shuffled_scores = take(scores)
-  a = cache_lib.select_top(scores, layer.pos, 26, ctx)
-  b = cache_lib.select_top(shuffled_scores, shuffled.pos, 26, ctx)
+  a = cache_lib.select_top(scores, layer.pos, 26, P, ctx)
+  b = cache_lib.select_top(shuffled_scores, shuffled.pos, 26, P, ctx)
   assert kept_positions(layer.pos, a) == kept_positions(shuffled.pos, b)
   # The compacted caches are identical, arrays and all.
   ca = cache_lib.compact(layer, a, 30)
@@ -172,7 +174,7 @@ def test_selection_ignores_slot_order():
 def test_ties_go_to_newer_tokens():
   pos = jnp.arange(40, dtype=jnp.int32)[None, None]
   scores = jnp.zeros((1, 1, 40))
-  keep = cache_lib.select_top(scores, pos, 24, jnp.asarray([40]))
+  keep = cache_lib.select_top(scores, pos, 24, P, jnp.asarray([40]))
   kept = sorted(kept_positions(pos, keep)[0, 0])
   # Sinks 0..3, recent 24..39, then the newest of the tied rest: 20..23.
   assert kept == [0, 1, 2, 3] + list(range(20, 40))
@@ -186,7 +188,7 @@ def test_oracle_scorer_keeps_top_importance():
                                       importance=importance)
   scores = scorers.get_scorer("oracle").score(view)
   budget = 27
-  keep = cache_lib.select_top(scores, layer.pos, budget, ctx)
+  keep = cache_lib.select_top(scores, layer.pos, budget, P, ctx)
   want = numpy_kept(np.where(np.asarray(layer.valid), importance, -np.inf),
                     layer.pos, np.asarray(ctx), budget)
   assert kept_positions(layer.pos, keep) == want
@@ -194,7 +196,7 @@ def test_oracle_scorer_keeps_top_importance():
 
 def test_compact_layout_and_mask_agree():
   layer, scores, ctx = synthetic_layer(seed=3)
-  keep = cache_lib.select_top(scores, layer.pos, 24, ctx)
+  keep = cache_lib.select_top(scores, layer.pos, 24, P, ctx)
   small = cache_lib.compact(layer, keep, 32)
   masked_layer = cache_lib.mask_evicted(layer, keep)
   assert masked_layer.capacity == S and int(masked_layer.end) == S
@@ -220,7 +222,7 @@ def test_compact_layout_and_mask_agree():
 def test_per_head_budgets_under_jit():
   layer, scores, ctx = synthetic_layer(seed=4)
   budgets = jnp.asarray([[20, 25, 30], [22, 21, 20]], jnp.int32)
-  fn = jax.jit(lambda s, p, bud, c: cache_lib.select_top(s, p, bud, c,
+  fn = jax.jit(lambda s, p, bud, c: cache_lib.select_top(s, p, bud, P, c,
                                                          max_budget=32))
   keep = fn(scores, layer.pos, budgets, ctx)
   assert keep.shape == (B, K, 32)
@@ -231,7 +233,7 @@ def test_per_head_budgets_under_jit():
                         np.asarray(ctx[b:b + 1]), int(budgets[b, k]))
       assert got[b, k] == want[0, 0]
   with pytest.raises(ValueError, match="static max_budget"):
-    jax.jit(lambda s, p, bud: cache_lib.select_top(s, p, bud, ctx))(
+    jax.jit(lambda s, p, bud: cache_lib.select_top(s, p, bud, P, ctx))(
         scores, layer.pos, budgets)
 
 
@@ -267,26 +269,26 @@ def test_compacted_memory_grows_with_budget_not_context():
 def test_errors_are_clear():
   layer, scores, ctx = synthetic_layer()
   with pytest.raises(ValueError, match=r"budget=19 is below the minimum 20"):
-    cache_lib.select_top(scores, layer.pos, 19, ctx)
+    cache_lib.select_top(scores, layer.pos, 19, P, ctx)
   with pytest.raises(ValueError, match=r"budget=12 is below the minimum 14"):
-    cache_lib.select_top(scores, layer.pos, 12, ctx, num_sinks=2,
-                         num_recent=12)
+    cache_lib.select_top(scores, layer.pos, 12, cache_lib.Protected(2, 12),
+                         ctx)
   with pytest.raises(ValueError, match="budget must be a Python int"):
-    cache_lib.select_top(scores, layer.pos, 24.0, ctx)
+    cache_lib.select_top(scores, layer.pos, 24.0, P, ctx)
   with pytest.raises(ValueError, match="budget must be a Python int"):
-    cache_lib.evict_layer(layer, scores, jnp.float32(24), 30, ctx)
-  keep = cache_lib.select_top(scores, layer.pos, 24, ctx)
+    cache_lib.evict_layer(layer, scores, jnp.float32(24), 30, P, ctx)
+  keep = cache_lib.select_top(scores, layer.pos, 24, P, ctx)
   with pytest.raises(ValueError, match=r"capacity=20 must be .* >= the "
                                        r"budget 24"):
     cache_lib.compact(layer, keep, 20)
   with pytest.raises(ValueError, match=r"capacity=23 must be .* >= the "
                                        r"budget 24"):
-    cache_lib.evict_layer(layer, scores, 24, 23, ctx)
+    cache_lib.evict_layer(layer, scores, 24, 23, P, ctx)
   kv = model_lib.KVCache(layers=(layer, layer))
   with pytest.raises(ValueError, match="1 score arrays for 2 layers"):
-    cache_lib.evict(kv, (scores,), 24, 30, ctx)
+    cache_lib.evict(kv, (scores,), 24, 30, P, ctx)
   with pytest.raises(ValueError, match="3 budgets for 2 layers"):
-    cache_lib.evict(kv, (scores, scores), (24, 24, 24), 30, ctx)
+    cache_lib.evict(kv, (scores, scores), (24, 24, 24), 30, P, ctx)
 
 
 # --- Eviction inside the decode loop -------------------------------------
@@ -310,7 +312,7 @@ class EvictWhenFull:
       def evict(layer, i=i):
         view = scorers.LayerView.from_cache(layer, layer=i)
         return cache_lib.evict_layer(layer, scorer.score(view), self.budget,
-                                     layer.capacity)
+                                     layer.capacity, P)
       full = layer.end % layer.capacity == 0     # The next write wraps.
       layers.append(jax.lax.cond(full, evict, lambda x: x, layer))
     return model_lib.KVCache(layers=tuple(layers))

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines import samples as samples_lib
-from data_pipelines import trace_job
+from kvp_jax import samples as samples_lib
 from experiments import common
 from kvp_jax import data as data_lib
 from kvp_jax import model as model_lib
@@ -25,7 +24,7 @@ def store(tmp_path_factory):
                              min_prompt_length=24, kv_dtype="float32",
                              split_fractions=(0.75, 0.25, 0.0))
   path = tmp_path_factory.mktemp("store") / "traces"
-  return trace_job.generate_traces(model, cfg, path, samples=samples,
+  return traces_lib.generate_traces(model, cfg, path, samples=samples,
                                    progress=False)
 
 

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from data_pipelines import depth_report
-from data_pipelines import ruler
-from data_pipelines import samples as samples_lib
+from kvp_jax.samples import ruler
+from kvp_jax import samples as samples_lib
 
 
 class WordTokenizer:

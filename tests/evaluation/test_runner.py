@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_pipelines import samples as samples_lib
+from kvp_jax import samples as samples_lib
 from experiments import common
 from kvp_jax import evaluation
 from kvp_jax import model as model_lib

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kvp_jax import evaluation
+from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] /
@@ -21,7 +21,7 @@ def test_config_builds(name):
     assert section in config, (name, section)
   known = set(scorers.available_scorers())
   assert set(config.eval.scorers) <= known, set(config.eval.scorers) - known
-  evaluation.Eviction(budget=min(config.eval.budgets or [64]),
+  eviction_lib.Eviction(budget=min(config.eval.budgets or [64]),
                       protocol=config.eval.protocol,
                       allocation=config.eval.allocation,
                       chunk_size=config.eval.chunk_size,

@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines import samples as samples_lib
-from data_pipelines import trace_job
+from kvp_jax import samples as samples_lib
 from experiments import common
 from kvp_jax import model as model_lib
 from kvp_jax import traces as traces_lib
@@ -60,11 +59,11 @@ def _assert_same(a, b):
 def test_store_holds_what_was_recorded(tiny_gemma_vocab, tmp_path):
   model = tiny_gemma_vocab
   cfg = _cfg()
-  store = trace_job.generate_traces(model, cfg, tmp_path / "s",
+  store = traces_lib.generate_traces(model, cfg, tmp_path / "s",
                                     samples=_samples(3), progress=False)
   assert store.num_records == 3
   again = traces_lib.TraceStore.open(tmp_path / "s")
-  plan = trace_job.plan_batches(_samples(3), model.tokenizer, cfg)
+  plan = traces_lib.plan_batches(_samples(3), model.tokenizer, cfg)
   by_id = {p.sample.id: p for batch in plan for p in batch}
   for rec in again.records:
     data = again.read(rec.index)
@@ -88,9 +87,9 @@ def test_store_holds_what_was_recorded(tiny_gemma_vocab, tmp_path):
 
 def test_interrupted_run_equals_uninterrupted(tiny_gemma_vocab, tmp_path):
   model, cfg, samples = tiny_gemma_vocab, _cfg(), _samples()
-  whole = trace_job.generate_traces(model, cfg, tmp_path / "a",
+  whole = traces_lib.generate_traces(model, cfg, tmp_path / "a",
                                     samples=samples, progress=False)
-  part = trace_job.generate_traces(model, cfg, tmp_path / "b",
+  part = traces_lib.generate_traces(model, cfg, tmp_path / "b",
                                    samples=samples, max_batches=2,
                                    progress=False)
   assert 0 < part.num_records < whole.num_records
@@ -98,12 +97,12 @@ def test_interrupted_run_equals_uninterrupted(tiny_gemma_vocab, tmp_path):
   # point: an extra log line that must be ignored and truncated.
   with open(tmp_path / "b" / "records.jsonl", "a") as f:
     f.write('{"index": 99, "torn": true\n')
-  resumed = trace_job.generate_traces(model, cfg, tmp_path / "b",
+  resumed = traces_lib.generate_traces(model, cfg, tmp_path / "b",
                                       samples=samples, progress=False)
   _assert_same(_contents(whole), _contents(resumed))
   # A finished job does nothing: no file changes.
   stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "b").rglob("*")}
-  trace_job.generate_traces(model, cfg, tmp_path / "b", samples=samples,
+  traces_lib.generate_traces(model, cfg, tmp_path / "b", samples=samples,
                             progress=False)
   assert stamps == {p: p.stat().st_mtime_ns
                     for p in (tmp_path / "b").rglob("*")}
@@ -111,22 +110,22 @@ def test_interrupted_run_equals_uninterrupted(tiny_gemma_vocab, tmp_path):
 
 def test_other_settings_are_refused(tiny_gemma_vocab, tmp_path):
   model, samples = tiny_gemma_vocab, _samples(2)
-  trace_job.generate_traces(model, _cfg(), tmp_path / "s", samples=samples,
+  traces_lib.generate_traces(model, _cfg(), tmp_path / "s", samples=samples,
                             progress=False)
   with pytest.raises(traces_lib.StoreError,
                      match="max_new_tokens: store has 5, this run has 6"):
-    trace_job.generate_traces(model, _cfg(max_new_tokens=6), tmp_path / "s",
+    traces_lib.generate_traces(model, _cfg(max_new_tokens=6), tmp_path / "s",
                               samples=samples, progress=False)
   other = model_lib.load_model({"name": "tiny_gemma_vocab", "source": "random",
                                 "seed": 1})
   with pytest.raises(traces_lib.StoreError, match="fingerprint"):
-    trace_job.generate_traces(other, _cfg(), tmp_path / "s", samples=samples,
+    traces_lib.generate_traces(other, _cfg(), tmp_path / "s", samples=samples,
                               progress=False)
 
 
 def test_bad_inputs(tiny_gemma_vocab, tmp_path):
   with pytest.raises(ValueError, match="exceed traces.max_length"):
-    trace_job.generate_traces(tiny_gemma_vocab, _cfg(max_length=40),
+    traces_lib.generate_traces(tiny_gemma_vocab, _cfg(max_length=40),
                               tmp_path / "s", samples=_samples(2),
                               progress=False)
   with pytest.raises(traces_lib.StoreError, match="not a trace store"):
@@ -135,12 +134,12 @@ def test_bad_inputs(tiny_gemma_vocab, tmp_path):
   bad.write_text('{"id": "a"}\n')
   cfg = _cfg(sources=[{"kind": "jsonl", "paths": [str(bad)]}])
   with pytest.raises(samples_lib.SampleError, match="bad.jsonl:1"):
-    trace_job.generate_traces(tiny_gemma_vocab, cfg, tmp_path / "t",
+    traces_lib.generate_traces(tiny_gemma_vocab, cfg, tmp_path / "t",
                               progress=False)
 
 
 def test_reference_continuations(tiny_gemma_vocab, tmp_path):
-  store = trace_job.generate_traces(
+  store = traces_lib.generate_traces(
       tiny_gemma_vocab, _cfg(continuation="reference"), tmp_path / "s",
       samples=_samples(2), progress=False)
   tok = tiny_gemma_vocab.tokenizer

@@ -9,11 +9,12 @@ import uuid
 
 import pytest
 
-from data_pipelines import haystacks
+from kvp_jax.samples import haystacks
 from data_pipelines import make_samples
-from data_pipelines import ruler
-from data_pipelines import samples as samples_lib
-from data_pipelines import scoring
+from kvp_jax.samples import ruler
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples import metrics
+from kvp_jax.samples import scoring
 
 ALL_TASKS = ["niah_single_1", "niah_single_2", "niah_single_3",
              "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
@@ -231,17 +232,17 @@ def test_samples_within_a_set_differ(generated):
 
 def test_scoring_functions():
   refs = ["1234567", "ABC-def"]
-  assert scoring.string_match_all("the numbers are 1234567 and abc-DEF",
+  assert metrics.string_match_all("the numbers are 1234567 and abc-DEF",
                                   refs) == 1.0
-  assert scoring.string_match_all("only 1234567", refs) == 0.5
-  assert scoring.string_match_all("nothing", refs) == 0.0
-  assert scoring.string_match_part("only abc-def here", refs) == 1.0
-  assert scoring.string_match_part("nothing", refs) == 0.0
+  assert metrics.string_match_all("only 1234567", refs) == 0.5
+  assert metrics.string_match_all("nothing", refs) == 0.0
+  assert metrics.string_match_part("only abc-def here", refs) == 1.0
+  assert metrics.string_match_part("nothing", refs) == 0.0
   with pytest.raises(ValueError):
-    scoring.string_match_all("x", [])
+    metrics.string_match_all("x", [])
   with pytest.raises(ValueError):
-    scoring.string_match_all("x", "1234567")
-  assert scoring.postprocess_prediction("  7\x00 1\t ") == "7\n 1"
+    metrics.string_match_all("x", "1234567")
+  assert metrics.postprocess_prediction("  7\x00 1\t ") == "7\n 1"
 
 
 def test_score_sample_uses_the_task_metric(generated):

@@ -5,8 +5,8 @@ string_match_all: the fraction of references found in the prediction
 string_match_part: 1 if any reference is found (RULER's QA metric).
 
 Scores are in [0, 1] (RULER reports them times 100). Continuation samples
-(dialogues, documents) are scored by perplexity elsewhere; `metric_of` names
-"perplexity" for them.
+(dialogues, documents) are scored by perplexity elsewhere;
+`scoring.metric_of` names "perplexity" for them.
 """
 
 from __future__ import annotations
@@ -52,45 +52,3 @@ METRICS: Mapping[str, Callable[[str, Sequence[str]], float]] = (
         STRING_MATCH_ALL: string_match_all,
         STRING_MATCH_PART: string_match_part,
     }))
-
-
-def metric_of(sample) -> str:
-  """The metric a sample is scored with.
-
-  `metadata["metric"]` when set (every generator sets it; a user's JSONL may),
-  else the registered task's metric, else "perplexity" for a sample with a
-  continuation, else string_match_all.
-  """
-  metric = sample.metadata.get("metric")
-  if metric:
-    return metric
-  from data_pipelines import ruler  # pylint: disable=import-outside-toplevel
-  if sample.task in ruler.TASKS:
-    return ruler.TASKS[sample.task].metric
-  if sample.continuation is not None:
-    return PERPLEXITY
-  return STRING_MATCH_ALL
-
-
-def score_sample(sample, prediction: str) -> float:
-  """Score of a generated answer (after RULER's clean-up) for one sample.
-
-  Raises:
-    ValueError: the sample is scored by perplexity or names an unknown metric.
-  """
-  metric = metric_of(sample)
-  if metric not in METRICS:
-    raise ValueError(f"sample {sample.id!r} is scored by {metric!r}, not by "
-                     f"string matching (known: {', '.join(METRICS)})")
-  return METRICS[metric](postprocess_prediction(prediction), sample.answers)
-
-
-def mean_score(samples: Sequence, predictions: Sequence[str]) -> float:
-  """Mean of score_sample over paired samples and predictions."""
-  if len(samples) != len(predictions):
-    raise ValueError(f"{len(samples)} samples but {len(predictions)} "
-                     f"predictions")
-  if not samples:
-    raise ValueError("no samples to score")
-  return sum(score_sample(s, p) for s, p in zip(samples, predictions)) / len(
-      samples)

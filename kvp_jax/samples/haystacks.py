@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 
-from data_pipelines import documents
+from kvp_jax.samples import documents
 
 NOISE = ("The grass is green. The sky is blue. The sun is yellow. "
          "Here we go. There and back again.")

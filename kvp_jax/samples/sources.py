@@ -22,10 +22,10 @@ import dataclasses
 import zlib
 from typing import Any, Mapping, Sequence
 
-from data_pipelines import dialogues
-from data_pipelines import documents
-from data_pipelines import ruler
-from data_pipelines import samples as samples_lib
+from kvp_jax.samples import dialogues
+from kvp_jax.samples import documents
+from kvp_jax.samples import ruler
+from kvp_jax.samples import schema as samples_lib
 
 KINDS = ("ruler", "dialogues", "documents", "jsonl")
 POOLS = ("train", "heldout", "all")

@@ -22,10 +22,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines import samples as samples_lib
-from data_pipelines import sources as sources_lib
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples import sources as sources_lib
 from kvp_jax import inference
-from kvp_jax import traces as traces_lib
+from kvp_jax.traces._capture import record_traces
+from kvp_jax.traces._store import StoreLayout
+from kvp_jax.traces._store import TraceStore
 from kvp_jax.model import Pretrained
 
 
@@ -125,7 +127,7 @@ def _plain(x):
 def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
                     samples: Sequence[samples_lib.Sample] | None = None,
                     max_batches: int | None = None,
-                    progress: bool = True) -> traces_lib.TraceStore:
+                    progress: bool = True) -> TraceStore:
   """Records the config's samples into the store at store_path.
 
   Args:
@@ -142,14 +144,14 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
     raise ValueError("traces.sources produced no samples")
   plan = plan_batches(samples, model.tokenizer, cfg)
   c = model.config
-  layout = traces_lib.StoreLayout(
+  layout = StoreLayout(
       num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
       head_dim=c.head_dim, max_length=int(cfg.max_length),
       num_splits=1 + int(cfg.num_random_splits), with_kv=bool(cfg.with_kv),
       kv_dtype=cfg.kv_dtype,
       layer_windows=tuple(c.layer_window(i) or 0
                           for i in range(c.num_layers)))
-  store = traces_lib.TraceStore.create_or_resume(
+  store = TraceStore.create_or_resume(
       store_path, store_metadata(model, cfg), layout)
   done = store.committed_ids()
   todo = [[p for p in batch if p.sample.id not in done] for batch in plan]
@@ -170,7 +172,7 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
     rows = batch + [batch[0]] * (cfg.batch_size - len(batch))
     given = [list(p.continuation) for p in rows] if (
         cfg.continuation == "reference") else None
-    recorded = traces_lib.record_traces(
+    recorded = record_traces(
         model, [list(p.prompt) for p in rows], None,
         max_new_tokens=int(cfg.max_new_tokens), with_kv=bool(cfg.with_kv),
         kv_dtype=cfg.kv_dtype, pad_multiple=int(cfg.pad_multiple),

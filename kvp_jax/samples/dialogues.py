@@ -22,8 +22,8 @@ import dataclasses
 import random
 from typing import Sequence
 
-from data_pipelines import documents
-from data_pipelines import samples as samples_lib
+from kvp_jax.samples import documents
+from kvp_jax.samples import schema as samples_lib
 
 TASK = "dialogues"
 _LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from data_pipelines import samples as samples_lib
-from data_pipelines.samples import Sample, SampleError
+from kvp_jax import samples as samples_lib
+from kvp_jax.samples.schema import Sample, SampleError
 
 
 class WordTokenizer:

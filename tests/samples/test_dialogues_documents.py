@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from data_pipelines import dialogues
-from data_pipelines import documents
+from kvp_jax.samples import dialogues
+from kvp_jax.samples import documents
 from data_pipelines import make_samples
-from data_pipelines import samples as samples_lib
+from kvp_jax import samples as samples_lib
 
 
 class WordTokenizer:

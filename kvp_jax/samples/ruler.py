@@ -34,10 +34,10 @@ import types
 import uuid
 from typing import Callable, Mapping, Sequence
 
-from data_pipelines import haystacks
-from data_pipelines import samples as samples_lib
-from data_pipelines import scoring
-from data_pipelines import words
+from kvp_jax.samples import haystacks
+from kvp_jax.samples import schema as samples_lib
+from kvp_jax.samples import metrics
+from kvp_jax.samples import words
 
 NEEDLE = "One of the special magic {kind} for {key} is: {value}."
 # RULER's needle depths: 40 points from 0% to 100% of the haystack.
@@ -115,7 +115,7 @@ class TaskSpec:
   name: str
   config: TaskConfig
   max_new_tokens: int
-  metric: str = scoring.STRING_MATCH_ALL
+  metric: str = metrics.STRING_MATCH_ALL
 
 
 TASKS: Mapping[str, TaskSpec] = types.MappingProxyType({

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
-from data_pipelines import samples as samples_lib
+from kvp_jax.samples import schema as samples_lib
 
 PYTHON_DOC_ROOT = Path("/usr/share/doc/python3.11/html/_sources")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")

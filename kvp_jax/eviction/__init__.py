@@ -1,0 +1,50 @@
+"""Inference with eviction: prefill, generate and score through a budgeted,
+physically evicted KV cache, for any scorer.
+
+Protocols (`Eviction.protocol`):
+  "once"     the paper's: prefill the whole context with a full cache, rank
+             every (layer, KV head)'s tokens once, keep the top b, decode with
+             the compacted cache (new tokens are appended, never evicted).
+  "chunked"  prefill in chunks of `chunk_size`; after every chunk the cache
+             is evicted back to b, so the cache never holds more than
+             b + chunk_size tokens per head, whatever the context length.
+  "decode"   "once", then during decoding the cache is evicted back to b
+             whenever `decode_interval` new tokens have been appended, so it
+             stays within b + decode_interval through long generations.
+
+Allocation (`Eviction.allocation`): "uniform" (every head keeps b), or one
+total budget shared by the heads of a "layer" (b x kv_heads) or of the whole
+"model" (b x layers x kv_heads), split by comparing the heads' calibrated
+scores (`calibrate_scores`).
+
+The protected tokens (`Eviction.protected`, a cache.Protected) count inside
+b. What a scorer needs is a property of the scorer (`needs_prefill_attention`,
+`needs_future`, `can_evict_while_decoding`); this package asks, never names
+scorers. It knows nothing of suites, grids or reports (kvp_jax.evaluation).
+
+  Eviction                         the budget, protocol, allocation
+  prefill_context / Context        one full prefill shared by many evictions
+  compress_context                 a Context's cache evicted to a budget
+  prefill_compressed               prompts -> compressed cache (any protocol)
+  generate_compressed              greedy decoding through it
+  continuation_log_likelihood      teacher-forced scoring through it
+  layer_views / score_layers / evict_cache / calibrate_scores / EvictWhenFull
+                                   the steps they are made of
+"""
+
+from kvp_jax.eviction._runtime import compress_context
+from kvp_jax.eviction._runtime import Context
+from kvp_jax.eviction._runtime import continuation_log_likelihood
+from kvp_jax.eviction._runtime import generate_compressed
+from kvp_jax.eviction._runtime import prefill_compressed
+from kvp_jax.eviction._runtime import prefill_context
+from kvp_jax.eviction._runtime import Prefilled
+from kvp_jax.eviction._spec import ALLOCATIONS
+from kvp_jax.eviction._spec import Eviction
+from kvp_jax.eviction._spec import PROTOCOLS
+from kvp_jax.eviction._steps import calibrate_scores
+from kvp_jax.eviction._steps import evict_cache
+from kvp_jax.eviction._steps import EvictWhenFull
+from kvp_jax.eviction._steps import score_layers
+from kvp_jax.eviction._views import LAST_QUERIES
+from kvp_jax.eviction._views import layer_views

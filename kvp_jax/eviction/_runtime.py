@@ -1,0 +1,280 @@
+"""Generation and continuation scoring with a budgeted, physically evicted
+KV cache: the protocols of kvp_jax.eviction on whole batches of prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kvp_jax import cache as cache_lib
+from kvp_jax import inference
+from kvp_jax import scorers as scorers_lib
+from kvp_jax.eviction._spec import Eviction
+from kvp_jax.eviction._steps import evict_cache
+from kvp_jax.eviction._steps import EvictWhenFull
+from kvp_jax.eviction._views import layer_views
+from kvp_jax.model import DecoderConfig, KVCache, Pretrained
+from kvp_jax.model import EOS_ID, layer_capacities
+
+
+@dataclasses.dataclass
+class Prefilled:
+  """A context in the cache, ready for decoding or continuation scoring.
+
+  first_logits: [B, V] logits at the last context token.
+  cache: the (compressed) cache.
+  lengths: [B] context lengths.
+  peak_slots: the most slots any layer held per head along the way.
+  """
+  first_logits: jax.Array
+  cache: KVCache
+  lengths: np.ndarray
+  peak_slots: int
+
+
+@dataclasses.dataclass
+class Context:
+  """A batch of prompts prefilled once with a full cache, to be compressed
+  by many (scorer, budget) pairs ("once" and "decode" protocols).
+
+  tokens, positions: [B, T] left-padded prompts; lengths: [B].
+  first_logits: [B, V]; cache: the full KVCache (never donated).
+  captured: per-layer Captured q/k/v, or None without capture.
+  """
+  tokens: jax.Array
+  positions: jax.Array
+  lengths: np.ndarray
+  first_logits: jax.Array
+  cache: KVCache
+  captured: Any
+  _views: dict = dataclasses.field(default_factory=dict)
+
+  def views(self, config: DecoderConfig, importance: np.ndarray | None):
+    """Layer views (attention statistics when captured), computed once per
+    importance setting and shared by every scorer."""
+    key = importance is not None
+    if key not in self._views:
+      self._views[key] = layer_views(
+          config, self.cache, self.captured, self.positions,
+          jnp.asarray(self.lengths),
+          None if importance is None else jnp.asarray(importance),
+          self.captured is not None)
+    return self._views[key]
+
+
+def prefill_context(model: Pretrained, prompts: Sequence[Sequence[int]], *,
+                    capture: bool, pad_multiple: int = 64) -> Context:
+  """Prefills prompts into a full cache (capture: keep the q/k/v that the
+  attention-based scorers' statistics need)."""
+  batch, logits, cache, captured = inference.prefill_prompts(
+      model, prompts, capture=capture, pad_multiple=pad_multiple)
+  return Context(jnp.asarray(batch.tokens), jnp.asarray(batch.positions),
+                 batch.lengths, logits, cache, captured)
+
+
+def compress_context(model: Pretrained, context: Context, scorer,
+                     eviction: Eviction, room: int, *,
+                     importance: np.ndarray | None = None,
+                     rng: jax.Array | None = None) -> Prefilled:
+  """Compresses a prefilled context's full cache ("once"/"decode")."""
+  config = model.config
+  if eviction.protocol == "chunked":
+    raise ValueError("chunked prefill cannot start from a full prefill; use "
+                     "prefill_compressed")
+  rng = jax.random.key(0) if rng is None else rng
+  peak = max(layer.capacity for layer in context.cache.layers)
+  if eviction.full:
+    t = context.tokens.shape[1]
+    caps = layer_capacities(config, t + room)
+    grown = KVCache(layers=tuple(
+        _grow(layer, cap) for layer, cap in zip(context.cache.layers, caps)))
+    return Prefilled(context.first_logits, grown, context.lengths, max(caps))
+  _check_future(scorer, importance)
+  if scorer.needs_prefill_attention and context.captured is None:
+    raise ValueError(f"scorer {scorer.name!r} needs prefill attention: "
+                     "prefill the context with capture=True")
+  views = context.views(config, importance if scorer.needs_future else None)
+  interval = eviction.decode_interval if eviction.protocol == "decode" \
+      else room
+  cache = evict_cache(config, context.cache, views, scorer, eviction,
+                      jnp.asarray(context.lengths), min(room, interval), rng)
+  return Prefilled(context.first_logits, cache, context.lengths, peak)
+
+
+def _check_future(scorer, importance) -> None:
+  if scorer.needs_future and importance is None:
+    raise ValueError(f"scorer {scorer.name!r} needs the future importance")
+
+
+def _grow(layer, capacity: int):
+  """A full layer cache with room for `capacity` slots (same contents)."""
+  if layer.capacity >= capacity:
+    return layer
+  extra = capacity - layer.capacity
+  pad = lambda x, v: jnp.pad(x, [(0, 0), (0, 0), (0, extra)] +
+                             [(0, 0)] * (x.ndim - 3), constant_values=v)
+  return type(layer)(k=pad(layer.k, 0), v=pad(layer.v, 0),
+                     pos=pad(layer.pos, -1), end=layer.end)
+
+
+def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
+                       prompts: Sequence[Sequence[int]], room: int, *,
+                       importance: np.ndarray | None = None,
+                       rng: jax.Array | None = None,
+                       pad_multiple: int = 64) -> Prefilled:
+  """Prefills prompts and compresses the cache per `eviction`.
+
+  Args:
+    model: the decoder.
+    scorer: a Scorer (ignored for a full cache).
+    eviction: budget and protocol.
+    prompts: B token lists (BOS first).
+    room: slots to leave for tokens appended afterwards.
+    importance: [B, L, K, P] future importance by position, for the oracle.
+    rng: PRNG key for random scorers.
+  """
+  if eviction.full or eviction.protocol != "chunked":
+    context = prefill_context(
+        model, prompts,
+        capture=scorer.needs_prefill_attention and not eviction.full,
+        pad_multiple=pad_multiple)
+    return compress_context(model, context, scorer, eviction, room,
+                            importance=importance, rng=rng)
+  config, params = model.config, model.params
+  rng = jax.random.key(0) if rng is None else rng
+  _check_future(scorer, importance)
+  capture = scorer.needs_prefill_attention
+  c, b = eviction.chunk_size, eviction.budget
+  batch = inference.pad_batch(prompts, pad_multiple, chunk=c)
+  tokens, positions = jnp.asarray(batch.tokens), jnp.asarray(batch.positions)
+  lengths = batch.lengths
+  t = tokens.shape[1]
+  imp = None if importance is None else jnp.asarray(importance)
+  caps = cache_lib.eviction_capacities(config, b, c)
+  cache = None
+  peak = 0
+  for i, start in enumerate(range(0, t, c)):
+    chunk = slice(start, start + c)
+    if cache is None:
+      logits, cache, captured = inference.prefill(
+          config, params, tokens[:, chunk], positions[:, chunk], caps,
+          capture=capture)
+    else:
+      logits, cache, captured = inference.extend(
+          config, params, cache, tokens[:, chunk], positions[:, chunk],
+          capture=capture)
+    peak = max(peak, max(int(layer.capacity) for layer in cache.layers))
+    # Tokens of each row seen so far (rows are left-padded).
+    seen = jnp.asarray(np.clip(lengths - (t - start - c), 0, None), jnp.int32)
+    views = layer_views(config, cache, captured, positions[:, chunk], seen,
+                        imp, capture, whole_prompt=False)
+    last = start + c >= t
+    cache = evict_cache(config, cache, views, scorer, eviction, seen,
+                        room if last else c, jax.random.fold_in(rng, i))
+  return Prefilled(logits, cache, lengths, peak)
+
+
+def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
+                        prompts: Sequence[Sequence[int]] | Context,
+                        max_new_tokens: int, *,
+                        importance: np.ndarray | None = None,
+                        rng: jax.Array | None = None,
+                        eos_id: int = EOS_ID) -> tuple[list[list[int]], dict]:
+  """Greedy continuations with a compressed cache.
+
+  `prompts` may be a Context prefilled once (shared by a grid of scorers and
+  budgets) instead of token lists.
+  Returns (one token list per prompt, cut after EOS; stats with the cache's
+  bytes after compression and the peak slots per head).
+  """
+  rng = jax.random.key(0) if rng is None else rng
+  if isinstance(prompts, Context):
+    pre = compress_context(model, prompts, scorer, eviction, max_new_tokens,
+                           importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, prompts, max_new_tokens,
+                             importance=importance, rng=rng)
+  stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
+  hook, state = None, None
+  if eviction.evicts_while_decoding:
+    if not scorer.can_evict_while_decoding:
+      raise ValueError(f"scorer {scorer.name!r} reads prefill attention or the "
+                       "future; it cannot evict during decoding")
+    hook = EvictWhenFull(model.config, eviction.budget, eviction.protected)
+    state = (scorer, jax.random.fold_in(rng, 1))
+  out, final = inference.decode(
+      model.config, model.params, pre.cache, pre.first_logits,
+      jnp.asarray(pre.lengths), max_new_tokens=max_new_tokens, eos_id=eos_id,
+      hook=hook, hook_state=state)
+  stats["final_cache_bytes"] = final.num_bytes()
+  return [inference.cut_after_eos(row, eos_id)
+          for row in np.asarray(out).tolist()], stats
+
+
+def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
+                                contexts: Sequence[Sequence[int]] | Context,
+                                continuations: Sequence[Sequence[int]], *,
+                                importance: np.ndarray | None = None,
+                                rng: jax.Array | None = None,
+                                pad_multiple: int = 64
+                                ) -> tuple[list[np.ndarray], dict]:
+  """log p of each continuation token given its context, read through a
+  compressed cache (teacher forcing).
+
+  With protocol "decode" the continuation is read `decode_interval` tokens
+  at a time and the cache is evicted back to the budget between pieces.
+  Returns (one float array per row, stats).
+  """
+  rng = jax.random.key(0) if rng is None else rng
+  n = max(map(len, continuations))
+  width = inference.bucket_length(n, pad_multiple)
+  piece = eviction.decode_interval if eviction.evicts_while_decoding \
+      else width
+  if isinstance(contexts, Context):
+    pre = compress_context(model, contexts, scorer, eviction,
+                           min(piece, width), importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, contexts,
+                             min(piece, width), importance=importance,
+                             rng=rng)
+  b = len(continuations)
+  conts = np.zeros((b, width + 1), np.int32)
+  for i, c in enumerate(continuations):
+    conts[i, :len(c)] = c
+  first = jax.nn.log_softmax(pre.first_logits.astype(jnp.float32), axis=-1)
+  ll = [np.asarray(jnp.take_along_axis(first, jnp.asarray(conts[:, :1]),
+                                       axis=1))]
+  cache = pre.cache
+  steps = 0
+  for start in range(0, width, piece):
+    stop = min(start + piece, width)
+    inp = conts[:, start:stop]
+    pos = pre.lengths[:, None] + np.arange(start, stop)[None]
+    out, appended = inference.score_continuation(
+        model.config, model.params, cache, jnp.asarray(inp),
+        jnp.asarray(pos, jnp.int32), jnp.asarray(conts[:, start + 1:stop + 1]))
+    ll.append(np.asarray(out))
+    if stop < width and piece < width:
+      cache = _evict_appended(model, appended, pos, scorer, eviction,
+                              jax.random.fold_in(rng, steps))
+      steps += 1
+  ll = np.concatenate(ll, axis=1)
+  stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
+  return [ll[i, :len(c)] for i, c in enumerate(continuations)], stats
+
+
+def _evict_appended(model, cache, positions, scorer, eviction, rng):
+  """Evicts a cache that a piece of the continuation was appended to back
+  to the budget, with room for the next piece (protocol "decode")."""
+  ctx = jnp.asarray(positions[:, -1] + 1, jnp.int32)
+  views = tuple(scorers_lib.LayerView.from_cache(
+      layer, layer=i, window=model.config.layer_window(i),
+      context_length=ctx, logit_softcap=model.config.attn_logit_softcap)
+                for i, layer in enumerate(cache.layers))
+  return evict_cache(model.config, cache, views, scorer, eviction, ctx,
+                     eviction.decode_interval, rng)
