@@ -1,0 +1,179 @@
+"""Paired bootstrap: the exact bootstrap distribution by brute force, seeds,
+verdicts, and KVP against the best baseline of each family."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from kvp_jax.evaluation import _paired
+
+
+def _brute_force_interval(d, confidence=0.95):
+  """Every one of the n^n resamples, as Python tuples, and the quantiles by
+  the definition (linear interpolation at h = (N - 1) p of the sorted
+  means)."""
+  n = len(d)
+  means = sorted(math.fsum(d[i] for i in idx) / n
+                 for idx in itertools.product(range(n), repeat=n))
+  def quantile(p):
+    h = (len(means) - 1) * p
+    lo = math.floor(h)
+    hi = min(lo + 1, len(means) - 1)
+    return means[lo] + (h - lo) * (means[hi] - means[lo])
+  alpha = 1 - confidence
+  return quantile(alpha / 2), quantile(1 - alpha / 2), means
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_exact_mode_matches_brute_force_enumeration(n):
+  rng = np.random.default_rng(n)
+  a, b = rng.normal(size=n), rng.normal(size=n)
+  low, high, _ = _brute_force_interval(list(a - b))
+  got = _paired.paired_bootstrap(a, b, exact=True)
+  assert got.exact and got.num_samples == n
+  np.testing.assert_allclose([got.low, got.high], [low, high], rtol=0,
+                             atol=1e-12)
+  assert got.mean == pytest.approx(np.mean(a - b))
+
+
+def test_exact_mode_is_automatic_when_enumeration_fits():
+  a, b = np.array([1.0, 2.0, 4.0, 0.5]), np.zeros(4)
+  assert _paired.paired_bootstrap(a, b, num_resamples=2000).exact  # 256.
+  a5, b5 = np.arange(5.0), np.zeros(5)                              # 3125.
+  assert not _paired.paired_bootstrap(a5, b5, num_resamples=2000).exact
+  assert _paired.paired_bootstrap(a5, b5, num_resamples=4000).exact
+
+
+def test_sampled_quantiles_approach_the_exact_ones():
+  rng = np.random.default_rng(7)
+  d = rng.exponential(size=5) - 0.8            # Skewed: a real asymmetry.
+  low, high, means = _brute_force_interval(list(d))
+  got = _paired.paired_bootstrap(d, np.zeros(5), num_resamples=200000,
+                                 exact=False, seed=3)
+  assert not got.exact
+  spread = means[-1] - means[0]
+  assert abs(got.low - low) < 0.02 * spread
+  assert abs(got.high - high) < 0.02 * spread
+  # The interval is not symmetric about the mean for a skewed sample.
+  assert abs((high - np.mean(d)) - (np.mean(d) - low)) > 0.02 * spread
+
+
+def test_seeded_and_deterministic():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=300), rng.normal(size=300)
+  first = _paired.paired_bootstrap(a, b, seed=11)
+  again = _paired.paired_bootstrap(a, b, seed=11)
+  other = _paired.paired_bootstrap(a, b, seed=12)
+  assert first == again
+  assert (first.low, first.high) != (other.low, other.high)
+  # Either interval is about mean -/+ 1.96 standard errors.
+  se = np.std(a - b) / np.sqrt(300)
+  for r in (first, other):
+    assert r.low == pytest.approx(r.mean - 1.96 * se, abs=0.15 * se)
+    assert r.high == pytest.approx(r.mean + 1.96 * se, abs=0.15 * se)
+
+
+def test_fast_for_hundreds_of_samples():
+  import time
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=500), rng.normal(size=500)
+  start = time.perf_counter()
+  _paired.paired_bootstrap(a, b, num_resamples=10000)
+  assert time.perf_counter() - start < 5.0
+
+
+def test_verdicts_in_both_directions():
+  base = np.linspace(0.0, 1.0, 40)
+  up = base + 1.0 + 0.01 * np.sin(np.arange(40))
+  higher = _paired.paired_bootstrap(up, base)
+  assert higher.low > 0 and higher.verdict == _paired.BETTER
+  assert _paired.paired_bootstrap(up, base, lower_is_better=True).verdict \
+      == _paired.WORSE
+  assert _paired.paired_bootstrap(base, up).verdict == _paired.WORSE
+  assert _paired.paired_bootstrap(base, up, lower_is_better=True).verdict \
+      == _paired.BETTER
+  # Differences of both signs: the interval contains 0.
+  noisy = base + np.where(np.arange(40) % 2, 1.0, -1.0)
+  tie = _paired.paired_bootstrap(noisy, base)
+  assert tie.low < 0 < tie.high and tie.verdict == _paired.TIE
+  # Identical methods: a zero-width interval at 0 is a tie.
+  same = _paired.paired_bootstrap(base, base)
+  assert (same.low, same.high, same.verdict) == (0.0, 0.0, _paired.TIE)
+  assert _paired.verdict(0.0, 1.0, False) == _paired.TIE
+  one = _paired.paired_bootstrap([3.0], [1.0])
+  assert one.verdict == _paired.TIE and np.isnan(one.low)
+
+
+def test_bad_input():
+  with pytest.raises(ValueError, match="1-d"):
+    _paired.paired_bootstrap([1.0, 2.0], [1.0])
+  with pytest.raises(ValueError, match="finite"):
+    _paired.paired_bootstrap([1.0, np.nan], [1.0, 2.0])
+  with pytest.raises(ValueError, match="2000"):
+    _paired.paired_bootstrap([1.0, 2.0], [1.0, 2.0], num_resamples=100)
+  with pytest.raises(ValueError, match="n\\^n"):
+    _paired.paired_bootstrap(np.arange(12.0), np.zeros(12), exact=True)
+
+
+def _rows(suite, metric, budget, scorer, values, start=0):
+  return [dict(suite=suite, sample=f"s{start + i}", group="g", scorer=scorer,
+               budget=budget, protocol="once", allocation="uniform",
+               metric=metric, value=float(v)) for i, v in enumerate(values)]
+
+
+def test_kvp_against_the_best_baseline_of_each_family():
+  rng = np.random.default_rng(0)
+  n = 30
+  kvp = rng.uniform(40, 60, n)
+  rows = (_rows("ruler", "accuracy", 128, "kvp", kvp) +
+          _rows("ruler", "accuracy", 128, "knorm", kvp - 5) +
+          _rows("ruler", "accuracy", 128, "keydiff", kvp - 1 +
+                rng.normal(0, 3, n)) +
+          _rows("ruler", "accuracy", 128, "snapkv", kvp + 10) +
+          _rows("ruler", "accuracy", 128, "h2o", kvp + 2) +
+          _rows("ruler", "accuracy", 128, "oracle", kvp + 50) +
+          # Perplexity: lower is better; lagkv is only on half the samples.
+          _rows("dialogue", "perplexity", 64, "kvp", kvp / 10) +
+          _rows("dialogue", "perplexity", 64, "random", kvp / 10 + 3) +
+          _rows("dialogue", "perplexity", 64, "lagkv", kvp[:15] / 10 + 1) +
+          # No KVP in this cell: nothing reported.
+          _rows("ruler", "accuracy", 256, "knorm", kvp))
+  out = _paired.kvp_against_baselines(rows, num_resamples=2000, seed=1)
+  got = {(c["suite"], c["budget"], c["family"]): c for c in out}
+  assert set(got) == {("ruler", "128", "query_free"),
+                      ("ruler", "128", "query_aware"),
+                      ("dialogue", "64", "query_free")}
+  free = got["ruler", "128", "query_free"]
+  expected_best = max(["knorm", "keydiff"],
+                      key=lambda s: np.mean([r["value"] for r in rows
+                                             if r["scorer"] == s and
+                                             r["budget"] == 128]))
+  assert free["baseline"] == expected_best == "keydiff"
+  # The helper pairs samples in sorted order of their ids.
+  order = sorted(range(n), key=lambda i: f"s{i}")
+  keydiff = [r["value"] for r in rows if r["scorer"] == "keydiff"]
+  direct = _paired.paired_bootstrap(
+      kvp[order], np.asarray(keydiff)[order], num_resamples=2000, seed=1)
+  assert (free["difference"], free["low"], free["high"], free["verdict"]) \
+      == (direct.mean, direct.low, direct.high, direct.verdict)
+  aware = got["ruler", "128", "query_aware"]
+  assert aware["baseline"] == "snapkv" and aware["verdict"] == _paired.WORSE
+  assert aware["difference"] == pytest.approx(-10.0)
+  assert aware["low"] == pytest.approx(-10.0)
+  ppl = got["dialogue", "64", "query_free"]
+  # lagkv has the lower mean, so it is the best; paired on its 15 samples.
+  assert ppl["baseline"] == "lagkv" and ppl["num_samples"] == 15
+  assert ppl["lower_is_better"] and ppl["verdict"] == _paired.BETTER
+  assert ppl["difference"] == pytest.approx(-1.0)
+  assert ppl["kvp_mean"] == pytest.approx(np.mean(kvp[:15] / 10))
+  text = "\n".join(_paired.comparisons_markdown(out))
+  assert "| ruler | 128 | accuracy | query_aware | snapkv | 30 |" in text
+  assert _paired.comparisons_markdown([]) == []
+
+
+def test_duplicate_rows_in_a_cell_are_an_error():
+  rows = _rows("ruler", "accuracy", 64, "kvp", [1.0, 2.0]) * 2
+  with pytest.raises(ValueError, match="two rows"):
+    _paired.kvp_against_baselines(rows)
