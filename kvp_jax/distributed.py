@@ -88,20 +88,28 @@ class Spec:
 
 def define_flags() -> None:
   """Defines --distributed, --coordinator_address, --num_processes,
-  --process_id and --local_device_ids (absl). Safe to call more than once."""
+  --process_id and --local_device_ids (absl). Safe to call more than once;
+  a flag of the same name defined elsewhere (e.g. launch.multiprocess's
+  --num_processes) is kept."""
   from absl import flags
-  if "num_processes" in flags.FLAGS:
-    return
-  flags.DEFINE_enum(
-      "distributed", "auto", list(_MODES),
-      "Multi-process runtime: auto (explicit values or a detected cluster), "
-      "on (always jax.distributed.initialize), off (one process).")
-  flags.DEFINE_string("coordinator_address", None,
-                      "host:port of process 0's coordinator (multi-process).")
-  flags.DEFINE_integer("num_processes", None, "Processes in the job.")
-  flags.DEFINE_integer("process_id", None, "This process's id, 0-based.")
-  flags.DEFINE_list("local_device_ids", None,
-                    "Accelerators this process uses (GPU ids).")
+  defs = {
+      "distributed": lambda: flags.DEFINE_enum(
+          "distributed", "auto", list(_MODES),
+          "Multi-process runtime: auto (explicit values or a detected "
+          "cluster), on (always jax.distributed.initialize), off (alone)."),
+      "coordinator_address": lambda: flags.DEFINE_string(
+          "coordinator_address", None,
+          "host:port of process 0's coordinator (multi-process)."),
+      "num_processes": lambda: flags.DEFINE_integer(
+          "num_processes", None, "Processes in the job."),
+      "process_id": lambda: flags.DEFINE_integer(
+          "process_id", None, "This process's id, 0-based."),
+      "local_device_ids": lambda: flags.DEFINE_list(
+          "local_device_ids", None, "Accelerators this process uses (GPU ids)."),
+  }
+  for name, define in defs.items():
+    if name not in flags.FLAGS:
+      define()
 
 
 def _int_env(env, name: str) -> int | None:

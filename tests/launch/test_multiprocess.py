@@ -214,3 +214,38 @@ def test_run_prefixes_and_status():
   assert code == 124 and "timeout" in out.getvalue()
   with pytest.raises(ValueError, match="no command"):
     multiprocess.run([], 2)
+
+
+def test_flags_alone_and_bad_mode():
+  code = (
+      "import sys\n"
+      "from absl import flags\n"
+      "from kvp_jax import distributed\n"
+      "distributed.define_flags(); distributed.define_flags()\n"
+      "flags.FLAGS(sys.argv)\n"
+      "print('SPEC', distributed.initialize_from_flags())\n"
+      "import jax; print('COUNT', jax.process_count())\n")
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  for k in ("KVP_NUM_PROCESSES", "KVP_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"):
+    env.pop(k, None)
+  run = lambda *a: subprocess.run([sys.executable, "-c", code, *a], cwd=REPO,
+                                  capture_output=True, text=True, timeout=120,
+                                  env=env)
+  proc = run("--num_processes=1")
+  assert proc.returncode == 0, proc.stderr
+  assert "SPEC None" in proc.stdout and "COUNT 1" in proc.stdout
+  proc = run("--num_processes=2", "--process_id=0")
+  assert proc.returncode != 0 and "without coordinator_address" in proc.stderr
+
+
+def test_initialize_after_jax_was_used_is_an_error():
+  code = ("import jax; jax.devices()\n"
+          "from kvp_jax import distributed\n"
+          "distributed.initialize(num_processes=2, process_id=0,\n"
+          "                       coordinator_address='127.0.0.1:1')\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                        capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, PYTHONPATH=str(REPO),
+                                 JAX_PLATFORMS="cpu"))
+  assert proc.returncode != 0
+  assert "must run before anything uses JAX" in proc.stderr
