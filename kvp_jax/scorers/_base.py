@@ -19,7 +19,8 @@ from kvp_jax.scorers._view import LayerView
 
 # What a scorer may need beyond the cache: LayerView's optional fields, and
 # "rng" (a PRNG key passed to `score`).
-NEEDS = frozenset({"queries", "attention_sums", "importance", "rng"})
+NEEDS = frozenset({"queries", "attention_sums", "attention_counts",
+                   "attention_sq_sums", "importance", "rng"})
 
 
 class MissingInputError(ValueError):
