@@ -77,7 +77,7 @@ def evict_cache(config: DecoderConfig, cache: KVCache, views, scorer,
                 rng: jax.Array) -> KVCache:
   """Scores every layer and evicts the cache to the eviction's budget,
   leaving `room` slots for tokens still to come."""
-  scores = score_layers(scorer, views, rng)
+  scores = score_layers(scorer.for_budget(eviction.budget), views, rng)
   e = eviction
   if e.allocation == "uniform":
     budgets = cache_lib.window_capped_budgets(config, e.budget, e.protected)

@@ -33,7 +33,8 @@ def layer_views(config: DecoderConfig, cache: KVCache, captured,
     context_length: [B] tokens seen per row.
     importance: [B, L, K, P] future importance by absolute position (the
       oracle's input), or None.
-    capture_stats: fill queries (the last LAST_QUERIES) and attention_sums.
+    capture_stats: fill queries (the last LAST_QUERIES), attention_sums,
+      attention_counts and attention_sq_sums.
     whole_prompt: the captured chunk is the whole prompt. Then H2O's
       attention sums are taken over all the prompt's keys (each query's
       softmax over everything it saw, as in the model) and gathered onto
@@ -52,18 +53,21 @@ def layer_views(config: DecoderConfig, cache: KVCache, captured,
       if whole_prompt:
         k = jnp.swapaxes(captured[i].k, 1, 2)                     # [B, K, T, H]
         pos = jnp.broadcast_to(query_positions[:, None], k.shape[:3])
-        sums = scorers_lib.attention_column_sums(
+        moments = scorers_lib.attention_column_moments(
             q, query_positions, k, pos, window,
-            softcap=config.attn_logit_softcap)                    # [B, K, T]
+            softcap=config.attn_logit_softcap)                # 3 x [B, K, T]
         # Left-padded columns: position p of row b sits at column p + pad_b.
         pad = jnp.sum(query_positions < 0, axis=1)[:, None, None]
-        col = jnp.clip(layer.pos + pad, 0, sums.shape[-1] - 1)
-        extra["attention_sums"] = jnp.where(
-            layer.pos >= 0, jnp.take_along_axis(sums, col, axis=2), 0.0)
+        col = jnp.clip(layer.pos + pad, 0, k.shape[2] - 1)
+        moments = [jnp.where(layer.pos >= 0,
+                             jnp.take_along_axis(x, col, axis=2), 0.0)
+                   for x in moments]
       else:
-        extra["attention_sums"] = scorers_lib.attention_column_sums(
+        moments = scorers_lib.attention_column_moments(
             q, query_positions, layer.k, layer.pos, window,
             softcap=config.attn_logit_softcap)
+      (extra["attention_counts"], extra["attention_sums"],
+       extra["attention_sq_sums"]) = moments
     if importance is not None:
       imp = importance[:, i]                                      # [B, K, P]
       idx = jnp.clip(layer.pos, 0, imp.shape[-1] - 1)

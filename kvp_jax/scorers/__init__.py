@@ -8,9 +8,11 @@ section 6 and the oracle:
   kvp                                             (a trained policy)
   random, streaming_llm, knorm, keydiff, lagkv   (the cache only)
   h2o, tova, snapkv                               (prefill attention)
+  roco                                            (prefill attention moments)
   oracle                                          (the future)
 """
 
+from kvp_jax.scorers._attention_stats import attention_column_moments
 from kvp_jax.scorers._attention_stats import attention_column_sums
 from kvp_jax.scorers._attention_stats import last_queries_attention
 from kvp_jax.scorers._base import available_scorers
@@ -28,6 +30,7 @@ from kvp_jax.scorers._kvp import load_policy
 from kvp_jax.scorers._lagkv import LagKVScorer
 from kvp_jax.scorers._oracle import OracleScorer
 from kvp_jax.scorers._random import RandomScorer
+from kvp_jax.scorers._roco import RoCoScorer
 from kvp_jax.cache._slots import slot_order
 from kvp_jax.cache._slots import SlotOrder
 from kvp_jax.scorers._snapkv import SnapKVScorer

@@ -4,8 +4,10 @@ A fused attention kernel never materialises the attention matrix, so the
 statistics H2O, TOVA and SnapKV read are recomputed here from the captured
 prefill queries (Captured.q: post-RoPE, scaled) and the cached keys, with
 the model's masks from absolute positions: column sums over all queries
-computed block by block (never the full [T, T] matrix), and the
-probabilities of the last few queries. All in float32.
+computed block by block (never the full [T, T] matrix), the column moments
+RoCo reads (how many queries saw each key, the sum and the sum of squares of
+the attention it received), and the probabilities of the last few queries.
+All in float32.
 """
 
 from __future__ import annotations
@@ -91,16 +93,8 @@ def attention_column_sums(q: jax.Array, query_pos: jax.Array,
     [batch, kv_heads, S] float32: sum over queries t of the probability
     that query t puts on the key, averaged over the G heads of the group.
   """
-  b, t, n, h = q.shape
-  kv, s = keys.shape[1], keys.shape[2]
-  block = max(1, min(block, t))
-  num_blocks = -(-t // block)
-  pad = num_blocks * block - t
-  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-  query_pos = jnp.pad(query_pos, ((0, 0), (0, pad)), constant_values=-1)
-  # [num_blocks, B, block, N, H] and [num_blocks, B, block]
-  q = q.reshape(b, num_blocks, block, n, h).swapaxes(0, 1)
-  query_pos = query_pos.reshape(b, num_blocks, block).swapaxes(0, 1)
+  b, kv, s = keys.shape[:3]
+  q, query_pos = _query_blocks(q, query_pos, block)
 
   def step(acc, xs):
     q_blk, pos_blk = xs
@@ -109,4 +103,66 @@ def attention_column_sums(q: jax.Array, query_pos: jax.Array,
 
   acc = jnp.zeros((b, kv, s), jnp.float32)
   acc, _ = jax.lax.scan(step, acc, (q, query_pos))
+  return acc
+
+
+def _query_blocks(q: jax.Array, query_pos: jax.Array,
+                  block: int) -> tuple[jax.Array, jax.Array]:
+  """Queries [B, T, N, H] and positions [B, T] as [num_blocks, B, block, N, H]
+  and [num_blocks, B, block], padded at the end with padding queries."""
+  b, t, n, h = q.shape
+  block = max(1, min(block, t))
+  num_blocks = -(-t // block)
+  pad = num_blocks * block - t
+  q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  query_pos = jnp.pad(query_pos, ((0, 0), (0, pad)), constant_values=-1)
+  return (q.reshape(b, num_blocks, block, n, h).swapaxes(0, 1),
+          query_pos.reshape(b, num_blocks, block).swapaxes(0, 1))
+
+
+def attention_column_moments(q: jax.Array, query_pos: jax.Array,
+                             keys: jax.Array, key_pos: jax.Array,
+                             window: int | None, block: int = 512,
+                             softcap: float | None = None
+                             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per key: how many queries saw it, and the sum and sum of squares of the
+  attention they put on it (RoCo's temporal mean and standard deviation).
+
+  The attention of a query on a key is the probability averaged over the G
+  query heads of the KV head's group, as in attention_column_sums (and as
+  EasyKV averages the group before its statistics); the square is that
+  group mean's square. A query "sees" a key when the model's mask lets it
+  attend to it (causal, within the sliding window, not padding), so
+  sums / counts is the key's mean attention over exactly the queries that
+  could attend to it. Same block-by-block scan and memory as
+  attention_column_sums ([batch, heads, block, S] at a time).
+
+  Args:
+    q: [batch, T, heads, head_dim] post-RoPE, scaled queries (Captured.q).
+    query_pos: [batch, T] int32 positions (-1: padding query, ignored).
+    keys: [batch, kv_heads, S, head_dim] post-RoPE keys.
+    key_pos: [batch, kv_heads, S] int32 (-1: empty slot).
+    window: the layer's sliding window, or None.
+    block: queries per step.
+    softcap: attention logit soft-cap, or None.
+  Returns:
+    (counts, sums, sq_sums), each [batch, kv_heads, S] float32: the number
+    of queries that may attend to the key (0 for empty slots), the sum over
+    those queries of the group-mean probability (= attention_column_sums),
+    and the sum of its squares.
+  """
+  b, kv, s = keys.shape[:3]
+  q, query_pos = _query_blocks(q, query_pos, block)
+
+  def step(acc, xs):
+    q_blk, pos_blk = xs
+    probs = _probabilities(q_blk, pos_blk, keys, key_pos, window, softcap)
+    p = jnp.mean(probs, axis=2)                              # [B, K, blk, S]
+    seen = attention_mask(pos_blk, key_pos, window)          # [B, K, blk, S]
+    counts, sums, sq_sums = acc
+    return (counts + jnp.sum(seen, axis=2, dtype=jnp.float32),
+            sums + jnp.sum(p, axis=2), sq_sums + jnp.sum(p * p, axis=2)), None
+
+  zeros = jnp.zeros((b, kv, s), jnp.float32)
+  acc, _ = jax.lax.scan(step, (zeros, zeros, zeros), (q, query_pos))
   return acc

@@ -19,9 +19,11 @@ from kvp_jax.scorers._view import LayerView
 
 # What a scorer may need beyond the cache: LayerView's optional fields, and
 # "rng" (a PRNG key passed to `score`).
-NEEDS = frozenset({"queries", "attention_sums", "importance", "rng"})
+NEEDS = frozenset({"queries", "attention_sums", "attention_counts",
+                   "attention_sq_sums", "importance", "rng"})
 # The needs that only a prefill with captured q/k/v can fill.
-PREFILL_ATTENTION = frozenset({"queries", "attention_sums"})
+PREFILL_ATTENTION = frozenset({"queries", "attention_sums", "attention_counts",
+                               "attention_sq_sums"})
 
 
 class MissingInputError(ValueError):
@@ -67,6 +69,13 @@ class Scorer:
     """The rule needs nothing beyond the cache (and a key), so it can rescore
     the cache during decoding (protocol "decode")."""
     return not (self.needs_prefill_attention or self.needs_future)
+
+  def for_budget(self, budget: int | None) -> "Scorer":
+    """The scorer to evict to `budget` with. One ranking serves every budget
+    for most rules (this default); a rule that depends on the budget (RoCo)
+    returns a copy set for it. The eviction runtime calls it per eviction."""
+    del budget
+    return self
 
   def score(self, view: LayerView, rng: jax.Array | None = None) -> jax.Array:
     """Scores every slot of a layer.

@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 # The optional fields a scorer may declare in `Scorer.needs` (besides "rng").
-OPTIONAL_FIELDS = ("queries", "attention_sums", "importance")
+OPTIONAL_FIELDS = ("queries", "attention_sums", "attention_counts",
+                   "attention_sq_sums", "importance")
 
 
 @flax.struct.dataclass(kw_only=True)
@@ -36,6 +37,12 @@ class LayerView:
     attention_sums: optional [batch, kv_heads, slots] float32, the attention
       each slot received summed over all prefill queries and averaged over
       the GQA group (see attention_column_sums).
+    attention_counts: optional [batch, kv_heads, slots] float32, how many of
+      those queries could attend to each slot (causal, within the window;
+      see attention_column_moments). With attention_sums and
+      attention_sq_sums: the temporal mean and spread RoCo reads.
+    attention_sq_sums: optional [batch, kv_heads, slots] float32, the sum
+      over the same queries of the squared group-mean attention probability.
     importance: optional [batch, kv_heads, slots] float32, the true future
       importance of each slot (the oracle's target; method section 2).
   """
@@ -50,6 +57,8 @@ class LayerView:
   queries: jax.Array | None = None
   query_positions: jax.Array | None = None
   attention_sums: jax.Array | None = None
+  attention_counts: jax.Array | None = None
+  attention_sq_sums: jax.Array | None = None
   importance: jax.Array | None = None
 
   @property
@@ -77,7 +86,7 @@ class LayerView:
       context_length: [batch] int32; by default one past the largest cached
         position of each row.
       **optional: logit_softcap, queries, query_positions, attention_sums,
-        importance.
+        attention_counts, attention_sq_sums, importance.
     """
     if context_length is None:
       context_length = jnp.max(cache.pos, axis=(1, 2)).astype(jnp.int32) + 1

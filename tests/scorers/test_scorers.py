@@ -46,7 +46,17 @@ def make_view(seed=0, window=None) -> LayerView:
       queries=jnp.asarray(f32(B, TQ, N, H)),
       query_positions=jnp.asarray(qpos),
       attention_sums=jnp.asarray(rng.uniform(size=(B, K, S)), jnp.float32),
-      importance=jnp.asarray(rng.uniform(size=(B, K, S)), jnp.float32))
+      importance=jnp.asarray(rng.uniform(size=(B, K, S)), jnp.float32),
+      # RoCo's moments, from their own stream (the fields above unchanged).
+      **_moments(np.random.default_rng(seed + 1000)))
+
+
+def _moments(rng):
+  """attention_counts and attention_sq_sums of a few queries per slot."""
+  counts = rng.integers(1, TQ + 1, size=(B, K, S))
+  sq = rng.uniform(size=(B, K, S)) * counts
+  return {"attention_counts": jnp.asarray(counts, jnp.float32),
+          "attention_sq_sums": jnp.asarray(sq, jnp.float32)}
 
 
 def _np(view):
