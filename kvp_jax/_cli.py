@@ -1,15 +1,25 @@
-"""Flags and helpers shared by the command-line entry points."""
+"""Flags and helpers shared by the command-line entry points.
+
+Every entry point ends with `_cli.run(main)` (see kvp_jax._cli_run): bad
+input, missing files, config errors and OS errors become one line on stderr
+and exit status 2; --debug shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from absl import flags
 from absl import logging
 
-from kvp_jax import model as model_lib
+from kvp_jax._cli_run import fail
+from kvp_jax._cli_run import run
+
+if TYPE_CHECKING:
+  from kvp_jax import model as model_lib
+
+__all__ = ["fail", "run"]
 
 
 def define_model_flags() -> None:
@@ -31,6 +41,7 @@ def quiet_library_logs() -> None:
 
 
 def load_model_from_flags() -> model_lib.Pretrained:
+  from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   quiet_library_logs()
   return model_lib.load_pretrained(
@@ -38,20 +49,26 @@ def load_model_from_flags() -> model_lib.Pretrained:
       compute_dtype=f.compute_dtype)
 
 
-def fail(message: str) -> None:
-  """Prints an error and exits non-zero (for bad input, not bugs)."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def print_json(record: dict[str, Any]) -> None:
   print(json.dumps(record), flush=True)
+
+
+def check_file_flag(name: str, what: str = "file") -> None:
+  """Fails naming --name if it is set to something that is not a file."""
+  from pathlib import Path  # pylint: disable=g-import-not-at-top
+  value = flags.FLAGS[name].value
+  if value and not Path(value).is_file():
+    fail(f"--{name}={value}: {what} not found"
+         if not Path(value).exists() else f"--{name}={value} is not a file")
+  if value and Path(value).stat().st_size == 0:
+    fail(f"--{name}={value}: the {what} is empty")
 
 
 def define_eviction_flags() -> None:
   """--budget, --policy, --scorer, --protocol, --allocation, ..."""
   flags.DEFINE_integer("budget", None, "Tokens kept per (layer, KV head), "
-                       "sinks and recent included; default: the full cache.")
+                       "sinks and recent included; default: the full cache.",
+                       lower_bound=1)
   flags.DEFINE_string("policy", None, "An exported KVP policy "
                       "(python -m kvp_jax.export); implies --scorer=kvp.")
   flags.DEFINE_string("scorer", None, "Eviction rule: kvp, random, "
@@ -60,15 +77,19 @@ def define_eviction_flags() -> None:
                     "When to evict (see kvp_jax.evaluation).")
   flags.DEFINE_enum("allocation", "uniform", ["uniform", "layer", "model"],
                     "How the budget is shared among heads.")
-  flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.")
+  flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.",
+                       lower_bound=1)
   flags.DEFINE_integer("decode_interval", 32,
-                       "Tokens between evictions with --protocol=decode.")
+                       "Tokens between evictions with --protocol=decode.",
+                       lower_bound=1)
 
 
-def eviction_from_flags(model: model_lib.Pretrained):
-  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+def check_eviction_flags():
+  """(scorer name, Eviction) of the flags, or (None, None) for a full cache,
+  checked before any model loads: the flag combination, the scorer's name
+  and the policy file.
+  """
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if f.budget is None:
@@ -80,16 +101,29 @@ def eviction_from_flags(model: model_lib.Pretrained):
     fail("--budget needs --policy=<exported policy> or --scorer=<rule>")
   if name == "oracle":
     fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
-  try:
-    eviction = evaluation.Eviction(
-        f.budget, protocol=f.protocol, allocation=f.allocation,
-        chunk_size=f.chunk_size, decode_interval=f.decode_interval)
-    if name == "kvp":
-      if not f.policy:
-        fail("--scorer=kvp needs --policy=<exported policy>")
-      scorer = evaluation.make_scorers(["kvp"], f.policy, model)["kvp"]
-    else:
-      scorer = scorers.get_scorer(name)
-  except (ValueError, policy_lib.ArtifactError) as e:
-    fail(str(e))
+  if name == "kvp":
+    if not f.policy:
+      fail("--scorer=kvp needs --policy=<exported policy>")
+    from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    policy_lib.load_artifact(f.policy)  # ArtifactError names a bad file.
+  elif name not in scorers.available_scorers():
+    fail(f"--scorer={name}: unknown scorer; known scorers: "
+         f"{', '.join(n for n in scorers.available_scorers() if n != 'oracle')}")
+  eviction = evaluation.Eviction(
+      f.budget, protocol=f.protocol, allocation=f.allocation,
+      chunk_size=f.chunk_size, decode_interval=f.decode_interval)
+  return name, eviction
+
+
+def eviction_from_flags(model: model_lib.Pretrained):
+  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
+  name, eviction = check_eviction_flags()
+  if eviction is None:
+    return None, None
+  if name == "kvp":
+    scorer = evaluation.make_scorers(["kvp"], flags.FLAGS.policy, model)["kvp"]
+  else:
+    scorer = scorers.get_scorer(name)
   return scorer, eviction
