@@ -95,4 +95,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
+  _cli.run(main)

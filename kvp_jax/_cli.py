@@ -14,12 +14,13 @@ from absl import flags
 from absl import logging
 
 from kvp_jax._cli_run import fail
+from kvp_jax._cli_run import one_line
 from kvp_jax._cli_run import run
 
 if TYPE_CHECKING:
   from kvp_jax import model as model_lib
 
-__all__ = ["fail", "run"]
+__all__ = ["fail", "one_line", "run"]
 
 
 def define_model_flags() -> None:
@@ -127,3 +128,35 @@ def eviction_from_flags(model: model_lib.Pretrained):
   else:
     scorer = scorers.get_scorer(name)
   return scorer, eviction
+
+
+def eval_output_dir(config, workdir) -> "Path":
+  """Where an evaluation writes: config.eval.output_dir or <workdir>/eval."""
+  from pathlib import Path  # pylint: disable=g-import-not-at-top
+  ec = config.eval
+  return Path(ec.output_dir) if ec.output_dir else Path(workdir) / "eval"
+
+
+def check_eval_config(config, workdir, *, policy_made_later: bool = False
+                      ) -> None:
+  """Checks the `eval` section before any model loads: scorer names,
+  budgets, and (unless an earlier stage makes it) the KVP policy file.
+
+  Raises:
+    ValueError naming the field and the bad entry.
+  """
+  from pathlib import Path  # pylint: disable=g-import-not-at-top
+  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
+  ec = config.eval
+  known = scorers.available_scorers()
+  for name in ec.scorers:
+    if name not in known:
+      raise ValueError(f"config.eval.scorers: unknown scorer {name!r}; known "
+                       f"scorers: {', '.join(known)}")
+  for b in ec.budgets:
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+      raise ValueError(f"config.eval.budgets: {b!r} is not a positive "
+                       "integer")
+  if "kvp" in ec.scorers and not policy_made_later:
+    from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    policy_lib.load_artifact(ec.policy or Path(workdir) / "policy.kvp")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -136,10 +137,14 @@ def parse(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS
   """
   names = _config_flag_names(fv)
   argv, lists = _split_list_overrides(argv, names)
+  # config_flags reads the overrides from sys.argv, not from fv's argv.
+  saved, sys.argv = sys.argv, list(argv)
   try:
     rest = fv(argv)
   except (AttributeError, KeyError) as e:
     raise ConfigArgError(_unknown_field_message(argv, names, e)) from None
+  finally:
+    sys.argv = saved
   for name in sorted(names):
     if fv[name].present:
       _check_loaded(fv, name)
