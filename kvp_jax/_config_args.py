@@ -113,18 +113,23 @@ def _apply_list(config, flag: str, path: str, text: str) -> None:
 
 
 def _check_loaded(fv: flags.FlagValues, name: str) -> None:
+  """ConfigArgError naming the file if --name's config did not load
+  (config_flags keeps the error in a stand-in that raises on first use)."""
   flag = fv[name]
-  try:
-    flag.value  # pylint: disable=pointless-statement
-  except Exception as e:  # pylint: disable=broad-except
-    filename = config_flags.get_config_filename(flag)
-    path = Path(str(filename).split(":", 1)[0])
-    if not path.is_file():
-      raise ConfigArgError(f"--{name}: config file {path} does not exist") \
+  filename = str(config_flags.get_config_filename(flag))
+  path = Path(filename.split(":", 1)[0])
+  if not path.is_file():
+    raise ConfigArgError(f"--{name}={filename}: config file {path} does not "
+                         "exist")
+  value = flag.value
+  if type(value).__name__ == "_ErrorConfig":
+    try:
+      value.keys()  # Raises the stored load error.
+    except Exception as e:  # pylint: disable=broad-except
+      cause = e.__cause__ or e.__context__ or e
+      raise ConfigArgError(f"--{name}={filename}: cannot load config file "
+                           f"{path}: {type(cause).__name__}: {cause}") \
           from None
-    cause = e.__cause__ or e.__context__ or e
-    raise ConfigArgError(f"--{name}: cannot load config file {path}: "
-                         f"{type(cause).__name__}: {cause}") from None
 
 
 def parse(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS
@@ -143,6 +148,14 @@ def parse(argv: Sequence[str], fv: flags.FlagValues = flags.FLAGS
     rest = fv(argv)
   except (AttributeError, KeyError) as e:
     raise ConfigArgError(_unknown_field_message(argv, names, e)) from None
+  except flags.Error:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Raised by the code of a config file while it loads.
+    files = [a.split("=", 1)[1] for a in argv
+             if a.split("=", 1)[0].lstrip("-") in names and "=" in a]
+    raise ConfigArgError(f"cannot load config file {', '.join(files)}: "
+                         f"{type(e).__name__}: {e}") from e
   finally:
     sys.argv = saved
   for name in sorted(names):

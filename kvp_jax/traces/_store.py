@@ -371,7 +371,10 @@ class TraceStore:
   def __del__(self):
     lock = self.__dict__.get("_lock")
     if lock is not None:
-      lock.release()
+      try:
+        lock.release()
+      except Exception:  # pylint: disable=broad-except
+        pass  # At interpreter exit; the kernel releases the lock anyway.
 
   def __getstate__(self):  # Picklable for grain workers: reopen arrays lazily.
     state = dict(self.__dict__)
