@@ -44,6 +44,7 @@ def main(argv):
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
   path = store_path(config, _WORKDIR.value)
+  _cli.check_sample_files(config.traces.sources)
   # Locked before the model loads, so that a second job stops at once.
   with _locks.acquire(path, what="trace store"):
     model = model_lib.load_model(config.model)

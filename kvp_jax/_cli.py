@@ -160,3 +160,15 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False
   if "kvp" in ec.scorers and not policy_made_later:
     from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
     policy_lib.load_artifact(ec.policy or Path(workdir) / "policy.kvp")
+
+
+def check_sample_files(sources) -> None:
+  """Fails naming the first JSONL sample file of `traces.sources` (or an
+  eval suite's) that does not exist, before any model loads."""
+  from pathlib import Path  # pylint: disable=g-import-not-at-top
+  for i, source in enumerate(sources):
+    if source.get("kind") != "jsonl":
+      continue
+    for path in source.get("paths") or ():
+      if not Path(path).is_file():
+        fail(f"traces.sources[{i}]: sample file {path} does not exist")

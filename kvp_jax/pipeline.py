@@ -37,6 +37,8 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   unknown = set(stages) - set(STAGES)
   if unknown:
     raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
+  if "traces" in stages:
+    _cli.check_sample_files(config.traces.sources)
   if "evaluate" in stages:
     _cli.check_eval_config(config, workdir,
                            policy_made_later="export" in stages)
