@@ -8,6 +8,7 @@ and exit status 2; --debug shows the traceback instead.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from absl import flags
@@ -56,7 +57,6 @@ def print_json(record: dict[str, Any]) -> None:
 
 def check_file_flag(name: str, what: str = "file") -> None:
   """Fails naming --name if it is set to something that is not a file."""
-  from pathlib import Path  # pylint: disable=g-import-not-at-top
   value = flags.FLAGS[name].value
   if value and not Path(value).is_file():
     fail(f"--{name}={value}: {what} not found"
@@ -130,9 +130,8 @@ def eviction_from_flags(model: model_lib.Pretrained):
   return scorer, eviction
 
 
-def eval_output_dir(config, workdir) -> "Path":
+def eval_output_dir(config, workdir) -> Path:
   """Where an evaluation writes: config.eval.output_dir or <workdir>/eval."""
-  from pathlib import Path  # pylint: disable=g-import-not-at-top
   ec = config.eval
   return Path(ec.output_dir) if ec.output_dir else Path(workdir) / "eval"
 
@@ -145,7 +144,6 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False
   Raises:
     ValueError naming the field and the bad entry.
   """
-  from pathlib import Path  # pylint: disable=g-import-not-at-top
   from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
   ec = config.eval
   known = scorers.available_scorers()
@@ -165,7 +163,6 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False
 def check_sample_files(sources) -> None:
   """Fails naming the first JSONL sample file of `traces.sources` (or an
   eval suite's) that does not exist, before any model loads."""
-  from pathlib import Path  # pylint: disable=g-import-not-at-top
   for i, source in enumerate(sources):
     if source.get("kind") != "jsonl":
       continue

@@ -269,5 +269,5 @@ def test_os_errors_are_one_line_and_debug_shows_the_traceback():
 
 def test_lock_error_names_holder_role(tmp_path):
   with _locks.acquire(tmp_path / "d", _locks.Role(0, 2)) as lock:
-    assert f'"role": "writer 0 of 2"' in lock.path.read_text()
+    assert '"role": "writer 0 of 2"' in lock.path.read_text()
     assert f'"pid": {os.getpid()}' in lock.path.read_text()
