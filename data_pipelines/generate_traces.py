@@ -6,16 +6,17 @@ r"""Records traces of the frozen decoder into a tensorstore trace store.
 The config's `traces` section names the sample sources and the generation
 settings; the store goes to `traces.store`, or <workdir>/traces. Rerunning
 continues a killed job and does nothing for a finished one; a store made with
-another model or other settings is refused.
+another model or other settings is refused, and so is a second job on a
+store that one is writing (it stops at once, naming the first).
 """
 
 from pathlib import Path
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import _locks
 from kvp_jax import model as model_lib
 from kvp_jax import traces as traces_lib
 
@@ -23,7 +24,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", None,
-                                    "Stop after this many new batches.")
+                                    "Stop after this many new batches.",
+                                    lower_bound=1)
 
 
 def store_path(config, workdir: str | None) -> Path:
@@ -41,16 +43,17 @@ def main(argv):
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
   path = store_path(config, _WORKDIR.value)
-  try:
+  _cli.check_sample_files(config.traces.sources)
+  # Locked before the model loads, so that a second job stops at once.
+  with _locks.acquire(path, what="trace store"):
     model = model_lib.load_model(config.model)
     store = traces_lib.generate_traces(model, config.traces, path,
                                       max_batches=_MAX_BATCHES.value)
-  except (traces_lib.StoreError, ValueError, model_lib.GGUFError) as e:
-    _cli.fail(str(e))
+    store.close()
   print(f"{path}: {store.num_records} traces "
         f"({', '.join(f'{s}: {len(store.records_in(s))}' for s in traces_lib.SPLITS)}); "
         f"{store.num_bytes() / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

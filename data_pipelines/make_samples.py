@@ -14,11 +14,9 @@ Lengths may be written 4096 or 4k.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import tqdm
@@ -28,6 +26,7 @@ from kvp_jax.samples import documents
 from kvp_jax.samples import ruler
 from kvp_jax import samples as samples_lib
 from kvp_jax.samples.schema import parse_length
+from kvp_jax import _cli
 
 _TASKS = flags.DEFINE_list(
     "tasks", [], "RULER tasks to generate, or 'all'. Known: " +
@@ -36,7 +35,8 @@ _LENGTHS = flags.DEFINE_list(
     "lengths", ["4096"], "Target lengths in tokens (BOS + prompt + tokens to "
     "generate), e.g. 1024,2k,4k.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 20,
-                                    "Samples per (task, length).")
+                                    "Samples per (task, length).",
+                                    lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of every random choice.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where the JSONL files go.")
@@ -127,31 +127,26 @@ def make_samples(output_dir: str | Path, *, tasks: Sequence[str],
   return written
 
 
-def _fail(message: str) -> NoReturn:
-  """Reports bad input and exits with status 2."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    _cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _OUTPUT_DIR.value:
-    _fail("--output_dir is required")
+    _cli.fail("--output_dir is required")
   try:
     tasks = resolve_tasks(_TASKS.value)
     lengths = [parse_length(length) for length in _LENGTHS.value]
   except ValueError as e:
-    _fail(str(e))
+    _cli.fail(str(e))
   for source in _DOCUMENTS.value:
     if source not in (documents.PYDOC, documents.PYTHON_DOC) and not Path(
         source).is_dir():
-      _fail(f"--documents: {source!r} is neither 'pydoc', 'python_doc' nor a "
+      _cli.fail(f"--documents: {source!r} is neither 'pydoc', 'python_doc' nor a "
             f"directory")
   if not 0 < _CONTINUATION_FRACTION.value < 1:
-    _fail("--continuation_fraction must be between 0 and 1")
+    _cli.fail("--continuation_fraction must be between 0 and 1")
   if not (tasks or _DIALOGUES.value or _DOCUMENTS.value):
-    _fail("nothing to do: give --tasks, --dialogues or --documents")
+    _cli.fail("nothing to do: give --tasks, --dialogues or --documents")
+  _cli.check_file_flag("gguf", "GGUF file")
   # Imported here: it pulls in jax, which flag errors need not wait for.
   from kvp_jax import model  # pylint: disable=import-outside-toplevel
   tokenizer = model.load_tokenizer(_GGUF.value)
@@ -165,4 +160,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

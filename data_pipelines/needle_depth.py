@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from absl import app
 from absl import flags
 import tqdm
 
@@ -95,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
+  _cli.run(main)

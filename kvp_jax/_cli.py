@@ -1,15 +1,27 @@
-"""Flags and helpers shared by the command-line entry points."""
+"""Flags and helpers shared by the command-line entry points.
+
+Every entry point ends with `_cli.run(main)` (see kvp_jax._cli_run): bad
+input, missing files, config errors and OS errors become one line on stderr
+and exit status 2; --debug shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from absl import flags
 from absl import logging
 
-from kvp_jax import model as model_lib
+from kvp_jax._cli_run import fail
+from kvp_jax._cli_run import one_line
+from kvp_jax._cli_run import run
+
+if TYPE_CHECKING:
+  from kvp_jax import model as model_lib
+
+__all__ = ["fail", "one_line", "run"]
 
 
 def define_model_flags() -> None:
@@ -31,6 +43,7 @@ def quiet_library_logs() -> None:
 
 
 def load_model_from_flags() -> model_lib.Pretrained:
+  from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   quiet_library_logs()
   return model_lib.load_pretrained(
@@ -38,20 +51,25 @@ def load_model_from_flags() -> model_lib.Pretrained:
       compute_dtype=f.compute_dtype)
 
 
-def fail(message: str) -> None:
-  """Prints an error and exits non-zero (for bad input, not bugs)."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 def print_json(record: dict[str, Any]) -> None:
   print(json.dumps(record), flush=True)
+
+
+def check_file_flag(name: str, what: str = "file") -> None:
+  """Fails naming --name if it is set to something that is not a file."""
+  value = flags.FLAGS[name].value
+  if value and not Path(value).is_file():
+    fail(f"--{name}={value}: {what} not found"
+         if not Path(value).exists() else f"--{name}={value} is not a file")
+  if value and Path(value).stat().st_size == 0:
+    fail(f"--{name}={value}: the {what} is empty")
 
 
 def define_eviction_flags() -> None:
   """--budget, --policy, --scorer, --protocol, --allocation, ..."""
   flags.DEFINE_integer("budget", None, "Tokens kept per (layer, KV head), "
-                       "sinks and recent included; default: the full cache.")
+                       "sinks and recent included; default: the full cache.",
+                       lower_bound=1)
   flags.DEFINE_string("policy", None, "An exported KVP policy "
                       "(python -m kvp_jax.export); implies --scorer=kvp.")
   flags.DEFINE_string("scorer", None, "Eviction rule: kvp, random, "
@@ -60,20 +78,26 @@ def define_eviction_flags() -> None:
                     "When to evict (see kvp_jax.eviction).")
   flags.DEFINE_enum("allocation", "uniform", ["uniform", "layer", "model"],
                     "How the budget is shared among heads.")
-  flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.")
+  flags.DEFINE_integer("chunk_size", 512, "Chunk of --protocol=chunked.",
+                       lower_bound=1)
   flags.DEFINE_integer("decode_interval", 32,
-                       "Tokens between evictions with --protocol=decode.")
+                       "Tokens between evictions with --protocol=decode.",
+                       lower_bound=1)
   flags.DEFINE_integer("num_sinks", None, "First tokens always kept (default: "
-                       "the policy's, else cache.Protected's).")
+                       "the policy's, else cache.Protected's).", lower_bound=0)
   flags.DEFINE_integer("num_recent", None, "Last tokens always kept (default: "
-                       "the policy's, else cache.Protected's).")
+                       "the policy's, else cache.Protected's).", lower_bound=0)
 
 
-def eviction_from_flags(model: model_lib.Pretrained):
-  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+def check_eviction_flags():
+  """(scorer name, Eviction) of the flags, or (None, None) for a full cache,
+  checked before any model loads: the flag combination, the scorer's name
+  and the policy file. The protected tokens are the policy's (a different
+  --num_sinks / --num_recent is refused), else the flags' or
+  cache.Protected's defaults.
+  """
   from kvp_jax import cache as cache_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import eviction as eviction_lib  # pylint: disable=g-import-not-at-top
-  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if f.budget is None:
@@ -85,24 +109,77 @@ def eviction_from_flags(model: model_lib.Pretrained):
     fail("--budget needs --policy=<exported policy> or --scorer=<rule>")
   if name == "oracle":
     fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
-  try:
-    if name == "kvp":
-      if not f.policy:
-        fail("--scorer=kvp needs --policy=<exported policy>")
-      scorer, artifact = scorers.load_policy(f.policy, model)
-      protected = artifact.protected
-    else:
-      scorer = scorers.get_scorer(name)
-      protected = cache_lib.Protected()
-    given = cache_lib.Protected(
-        protected.num_sinks if f.num_sinks is None else f.num_sinks,
-        protected.num_recent if f.num_recent is None else f.num_recent)
-    if name == "kvp":
-      given.check_same(protected, f"the policy {f.policy}")
-    eviction = eviction_lib.Eviction(
-        f.budget, protocol=f.protocol, allocation=f.allocation,
-        chunk_size=f.chunk_size, decode_interval=f.decode_interval,
-        protected=given)
-  except (ValueError, policy_lib.ArtifactError) as e:
-    fail(str(e))
+  protected = cache_lib.Protected()
+  if name == "kvp":
+    if not f.policy:
+      fail("--scorer=kvp needs --policy=<exported policy>")
+    from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    # ArtifactError names a bad file.
+    protected = policy_lib.load_artifact(f.policy).protected
+  elif name not in scorers.available_scorers():
+    fail(f"--scorer={name}: unknown scorer; known scorers: "
+         f"{', '.join(n for n in scorers.available_scorers() if n != 'oracle')}")
+  given = cache_lib.Protected(
+      protected.num_sinks if f.num_sinks is None else f.num_sinks,
+      protected.num_recent if f.num_recent is None else f.num_recent)
+  if name == "kvp":
+    given.check_same(protected, f"the policy {f.policy}")
+  eviction = eviction_lib.Eviction(
+      f.budget, protocol=f.protocol, allocation=f.allocation,
+      chunk_size=f.chunk_size, decode_interval=f.decode_interval,
+      protected=given)
+  return name, eviction
+
+
+def eviction_from_flags(model: model_lib.Pretrained):
+  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
+  name, eviction = check_eviction_flags()
+  if eviction is None:
+    return None, None
+  if name == "kvp":
+    scorer, _ = scorers.load_policy(flags.FLAGS.policy, model)
+  else:
+    scorer = scorers.get_scorer(name)
   return scorer, eviction
+
+
+def eval_output_dir(config, workdir) -> Path:
+  """Where an evaluation writes: config.eval.output_dir or <workdir>/eval."""
+  ec = config.eval
+  return Path(ec.output_dir) if ec.output_dir else Path(workdir) / "eval"
+
+
+def check_eval_config(config, workdir, *, policy_made_later: bool = False
+                      ) -> None:
+  """Checks the `eval` section before any model loads: scorer names,
+  budgets, and (unless an earlier stage makes it) the KVP policy file.
+
+  Raises:
+    ValueError naming the field and the bad entry.
+  """
+  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
+  ec = config.eval
+  known = scorers.available_scorers()
+  for name in ec.scorers:
+    if name not in known:
+      raise ValueError(f"config.eval.scorers: unknown scorer {name!r}; known "
+                       f"scorers: {', '.join(known)}")
+  for b in ec.budgets:
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+      raise ValueError(f"config.eval.budgets: {b!r} is not a positive "
+                       "integer")
+  if "kvp" in ec.scorers and not policy_made_later:
+    from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+    policy_lib.load_artifact(ec.policy or Path(workdir) / "policy.kvp")
+
+
+def check_sample_files(sources) -> None:
+  """Fails naming the first JSONL sample file of `traces.sources` (or an
+  eval suite's) that does not exist, before any model loads."""
+  for i, source in enumerate(sources):
+    if source.get("kind") != "jsonl":
+      continue
+    for path in source.get("paths") or ():
+      if not Path(path).is_file():
+        fail(f"traces.sources[{i}]: sample file {path} does not exist")

@@ -7,18 +7,16 @@ Runs the config's `eval` section: every scorer x budget (+ the full cache)
 on every suite (RULER-style accuracy, perplexity of reference
 continuations, normalised future-attention cost). Writes
 <workdir>/eval/{samples.jsonl, results.jsonl, results.md, <suite>.png};
-rerunning continues an interrupted evaluation.
+rerunning continues an interrupted evaluation. One evaluation writes an
+output directory at a time: a second one stops at once, naming the first.
 """
 
-from pathlib import Path
-
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import _locks
 from kvp_jax import evaluation
-from kvp_jax import policy as policy_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
@@ -31,13 +29,13 @@ def main(argv):
   if _CONFIG.value is None:
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
-  try:
-    evaluation.evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, policy_lib.ArtifactError) as e:
-    _cli.fail(str(e))
-  out = Path(_CONFIG.value.eval.output_dir or Path(_WORKDIR.value) / "eval")
+  config = _CONFIG.value
+  _cli.check_eval_config(config, _WORKDIR.value)  # Before the model loads.
+  out = _cli.eval_output_dir(config, _WORKDIR.value)
+  with _locks.acquire(out, what="evaluation output"):
+    evaluation.evaluate(config, _WORKDIR.value)
   print((out / "results.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

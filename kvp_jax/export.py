@@ -7,7 +7,6 @@ default (--which=latest, --noema to change), plus the policy config and the
 fingerprint of the decoder the traces came from.
 """
 
-from absl import app
 from absl import flags
 
 from kvp_jax import _cli
@@ -34,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

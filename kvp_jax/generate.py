@@ -17,11 +17,11 @@ With --budget the cache is evicted down to that many tokens per head:
 import json
 from pathlib import Path
 
-from absl import app
 from absl import flags
 from tqdm import tqdm
 
 from kvp_jax import _cli
+from kvp_jax import _files
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import inference
 
@@ -29,8 +29,10 @@ _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt (repeatable).")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None,
                                     "File with one prompt per line.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 32,
-                                       "Tokens to generate per prompt.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts per batch.")
+                                       "Tokens to generate per prompt.",
+                                       lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Prompts per batch.",
+                                   lower_bound=1)
 _OUTPUT_JSONL = flags.DEFINE_string("output_jsonl", None,
                                     "Also write the results here.")
 _cli.define_model_flags()
@@ -53,9 +55,9 @@ def read_prompts() -> list[str]:
 
 def main(argv):
   del argv
-  if _MAX_NEW_TOKENS.value < 1 or _BATCH_SIZE.value < 1:
-    _cli.fail("--max_new_tokens and --batch_size must be positive")
   prompts = read_prompts()
+  _cli.check_file_flag("gguf", "GGUF file")
+  _cli.check_eviction_flags()  # Before the model loads.
   model = _cli.load_model_from_flags()
   scorer, eviction = _cli.eviction_from_flags(model)
   results = []
@@ -74,10 +76,9 @@ def main(argv):
       results.append({"prompt": prompt, "completion": completion})
       print(f"=== {prompt!r}\n{prompt}{completion}\n", flush=True)
   if _OUTPUT_JSONL.value:
-    with open(_OUTPUT_JSONL.value, "w", encoding="utf-8") as f:
-      for r in results:
-        f.write(json.dumps(r) + "\n")
+    _files.atomic_write(_OUTPUT_JSONL.value,
+                        "".join(json.dumps(r) + "\n" for r in results))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

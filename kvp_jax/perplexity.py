@@ -19,7 +19,6 @@ import math
 import time
 from pathlib import Path
 
-from absl import app
 from absl import flags
 
 from kvp_jax import _cli
@@ -29,9 +28,9 @@ from kvp_jax import inference
 _TEXT_FILE = flags.DEFINE_string("text_file", None, "Text file to score.",
                                  required=True)
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Tokens kept (BOS "
-                                   "included).")
+                                   "included); at least 2.", lower_bound=2)
 _SKIP = flags.DEFINE_integer("skip", 0, "Predictions before this position are "
-                             "context only, not scored.")
+                             "context only, not scored.", lower_bound=0)
 _cli.define_model_flags()
 _cli.define_eviction_flags()
 
@@ -45,10 +44,15 @@ def main(argv):
     text = path.read_text(encoding="utf-8")
   except UnicodeDecodeError as e:
     _cli.fail(f"--text_file {path} is not UTF-8 text: {e}")
+  if _SKIP.value >= _MAX_TOKENS.value - 1:
+    _cli.fail(f"--skip={_SKIP.value} leaves nothing to score with "
+              f"--max_tokens={_MAX_TOKENS.value} (need skip <= max_tokens - 2)")
+  _cli.check_file_flag("gguf", "GGUF file")
+  _cli.check_eviction_flags()  # Before the model loads.
   model = _cli.load_model_from_flags()
   scorer, eviction = _cli.eviction_from_flags(model)
   tokens = model.tokenizer.encode(text, add_bos=True)[:_MAX_TOKENS.value]
-  if _SKIP.value < 0 or _SKIP.value >= len(tokens) - 1:
+  if _SKIP.value >= len(tokens) - 1:
     _cli.fail(f"--skip={_SKIP.value} leaves nothing to score: {path} gives "
               f"{len(tokens)} tokens (with --max_tokens={_MAX_TOKENS.value})")
   start = time.time()
@@ -70,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

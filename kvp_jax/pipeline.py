@@ -6,17 +6,20 @@ r"""The whole method in one command: traces -> training -> export -> evaluation.
 Each stage is the same library call as its own command line
 (data_pipelines.generate_traces, kvp_jax.train, kvp_jax.export,
 kvp_jax.evaluate) and each reuses finished work, so a rerun is fast and a
-killed run continues where it stopped. --stages picks a subset.
+killed run continues where it stopped. --stages picks a subset. The trace
+store and the evaluation output are locked while written: a second job on
+either stops at once, naming the first.
 """
 
+import contextlib
 import time
 from pathlib import Path
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import _locks
 
 STAGES = ("traces", "train", "export", "evaluate")
 
@@ -30,15 +33,34 @@ _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in order.")
 def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   """Runs the stages in order; returns the evaluation's result rows."""
   # Imported here so that --help is instant.
-  from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
-  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import training  # pylint: disable=g-import-not-at-top
   unknown = set(stages) - set(STAGES)
   if unknown:
     raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
+  if "traces" in stages:
+    _cli.check_sample_files(config.traces.sources)
+  if "evaluate" in stages:
+    _cli.check_eval_config(config, workdir,
+                           policy_made_later="export" in stages)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with contextlib.ExitStack() as locks:
+    # Taken before the model loads, so that a second job stops at once.
+    if "traces" in stages:
+      locks.enter_context(_locks.acquire(training.store_path(config, workdir),
+                                         what="trace store"))
+    if "evaluate" in stages:
+      locks.enter_context(_locks.acquire(
+          _cli.eval_output_dir(config, workdir), what="evaluation output"))
+    return _run_stages(config, workdir, stages, progress)
+
+
+def _run_stages(config, workdir: Path, stages, progress: bool):
+  """The stages in order, under the locks taken by `run`."""
+  from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
+  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from kvp_jax import training  # pylint: disable=g-import-not-at-top
   model = None
   rows = None
   for stage in STAGES:
@@ -72,18 +94,12 @@ def main(argv):
   if _CONFIG.value is None:
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
-  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
-  from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
-  try:
-    run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
-  except (ValueError, FileNotFoundError, traces_lib.StoreError,
-          policy_lib.ArtifactError) as e:
-    _cli.fail(str(e))
+  run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
   if "evaluate" in _STAGES.value:
-    out = Path(_CONFIG.value.eval.output_dir or Path(_WORKDIR.value) / "eval")
+    out = _cli.eval_output_dir(_CONFIG.value, _WORKDIR.value)
     print((out / "results.md").read_text(encoding="utf-8"))
     print(f"plots: {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -8,7 +8,6 @@ The traces come from `config.traces.store` or <workdir>/traces (made by
 with the same --workdir resumes from its latest checkpoint.
 """
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -38,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -13,7 +13,14 @@ the same share one trace store (<root>/traces-<hash>). A point that finished
 leaves a DONE file and is skipped when the sweep is rerun. With
 --parallel=N, N points run at once, each seeing one accelerator
 (CUDA_VISIBLE_DEVICES / TPU_VISIBLE_CHIPS = its slot). At the end every
-point's eval/results.jsonl is gathered into <root>/sweep_results.{jsonl,md}.
+point's eval/results.jsonl is gathered into <root>/sweep_results.{jsonl,md}
+(left as they are when no point has results yet).
+
+Every point's overrides are checked against its config (field names and
+values, as the pipeline would parse them) before anything is launched. A
+list field takes a bracketed value: --grid="eval.budgets=[32,64],[128]".
+Points that share a trace store run their traces stage one at a time: the
+first point of each store records it, its siblings then skip the stage.
 
 A sweep file defines `get_sweep()` returning a list of points; a point is a
 dict of overrides, with optional "config" (another config file) and "name".
@@ -34,8 +41,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
+from ml_collections import config_flags
+
+from kvp_jax import _cli
+from kvp_jax import _config_args
+from kvp_jax import _files
 
 _CONFIG = flags.DEFINE_string("config", None, "Base experiment config file.")
 _GRID = flags.DEFINE_multi_string(
@@ -46,7 +57,8 @@ _ROOT = flags.DEFINE_string("root", None, "Directory of the sweep's runs.",
 _STAGES = flags.DEFINE_list("stages", ["traces", "train", "export", "evaluate"],
                             "Pipeline stages each point runs.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1,
-                                 "Points run at once (one per accelerator).")
+                                 "Points run at once (one per accelerator).",
+                                 lower_bound=1)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands only.")
 
 
@@ -57,11 +69,44 @@ def parse_grid(specs: Sequence[str]) -> list[dict[str, str]]:
     if "=" not in spec:
       raise ValueError(f"grid axis {spec!r} is not KEY=V1,V2,...")
     key, values = spec.split("=", 1)
-    values = [v for v in values.split(",") if v]
+    values = [v for v in _split_values(values) if v]
     if not values:
       raise ValueError(f"grid axis {key!r} has no values")
     axes.append([(key.strip(), v.strip()) for v in values])
   return [dict(p) for p in itertools.product(*axes)] if axes else [{}]
+
+
+def _split_values(text: str) -> list[str]:
+  """Splits at the commas outside brackets: "[1,2],[3]" -> ["[1,2]", "[3]"]."""
+  out, depth, start = [], 0, 0
+  for i, ch in enumerate(text):
+    if ch in "[(":
+      depth += 1
+    elif ch in "])":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      out.append(text[start:i])
+      start = i + 1
+  out.append(text[start:])
+  return out
+
+
+def check_point(config_file: str, overrides: dict[str, Any],
+                name: str) -> None:
+  """Parses the point's overrides against its config as the pipeline would.
+
+  Raises:
+    ValueError naming the point and the unknown field or bad value.
+  """
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv,
+                                  lock_config=False)
+  argv = ["pipeline", f"--config={config_file}"] + [
+      f"--config.{k}={v}" for k, v in overrides.items()]
+  try:
+    _config_args.parse(argv, fv)
+  except flags.Error as e:
+    raise ValueError(f"point {name}: {_cli.one_line(str(e))}") from None
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
@@ -120,7 +165,7 @@ def run_point(args: list[str], workdir: Path, slot: int) -> int:
     code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT,
                           env=env, check=False).returncode
   if code == 0:
-    (workdir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    _files.atomic_write(workdir / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
   return code
 
 
@@ -167,52 +212,53 @@ def gathered_markdown(rows: Sequence[dict]) -> str:
 def main(argv):
   del argv
   root = Path(_ROOT.value)
-  try:
-    if _SWEEP.value:
-      points = load_sweep(_SWEEP.value)
-    else:
-      points = parse_grid(_GRID.value)
-    if not _SWEEP.value and not _CONFIG.value:
-      raise ValueError("give --config (with --grid) or --sweep")
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if _SWEEP.value:
+    points = load_sweep(_SWEEP.value)
+  else:
+    points = parse_grid(_GRID.value)
+  if not _SWEEP.value and not _CONFIG.value:
+    raise ValueError("give --config (with --grid) or --sweep")
   jobs = []
   for point in points:
     point = dict(point)
     config_file = point.pop("config", None) or _CONFIG.value
     if not config_file:
-      print(f"error: point {point} names no config", file=sys.stderr)
-      sys.exit(2)
+      raise ValueError(f"point {point} names no config")
     name = point_name(dict(point, **({"config": config_file}
                                      if _SWEEP.value else {})))
     point.pop("name", None)
+    check_point(config_file, point, name)  # Before anything is launched.
     workdir = root / name
-    jobs.append((name, point, workdir,
-                 command(config_file, point, workdir, _STAGES.value, root)))
+    jobs.append((name, point, workdir, config_file))
   if len({j[0] for j in jobs}) != len(jobs):
-    print("error: two points have the same name", file=sys.stderr)
-    sys.exit(2)
+    raise ValueError("two points have the same name")
   todo = [j for j in jobs if not (j[2] / "DONE").is_file()]
+  # Points sharing a trace store must not record it at the same time (the
+  # store's lock would stop all but one): the first point of each store
+  # runs first, its siblings after it, without the traces stage.
+  by_store: dict[str, list] = {}
+  for job in todo:
+    store = job[1].get("traces.store") or (
+        root / f"traces-{_traces_key(job[3], job[1])}")
+    by_store.setdefault(str(store), []).append(job)
+  firsts = [group[0] for group in by_store.values()]
+  siblings = [j for group in by_store.values() for j in group[1:]]
+  later_stages = [s for s in _STAGES.value if s != "traces"]
+  waves = [[(j, command(j[3], j[1], j[2], _STAGES.value, root))
+            for j in firsts],
+           [(j, command(j[3], j[1], j[2], later_stages, root))
+            for j in siblings]]
   print(f"{len(jobs)} points, {len(jobs) - len(todo)} already done")
-  for name, _, workdir, args in todo:
-    print(f"  {name}: {' '.join(args)}")
+  for wave in waves:
+    for (name, _, _, _), args in wave:
+      print(f"  {name}: {' '.join(args)}")
   if _DRY_RUN.value:
     return
   failed = []
-  # Points sharing a trace store must not record it at the same time: the
-  # first point of each store runs before its siblings.
-  by_store: dict[str, list] = {}
-  for job in todo:
-    store = next((a for a in job[3] if a.startswith("--config.traces.store=")),
-                 "")
-    by_store.setdefault(store, []).append(job)
-  waves = [[group[0] for group in by_store.values()],
-           [j for group in by_store.values() for j in group[1:]]]
   for wave in waves:
     with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
       futures = {pool.submit(run_point, args, workdir, i % _PARALLEL.value):
-                 name for i, (name, _, workdir, args) in enumerate(wave)}
+                 name for i, ((name, _, workdir, _), args) in enumerate(wave)}
       for future in concurrent.futures.as_completed(futures):
         name = futures[future]
         code = future.result()
@@ -221,13 +267,14 @@ def main(argv):
         if code:
           failed.append(name)
   rows = gather(root, [(j[0], j[1]) for j in jobs])
-  root.mkdir(parents=True, exist_ok=True)
-  with open(root / "sweep_results.jsonl", "w", encoding="utf-8") as f:
-    for r in rows:
-      f.write(json.dumps(r) + "\n")
-  (root / "sweep_results.md").write_text(gathered_markdown(rows),
-                                         encoding="utf-8")
-  print(f"gathered {len(rows)} rows: {root / 'sweep_results.md'}")
+  if rows:
+    _files.atomic_write(root / "sweep_results.jsonl",
+                        "".join(json.dumps(r) + "\n" for r in rows))
+    _files.atomic_write(root / "sweep_results.md", gathered_markdown(rows))
+    print(f"gathered {len(rows)} rows: {root / 'sweep_results.md'}")
+  else:
+    print(f"no point has evaluation results yet; {root / 'sweep_results.md'}"
+          " left as it was", file=sys.stderr)
   if failed:
     print(f"failed points (see their sweep.log): {', '.join(failed)}",
           file=sys.stderr)
@@ -235,4 +282,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

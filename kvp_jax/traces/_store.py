@@ -21,6 +21,15 @@ Commit protocol: a batch's arrays are written first, then its records.jsonl
 lines, then progress.json is replaced atomically. Anything past num_records
 is ignored (and truncated on reopen), so a killed writer never leaves a torn
 record, and a rerun continues where the last commit stopped.
+
+One writer per role: `create_or_resume` takes the store's writer lock
+(kvp_jax._locks, "writer 0 of 1" by default) and holds it until `close()`
+or the process ends, so a second job on the same store stops at once with
+a LockError naming the holder. Opening checks that every committed record
+sits at its own index (records.jsonl line k holds index k, ids unique, as
+many lines as progress.json commits); a store that fails is corrupt
+(e.g. written by two jobs at once before locks existed) and is reported,
+never extended.
 """
 
 from __future__ import annotations
@@ -28,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +44,8 @@ import ml_dtypes
 import numpy as np
 import tensorstore as ts
 
+from kvp_jax import _files
+from kvp_jax import _locks
 from kvp_jax.traces._capture import Trace
 
 SCHEMA_VERSION = 1
@@ -93,15 +103,6 @@ class RecordInfo:
   prompt_length: int
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def _array_spec(path: Path, shape, dtype: str, shard, chunk, compress: bool,
                 create: bool) -> dict[str, Any]:
   spec: dict[str, Any] = {"driver": "zarr3",
@@ -154,6 +155,7 @@ class TraceStore:
     self.records = records
     self._writable = writable
     self._arrays: dict[str, Any] = {}
+    self._lock: _locks.WriterLock | None = None
 
   # --- opening ---------------------------------------------------------
 
@@ -174,18 +176,36 @@ class TraceStore:
   @classmethod
   def create_or_resume(cls, path: str | os.PathLike[str],
                        metadata: dict[str, Any],
-                       layout: StoreLayout) -> "TraceStore":
-    """Creates a store, or reopens one made with the same model and settings.
+                       layout: StoreLayout,
+                       role: _locks.Role = _locks.SOLE_WRITER
+                       ) -> "TraceStore":
+    """Creates a store, or reopens one made with the same model and settings,
+    holding its writer lock for `role` until `close()`.
 
     Args:
       metadata: model name + fingerprint, tokenizer, generation settings,
         seed, data source: everything that decides what a trace holds.
         Everything but "data_source" must equal a reopened store's.
       layout: the arrays' shapes.
+      role: this process's writer role (several roles may write one store).
     Raises:
-      StoreError naming each setting that differs from the existing store's.
+      LockError: another process writes the store in the same role.
+      StoreError naming each setting that differs from the existing store's,
+        or the first bad record of a corrupt store.
     """
     path = Path(path)
+    lock = _locks.acquire(path, role, what="trace store")
+    try:
+      store = cls._create_or_resume(path, metadata, layout)
+    except BaseException:
+      lock.release()
+      raise
+    store._lock = lock
+    return store
+
+  @classmethod
+  def _create_or_resume(cls, path: Path, metadata: dict[str, Any],
+                        layout: StoreLayout) -> "TraceStore":
     metadata = dict(metadata, schema_version=SCHEMA_VERSION,
                     layout=layout.to_dict())
     meta_path = path / "metadata.json"
@@ -201,10 +221,10 @@ class TraceStore:
                   writable=True)
     else:
       path.mkdir(parents=True, exist_ok=True)
-      _atomic_write_text(path / "progress.json",
+      _files.atomic_write(path / "progress.json",
                          json.dumps({"num_records": 0}))
       (path / "records.jsonl").touch()
-      _atomic_write_text(meta_path, json.dumps(metadata, indent=2,
+      _files.atomic_write(meta_path, json.dumps(metadata, indent=2,
                                                sort_keys=True))
       store = cls(path, metadata, [], writable=True)
     return store
@@ -292,7 +312,7 @@ class TraceStore:
         f.write(json.dumps(dataclasses.asdict(r)) + "\n")
       f.flush()
       os.fsync(f.fileno())
-    _atomic_write_text(self.path / "progress.json", json.dumps(
+    _files.atomic_write(self.path / "progress.json", json.dumps(
         {"num_records": start + len(new_records)}))
     self.records.extend(new_records)
 
@@ -335,26 +355,84 @@ class TraceStore:
     """Bytes on disk."""
     return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
+  def close(self) -> None:
+    """Stops writing: releases the writer lock (reading still works)."""
+    self._writable = False
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+
+  def __enter__(self) -> "TraceStore":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def __del__(self):
+    lock = self.__dict__.get("_lock")
+    if lock is not None:
+      try:
+        lock.release()
+      except Exception:  # pylint: disable=broad-except
+        pass  # At interpreter exit; the kernel releases the lock anyway.
+
   def __getstate__(self):  # Picklable for grain workers: reopen arrays lazily.
     state = dict(self.__dict__)
     state["_arrays"] = {}
+    state["_lock"] = None
+    state["_writable"] = False
     return state
 
 
 def _read_records(path: Path, truncate: bool = False) -> list[RecordInfo]:
-  """Committed records; with truncate, drop log lines past the commit."""
+  """Committed records, checked; with truncate, drop log lines past the
+  commit.
+
+  Raises:
+    StoreError: unreadable progress.json, fewer log lines than committed
+      records, or a committed record that is malformed, repeats an id or
+      sits at another index (a corrupt store).
+  """
   try:
     n = json.loads((path / "progress.json").read_text())["num_records"]
-  except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as e:
     raise StoreError(f"{path}: unreadable progress.json ({e})") from e
+  if not isinstance(n, int) or n < 0:
+    raise StoreError(f"{path}: progress.json commits {n!r} records, not a "
+                     "non-negative integer")
   log = path / "records.jsonl"
   lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
   if len(lines) < n:
     raise StoreError(f"{path}: records.jsonl has {len(lines)} lines but "
                      f"progress.json commits {n} records")
+  records = [_parse_record(path, k, line) for k, line in enumerate(lines[:n])]
+  seen: dict[str, int] = {}
+  for r in records:
+    if r.id in seen:
+      raise _corrupt(path, r.index, f"repeats the id {r.id!r} of record "
+                     f"{seen[r.id]}")
+    seen[r.id] = r.index
   if truncate and len(lines) > n:
-    _atomic_write_text(log, "".join(line + "\n" for line in lines[:n]))
-  return [RecordInfo(**json.loads(line)) for line in lines[:n]]
+    _files.atomic_write(log, "".join(line + "\n" for line in lines[:n]))
+  return records
+
+
+def _corrupt(path: Path, line: int, problem: str) -> StoreError:
+  return StoreError(
+      f"{path} is corrupt: records.jsonl line {line + 1} {problem} (written "
+      "by two jobs at once?); refusing to read or extend it: record the "
+      "traces again into a new store")
+
+
+def _parse_record(path: Path, k: int, line: str) -> RecordInfo:
+  """Record k (0-based line k) of records.jsonl, which must hold index k."""
+  try:
+    record = RecordInfo(**json.loads(line))
+  except (json.JSONDecodeError, TypeError) as e:
+    raise _corrupt(path, k, f"is not a record ({e})") from None
+  if record.index != k:
+    raise _corrupt(path, k, f"holds index {record.index!r}, not {k}")
+  return record
 
 
 def _differences(old: dict, new: dict, ignore=(), prefix="") -> list[str]:
