@@ -132,3 +132,26 @@ def test_a_cycle_is_found():
   assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [
       "a", "b", "c", "a"]
   assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# kvp_jax's library packages in pipeline order, as the package docstring
+# lists them: each imports only the utilities and the packages before it.
+UTILITIES = ("kvp_jax._files", "kvp_jax._locks", "kvp_jax.distributed")
+LAYERS = ("model", "cache", "samples", "inference", "policy", "scorers",
+          "traces", "data", "objective", "training", "eviction", "evaluation")
+
+
+def test_library_packages_import_only_earlier_ones():
+  order = {f"kvp_jax.{name}": i for i, name in enumerate(LAYERS)}
+  bad = []
+  for name, deps in GRAPH.items():
+    src = _package_of(name)
+    if src not in order:
+      continue
+    for dep in deps:
+      target = _package_of(dep)
+      if target == src or target in UTILITIES:
+        continue
+      if order.get(target, len(LAYERS)) >= order[src]:
+        bad.append(f"{name} imports {dep}")
+  assert not bad, "imports against the pipeline order:\n" + "\n".join(bad)

@@ -29,8 +29,8 @@ class Trace:
 
   tokens: [T] int32 prompt + continuation.
   prompt_length: P, the true prompt length.
-  split_points: [S] int32 prompt lengths the importance was computed for.
-  importance: [L, K, S, T] float32; zero for keys at or after each split.
+  split_points: [R] int32 prompt lengths the importance was computed for.
+  importance: [L, K, R, T] float32; zero for keys at or after each split.
   keys, values: [L, K, T, H] (post-RoPE keys as cached), or None when the
     store keeps only what is needed to recompute them.
   """
@@ -59,7 +59,7 @@ def _trace_arrays(config: DecoderConfig, params, cache: KVCache,
                   split_points: jax.Array, with_kv: bool):
   """Captures the continuation through the prompt cache; importance of all
   layers. Returns position-ordered tokens [B, T], importance
-  [B, L, K, S, T] and (with_kv) keys/values [B, L, K, T, H]."""
+  [B, L, K, R, T] and (with_kv) keys/values [B, L, K, T, H]."""
   out = Decoder(config).apply({"params": params}, continuation,
                               continuation_positions, cache, logits_at="none",
                               capture=True)
@@ -71,9 +71,9 @@ def _trace_arrays(config: DecoderConfig, params, cache: KVCache,
     k = jnp.concatenate([pc.k, cc.k], axis=1)                     # [B, T, K, H]
     imp = future_importance(q, k, positions, split_points,
                             config.layer_window(layer),
-                            config.attn_logit_softcap)            # [B, S, K, T]
+                            config.attn_logit_softcap)            # [B, R, K, T]
     imp = jnp.take_along_axis(imp, order[:, None, None, :], axis=3)
-    importance.append(jnp.swapaxes(imp, 1, 2))                    # [B, K, S, T]
+    importance.append(jnp.swapaxes(imp, 1, 2))                    # [B, K, R, T]
     if with_kv:
       v = jnp.concatenate([pc.v, cc.v], axis=1)
       for arr, dst in ((k, keys), (v, values)):

@@ -7,10 +7,10 @@ Layout of a store directory:
   records.jsonl   one line per committed record: index, id, task, split,
                   length, prompt_length
   progress.json   {"num_records": n}: records 0..n-1 are complete
-  tokens          [N, T] int32
-  split_points    [N, S] int32
-  importance      [N, L, K, S, T] float32
-  keys, values    [N, L, K, T, H] (bfloat16 by default; absent when the
+  tokens          [M, T] int32
+  split_points    [M, R] int32
+  importance      [M, L, K, R, T] float32
+  keys, values    [M, L, K, T, H] (bfloat16 by default; absent when the
                   store keeps only what is needed to recompute them)
 
 Every array is sharded by record (one shard file per record and array) and
@@ -63,7 +63,7 @@ class StoreLayout:
 
   num_layers, num_kv_heads, head_dim: of the model (L, K, H).
   max_length: T, the longest trace (prompt + continuation) it can hold.
-  num_splits: S, importance targets per trace (split points).
+  num_splits: R, importance targets per trace (split points).
   with_kv: keys and values stored (else recomputed by the trainer).
   kv_dtype: "bfloat16" or "float32".
   layer_windows: per layer, the model's sliding window (0: global), so a
@@ -330,7 +330,7 @@ class TraceStore:
       layers: the layers to read (importance, keys, values).
       fields: which arrays to read.
     Returns:
-      tokens [T], split_points [S], importance [L', K, S, T],
+      tokens [T], split_points [R], importance [L', K, R, T],
       keys/values [L', K, T, H].
     """
     if not 0 <= index < self.num_records:
