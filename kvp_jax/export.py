@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 
 from kvp_jax import _cli
+from kvp_jax import policy as policy_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax import training
 
@@ -25,10 +26,12 @@ _EMA = flags.DEFINE_bool("ema", True, "Export the EMA weights.")
 
 def main(argv):
   del argv
+  _cli.quiet_library_logs()
   try:
     path = training.export_policy(_WORKDIR.value, _OUTPUT.value,
                                   _WHICH.value, _EMA.value)
-  except (FileNotFoundError, traces_lib.StoreError) as e:
+  except (FileNotFoundError, traces_lib.StoreError,
+          policy_lib.ArtifactError) as e:
     _cli.fail(str(e))
   print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB)")
 
