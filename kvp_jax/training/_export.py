@@ -7,9 +7,9 @@ import ml_collections
 
 from kvp_jax import policy as policy_lib
 from kvp_jax import traces as traces_lib
-from kvp_jax.training._loop import policy_config
-from kvp_jax.training._loop import store_path
-from kvp_jax.training._restore import restore_params
+from kvp_jax.training._checkpoints import restore_params
+from kvp_jax.training._job import policy_config
+from kvp_jax.training._job import store_path
 
 
 def export_policy(workdir: str | Path, output: str | Path | None = None,
