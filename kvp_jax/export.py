@@ -2,8 +2,8 @@ r"""Exports a trained policy into one small self-describing file.
 
   python -m kvp_jax.export --workdir=runs/ruler --output=runs/ruler/policy.kvp
 
-Takes the EMA weights of the best checkpoint (by validation reward) by
-default (--which=latest, --noema to change), plus the policy config and the
+Takes the EMA weights of the best checkpoint (by mean validation reward) by
+default (--which=latest, --which=best_per_agent, --noema to change), plus the policy config and the
 fingerprint of the decoder the traces came from.
 """
 
@@ -19,8 +19,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.",
                                required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Artifact path (default: "
                               "<workdir>/policy.kvp).")
-_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"],
-                           "Checkpoint to export.")
+_WHICH = flags.DEFINE_enum("which", "best",
+                           ["best", "latest", "best_per_agent"],
+                           "Checkpoint to export: the best mean validation "
+                           "step (default), the latest, or each agent's own "
+                           "best step (runs with train.best_per_agent).")
 _EMA = flags.DEFINE_bool("ema", True, "Export the EMA weights.")
 
 

@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from kvp_jax import _files
+from kvp_jax.training import _per_agent
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -108,15 +109,22 @@ def restore_params(workdir: str | Path, *, which: str = "best",
 
   Args:
     workdir: the training run's directory.
-    which: "best" (by validation reward) or "latest".
+    which: "best" (the step of the best mean validation reward), "latest",
+      or "best_per_agent" (each agent's own best step; EMA weights only;
+      runs trained with train.best_per_agent).
     ema: the EMA weights (what the method evaluates) or the raw ones.
   Returns:
-    (params, step).
+    (params, step); for best_per_agent, the step it was last updated at.
   Raises:
     FileNotFoundError naming the directory when there is no checkpoint.
   """
+  if which == "best_per_agent":
+    if not ema:
+      raise ValueError("best_per_agent keeps only the EMA weights")
+    return _per_agent.restore_per_agent_params(workdir)
   if which not in ("best", "latest"):
-    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    raise ValueError(f"which must be 'best', 'latest' or 'best_per_agent', "
+                     f"got {which!r}")
   directory = Path(workdir).absolute() / (
       BEST_DIR if which == "best" else LATEST_DIR)
   with ocp.CheckpointManager(directory) as manager:

@@ -14,7 +14,16 @@ from kvp_jax.training._job import store_path
 
 def export_policy(workdir: str | Path, output: str | Path | None = None,
                   which: str = "best", ema: bool = True) -> Path:
-  """Writes the artifact of a training run; returns its path."""
+  """Writes the artifact of a training run; returns its path.
+
+  Args:
+    which: "best" (default: the step of the best mean validation reward),
+      "latest", or "best_per_agent" (each agent's own best step; its steps
+      go into the artifact's info as "agent_steps").
+  Raises:
+    FileNotFoundError (no run or checkpoint), ArtifactError (params that do
+    not fit the run's policy config).
+  """
   workdir = Path(workdir)
   config_path = workdir / "config.json"
   if not config_path.is_file():
@@ -36,4 +45,7 @@ def export_policy(workdir: str | Path, output: str | Path | None = None,
       info={"workdir": str(workdir), "checkpoint": which, "step": step,
             "ema": ema, "best_reward": summary.get("best_reward"),
             "traces": str(store.path)})
+  if which == "best_per_agent":
+    artifact.info["agent_steps"] = summary.get("best_per_agent", {}).get(
+        "step")
   return policy_lib.save_artifact(output or workdir / "policy.kvp", artifact)

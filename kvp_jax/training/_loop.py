@@ -9,6 +9,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from kvp_jax.training import _checkpoints
 from kvp_jax.training import _job
+from kvp_jax.training import _per_agent
 from kvp_jax.training import _report
 from kvp_jax.training import _rundir
 from kvp_jax.training._config import TrainConfig
@@ -54,6 +56,8 @@ class _Loop:
     if checkpoints.latest_step() is not None:
       logging.info("resumed from step %d", int(self.state.step))
     self.last_good = checkpoints.latest_step()
+    self.per_agent = (_per_agent.PerAgentBest(workdir) if tc.best_per_agent
+                      else None)
 
   def check(self, step: int, metrics) -> dict:
     """The metrics on the host; TrainingDiverged if they are not finite."""
@@ -82,6 +86,9 @@ class _Loop:
     best = self.summary["best_reward"]
     self.summary["last_validation"] = {k: v.tolist()
                                        for k, v in result.items()}
+    if self.per_agent is not None:
+      self.per_agent.update(done, self.state.ema_params, result["policy"],
+                            self.summary)
     if best is None or reward > best:
       self.summary.update(best_reward=reward, best_step=done)
       self.checkpoints.save_best(self.state, self.iterator, reward)
@@ -122,6 +129,8 @@ class _Loop:
     if pending is not None:
       self.check(*pending)
     bar.close()
+    if self.per_agent is not None:
+      self.per_agent.close()
     return start, stop
 
 
@@ -142,7 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   workdir = Path(workdir)
   tc = TrainConfig.from_config(config)
   job = _job.prepare(config, tc, workdir)
-  _rundir.claim_workdir(config, workdir)
+  _rundir.claim_workdir(config, workdir, defaults={
+      f"train.{k}": v for k, v in dataclasses.asdict(TrainConfig()).items()})
   writer = _tensorboard(workdir)
   iterator = job.train_iterator()
   with _checkpoints.Checkpoints(workdir) as checkpoints:

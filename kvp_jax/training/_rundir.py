@@ -34,19 +34,28 @@ def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
   return {prefix: tree}
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
+def config_differences(old: dict, new: dict,
+                       defaults: dict[str, Any] | None = None) -> list[str]:
   """"field: run has A, config has B" for each training field that differs
-  between two configs (as JSON-loaded dicts), in field order."""
+  between two configs (as JSON-loaded dicts), in field order.
+
+  defaults: flat {"train.steps": 4000} values of fields a config may omit
+    (one written before the field existed); a missing field has its default.
+  """
   def fields(config):
-    flat = _flatten({k: config.get(k) for k in TRAINING_SECTIONS}, "")
+    flat = dict(defaults or {})
+    flat.update(_flatten({k: config.get(k) for k in TRAINING_SECTIONS}, ""))
     return {k: v for k, v in flat.items() if k not in RESUMABLE_FIELDS}
   a, b = fields(old), fields(new)
   return [f"{k}: run has {a.get(k)!r}, config has {b.get(k)!r}"
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def claim_workdir(config, workdir: str | Path) -> None:
+def claim_workdir(config, workdir: str | Path,
+                  defaults: dict[str, Any] | None = None) -> None:
   """Writes <workdir>/config.json, refusing a workdir of another run.
+
+  defaults: as `config_differences`.
 
   Raises:
     ConfigMismatch listing every differing field when the workdir's
@@ -56,7 +65,8 @@ def claim_workdir(config, workdir: str | Path) -> None:
   text = config.to_json_best_effort(indent=2)
   path = workdir / CONFIG_FILE
   if path.is_file():
-    diffs = config_differences(json.loads(path.read_text()), json.loads(text))
+    diffs = config_differences(json.loads(path.read_text()), json.loads(text),
+                               defaults)
     if diffs:
       raise ConfigMismatch(
           f"{workdir} holds a run of another config; refusing to resume it "

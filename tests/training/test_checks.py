@@ -159,3 +159,14 @@ def test_export_cli_is_quiet_and_refuses_in_one_line(run, tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: "), lines
   assert "mlp_0/kernel has shape (2, 72, 32)" in lines[0]
   assert not (copy / "policy.kvp").exists()
+
+
+def test_a_train_field_added_since_the_run_takes_its_default():
+  from kvp_jax.training import _rundir  # pylint: disable=g-import-not-at-top
+  old = {"train": {"steps": 4}}
+  defaults = {"train.best_per_agent": False}
+  assert _rundir.config_differences(
+      old, {"train": {"steps": 4, "best_per_agent": False}}, defaults) == []
+  assert _rundir.config_differences(
+      old, {"train": {"steps": 4, "best_per_agent": True}}, defaults) == [
+          "train.best_per_agent: run has False, config has True"]
