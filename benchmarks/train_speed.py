@@ -7,7 +7,7 @@ r"""Train step time, traces/s, and whether the step is input-bound.
 What is measured: the jitted train step of kvp_jax.train (all agents of
 --layers, Plackett-Luce RLOO loss, AdamW + EMA, state donated, each agent's
 layer window, sharded over a (data, heads) mesh of the local devices, built
-as kvp_jax.training's loop builds it) on batches of --batch_size traces of
+by kvp_jax.training.make_train_step as the training loop builds it) on batches of --batch_size traces of
 --length ranked tokens, fed two ways:
 
   memory    one batch, put on the device once and reused every step;
@@ -43,7 +43,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 import _timing
@@ -148,11 +147,11 @@ def main(argv):
       hidden=_HIDDEN.value, feature_width=_FEATURE_WIDTH.value,
       position_dim=_POSITION_DIM.value, position_mode=_POSITION_MODE.value,
       dtype=_DTYPE.value)))
-  tc = common.train_config()
+  tc = training.TrainConfig.from_config({"train": common.train_config()})
   optimizer = training.make_optimizer(tc)
   mesh = training.make_mesh(num_agents)
   root_key = jax.random.key(_SEED.value)
-  replicated = NamedSharding(mesh, P())
+  replicated = training.replicated(mesh)
   # As the training loop: (features fn, the frozen params it reads).
   feature_fns = {"stored": (training.stored_features, None)}
   if "recomputed" in _FEATURES.value:
@@ -177,23 +176,17 @@ def main(argv):
       iterator = iter(data_lib.train_dataset(store, in_cfg))
       host_batch = next(iterator)
 
-      def put(batch):
-        return jax.device_put(batch, training.batch_sharding(mesh, batch))
-
+      put = functools.partial(training.put_batch, mesh)
       memory_batch = put(host_batch)
       fresh = lambda: training.create_state(policy_lib.init_agents(
           pcfg, num_agents, model_cfg.head_dim,
           jax.random.fold_in(root_key, 1)), optimizer)
       state_sh = training.agent_sharding(mesh, fresh())
       features_fn, feature_params = feature_fns[features]
-      step_fn = jax.jit(
-          functools.partial(
-              training.train_step, policy=pcfg, optimizer=optimizer,
-              features=features_fn, num_samples=int(tc.num_samples),
-              ema_decay=float(tc.ema_decay), ema_start=int(tc.ema_start),
-              windows=windows),
-          in_shardings=(state_sh, None, replicated, replicated),
-          out_shardings=(state_sh, replicated), donate_argnums=(0,))
+      step_fn = training.make_train_step(
+          mesh, state_sh, policy=pcfg, optimizer=optimizer,
+          features=features_fn, num_samples=tc.num_samples,
+          ema_decay=tc.ema_decay, ema_start=tc.ema_start, windows=windows)
       result = {}
       for source, next_batch in (("memory", lambda: memory_batch),
                                  ("pipeline", lambda: put(next(iterator)))):

@@ -77,8 +77,10 @@ def _run_stages(config, workdir: Path, stages, progress: bool):
       print(f"   {store.num_records} traces in {store.path}")
     elif stage == "train":
       summary = training.train_and_evaluate(config, workdir, progress=progress)
-      print(f"   best validation reward {summary['best_reward']:.4f} "
-            f"(step {summary['best_step']}); {workdir / 'validation.md'}")
+      best = (f"best validation reward {summary['best_reward']:.4f} "
+              f"(step {summary['best_step']})" if summary["best_reward"]
+              is not None else training.describe_summary(summary))
+      print(f"   {best}; {workdir / 'validation.md'}")
     elif stage == "export":
       path = training.export_policy(workdir)
       print(f"   {path}")

@@ -32,8 +32,8 @@ def main(argv):
     _cli.fail(str(e))
   except training.TrainingDiverged as e:
     _cli.fail(str(e))
-  print(f"best validation reward {summary['best_reward']:.4f} at step "
-        f"{summary['best_step']}; per-agent table: {_WORKDIR.value}/validation.md")
+  print(f"{training.describe_summary(summary)}; per-agent table: "
+        f"{_WORKDIR.value}/validation.md")
 
 
 if __name__ == "__main__":

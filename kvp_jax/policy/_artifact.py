@@ -4,14 +4,14 @@ It holds the agents' params (EMA weights by default), their AgentConfig, the
 fingerprint and shape of the decoder they were trained on, and where they
 came from. The inference side needs only this module to load it (flax
 msgpack + numpy), not the training code; loading it for another decoder
-fails with a clear error.
+fails with a clear error, and so do saving and loading params whose shapes
+are not those of their AgentConfig.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import flax.serialization
 import jax
 import numpy as np
 
+from kvp_jax import _files
 from kvp_jax.cache import Protected
 from kvp_jax.policy._agent import AgentConfig
+from kvp_jax.policy._agents import init_agents
 
 FORMAT = "kvp_jax.policy/1"
 
@@ -79,10 +81,43 @@ class PolicyArtifact:
                           f", decoder has {shape}")
 
 
+  def check_params(self) -> None:
+    """Raises ArtifactError unless `params` has the tree and the shapes that
+    `agent_config` gives (layer_stop - layer_start) x num_kv_heads agents of
+    head_dim; names every mismatched leaf."""
+    a = (self.layer_stop - self.layer_start) * self.num_kv_heads
+    want = _leaf_shapes(jax.eval_shape(
+        lambda: init_agents(self.agent_config, a, self.head_dim,
+                            jax.random.key(0))))
+    have = _leaf_shapes(self.params)
+    diffs = [f"{k} has shape {have.get(k)}, the config needs {want.get(k)}"
+             for k in sorted(set(want) | set(have))
+             if have.get(k) != want.get(k)]
+    if diffs:
+      raise ArtifactError(
+          f"the policy's params do not match its agent config "
+          f"({self.agent_config.to_dict()}, {a} agents, head_dim "
+          f"{self.head_dim}): " + "; ".join(diffs))
+
+
+def _leaf_shapes(params) -> dict[str, tuple[int, ...] | None]:
+  """{"agents/mlp_0/kernel": shape} of a params tree (None: not an array)."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path):
+          tuple(leaf.shape) if hasattr(leaf, "shape") else None
+          for path, leaf in flat}
+
+
 def save_artifact(path: str | os.PathLike[str],
                   artifact: PolicyArtifact) -> Path:
-  """Writes the artifact atomically (temp file + rename)."""
+  """Writes the artifact atomically (temp file + rename).
+
+  Raises:
+    ArtifactError when its params do not fit its agent config (nothing is
+    written).
+  """
   path = Path(path)
+  artifact.check_params()
   record = {
       "format": FORMAT,
       "agent_config": artifact.agent_config.to_dict(),
@@ -96,17 +131,13 @@ def save_artifact(path: str | os.PathLike[str],
       "info": artifact.info,
       "protected": artifact.protected.to_dict(),
   }
-  data = flax.serialization.msgpack_serialize(record)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  _files.atomic_write(path, flax.serialization.msgpack_serialize(record))
   return path
 
 
 def load_artifact(path: str | os.PathLike[str]) -> PolicyArtifact:
-  """Reads an artifact; ArtifactError names the file if it is not one."""
+  """Reads an artifact; ArtifactError names the file if it is not one, or if
+  its params do not fit its agent config."""
   path = Path(path)
   if not path.is_file():
     raise ArtifactError(f"policy artifact not found: {path}")
@@ -117,7 +148,7 @@ def load_artifact(path: str | os.PathLike[str]) -> PolicyArtifact:
   if not isinstance(record, dict) or record.get("format") != FORMAT:
     raise ArtifactError(f"{path} is not a {FORMAT} policy artifact")
   m = record["model"]
-  return PolicyArtifact(
+  artifact = PolicyArtifact(
       agent_config=AgentConfig.from_dict(record["agent_config"]),
       params=record["params"], model_name=m["name"],
       model_fingerprint=m["fingerprint"], num_layers=int(m["num_layers"]),
@@ -125,3 +156,8 @@ def load_artifact(path: str | os.PathLike[str]) -> PolicyArtifact:
       layer_start=int(record["layers"][0]), layer_stop=int(record["layers"][1]),
       info=record.get("info", {}),
       protected=Protected(**record.get("protected", {})))
+  try:
+    artifact.check_params()
+  except ArtifactError as e:
+    raise ArtifactError(f"{path}: {e}") from e
+  return artifact

@@ -8,14 +8,23 @@ import ml_collections
 from kvp_jax import cache as cache_lib
 from kvp_jax import policy as policy_lib
 from kvp_jax import traces as traces_lib
-from kvp_jax.training._loop import policy_config
-from kvp_jax.training._loop import store_path
-from kvp_jax.training._restore import restore_params
+from kvp_jax.training._checkpoints import restore_params
+from kvp_jax.training._job import policy_config
+from kvp_jax.training._job import store_path
 
 
 def export_policy(workdir: str | Path, output: str | Path | None = None,
                   which: str = "best", ema: bool = True) -> Path:
-  """Writes the artifact of a training run; returns its path."""
+  """Writes the artifact of a training run; returns its path.
+
+  Args:
+    which: "best" (default: the step of the best mean validation reward),
+      "latest", or "best_per_agent" (each agent's own best step; its steps
+      go into the artifact's info as "agent_steps").
+  Raises:
+    FileNotFoundError (no run or checkpoint), ArtifactError (params that do
+    not fit the run's policy config).
+  """
   workdir = Path(workdir)
   config_path = workdir / "config.json"
   if not config_path.is_file():
@@ -38,4 +47,7 @@ def export_policy(workdir: str | Path, output: str | Path | None = None,
             "ema": ema, "best_reward": summary.get("best_reward"),
             "traces": str(store.path)},
       protected=cache_lib.Protected.from_config(config.input))
+  if which == "best_per_agent":
+    artifact.info["agent_steps"] = summary.get("best_per_agent", {}).get(
+        "step")
   return policy_lib.save_artifact(output or workdir / "policy.kvp", artifact)

@@ -11,11 +11,12 @@ and each agent's cost at the last validation beside the best baseline
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from kvp_jax import _files
 
 HISTORY_FILE = "validation_history.jsonl"
 PLOT_FILE = "validation.png"
@@ -23,13 +24,11 @@ PLOT_FILE = "validation.png"
 
 def append_validation(workdir: Path, step: int,
                       costs: dict[str, Sequence[float]]) -> None:
-  """Appends one validation record (a whole line, flushed and synced)."""
-  line = json.dumps({"step": int(step), "costs": {
-      k: [float(x) for x in v] for k, v in costs.items()}})
-  with open(workdir / HISTORY_FILE, "a", encoding="utf-8") as f:
-    f.write(line + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  """Appends one validation record (a whole line, flushed and synced; a
+  torn last line left by a killed writer is dropped first)."""
+  _files.JsonlLog(Path(workdir) / HISTORY_FILE, sync=True).append([
+      {"step": int(step), "costs": {
+          k: [float(x) for x in v] for k, v in costs.items()}}])
 
 
 def read_history(workdir: Path) -> list[dict]:
@@ -83,8 +82,9 @@ def plot_history(history: Sequence[dict], agent_names: Sequence[str],
   right.grid(alpha=0.3, axis="y")
   right.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path.with_name(path.name + ".tmp")
-  fig.savefig(tmp, dpi=110, format="png")
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with _files.atomic_output(path) as tmp:
+      fig.savefig(tmp, dpi=110, format="png")
+  finally:
+    plt.close(fig)
   return path

@@ -45,3 +45,13 @@ def batch_sharding(mesh: Mesh, batch: dict) -> dict:
       return NamedSharding(mesh, P(DATA, HEADS))
     return NamedSharding(mesh, P(DATA))
   return {k: spec(k, v) for k, v in batch.items()}
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The same whole array on every device of the mesh."""
+  return NamedSharding(mesh, P())
+
+
+def put_batch(mesh: Mesh, batch: dict) -> dict:
+  """A host batch on the mesh's devices, sharded as `batch_sharding`."""
+  return jax.device_put(batch, batch_sharding(mesh, batch))

@@ -1,4 +1,6 @@
-"""The jitted train step: agents -> Plackett-Luce RLOO loss -> AdamW + EMA."""
+"""The train step: agents -> Plackett-Luce RLOO loss -> AdamW + EMA, and its
+jitted, sharded form (`make_train_step`, shared by the loop and
+benchmarks/train_speed.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+
+from kvp_jax.training import _mesh
 
 from kvp_jax import objective
 from kvp_jax.policy import AgentConfig, apply_agents
@@ -84,3 +89,27 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
   out["finite"] = finite
   return TrainState(step=state.step + 1, params=params, ema_params=ema,
                     opt_state=opt_state), out
+
+
+def make_train_step(mesh: Mesh, state_sharding, *, policy: AgentConfig,
+                    optimizer: optax.GradientTransformation,
+                    features: Callable, num_samples: int, ema_decay: float,
+                    ema_start: int, windows: tuple[int, ...] | None = None
+                    ) -> Callable:
+  """`train_step` jitted over a (data, heads) mesh.
+
+  The state is sharded as `state_sharding` (agents over heads) and donated;
+  the batch keeps the sharding it was put with (`_mesh.put_batch`); the step
+  key and the feature params are replicated, as are the metrics.
+
+  Returns:
+    step_fn(state, batch, key, feature_params) -> (state, metrics).
+  """
+  replicated = _mesh.replicated(mesh)
+  return jax.jit(
+      functools.partial(train_step, policy=policy, optimizer=optimizer,
+                        features=features, num_samples=int(num_samples),
+                        ema_decay=float(ema_decay), ema_start=int(ema_start),
+                        windows=windows),
+      in_shardings=(state_sharding, None, replicated, replicated),
+      out_shardings=(state_sharding, replicated), donate_argnums=(0,))

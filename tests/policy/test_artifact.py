@@ -20,15 +20,17 @@ def test_export_round_trip(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(art.params),
                   jax.tree_util.tree_leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  assert art.info["step"] == step and art.model_fingerprint == "synthetic"
+  fingerprint = training.model_identity(cfg.model)["fingerprint"]
+  assert art.info["step"] == step and art.model_fingerprint == fingerprint
+  assert art.model_name == "tiny"
   assert art.agent_config == training.policy_config(cfg)
   assert (art.layer_start, art.layer_stop, art.num_kv_heads) == (0, 2, 1)
   assert art.agent_index(1) == (1, 2)
-  art.check_model("synthetic", 2, 1, 8)
+  art.check_model(fingerprint, 2, 1, 8)
   with pytest.raises(policy_lib.ArtifactError, match="fingerprint"):
     art.check_model("other", 2, 1, 8)
   with pytest.raises(policy_lib.ArtifactError, match="layers"):
-    art.check_model("synthetic", 3, 1, 8)
+    art.check_model(fingerprint, 3, 1, 8)
   with pytest.raises(policy_lib.ArtifactError, match="no agents for layer 2"):
     art.agent_index(2)
   assert path.stat().st_size < 2**20            # Small: ~33k params x 2.

@@ -1,0 +1,79 @@
+"""The `train` section of an experiment config, typed and checked once."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from kvp_jax import configs
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and the loop's cadence (method section 4 defaults).
+
+  Attributes:
+    steps: optimisation steps of the whole run.
+    learning_rate: AdamW peak learning rate, reached after `warmup_steps`
+      linear steps from `warmup_init_fraction` x it; then cosine to
+      `final_learning_rate` at `steps`.
+    adam_eps, weight_decay: AdamW's.
+    grad_clip: each agent's gradient is clipped to this global norm.
+    ema_decay, ema_start: EMA of the weights from step `ema_start` on.
+    num_samples: Plackett-Luce rankings sampled per trace (RLOO group).
+    seed: initial params from key(seed), step keys from key(seed + 1).
+    eval_every, checkpoint_every, log_every: in steps.
+    max_eval_batches: validation batches read (None: the whole split).
+    stop_after: stop (resumably) after this step; the schedule still runs to
+      `steps`. Not part of what a resumed run must match.
+    mesh_heads: devices along the mesh's heads axis.
+    best_per_agent: also keep, per agent, the EMA params of its own best
+      validation step (the paper's choice) in <workdir>/best_per_agent; the
+      default (False) keeps one best step for all agents, the one whose mean
+      cost is lowest, so the exported agents come from one checkpoint.
+  """
+  steps: int = 4000
+  learning_rate: float = 5e-5
+  warmup_steps: int = 100
+  warmup_init_fraction: float = 0.01
+  final_learning_rate: float = 1e-6
+  adam_eps: float = 1e-8
+  weight_decay: float = 1e-3
+  grad_clip: float = 5.0
+  ema_decay: float = 0.99
+  ema_start: int = 100
+  num_samples: int = 1
+  seed: int = 42
+  eval_every: int = 200
+  checkpoint_every: int = 200
+  log_every: int = 10
+  max_eval_batches: Optional[int] = None
+  stop_after: Optional[int] = None
+  mesh_heads: int = 1
+  best_per_agent: bool = False
+
+  def __post_init__(self):
+    for name in ("steps", "eval_every", "checkpoint_every", "log_every",
+                 "num_samples", "mesh_heads"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"config.train.{name}: must be >= 1, got "
+                         f"{getattr(self, name)}")
+    for name, low in (("max_eval_batches", 1), ("stop_after", 0)):
+      value = getattr(self, name)
+      if value is not None and value < low:
+        raise ValueError(f"config.train.{name}: must be >= {low} or None, "
+                         f"got {value}")
+    if not 0 <= self.ema_decay < 1:
+      raise ValueError(f"config.train.ema_decay: must be in [0, 1), got "
+                       f"{self.ema_decay}")
+
+  @property
+  def last_step(self) -> int:
+    """Where this invocation stops: `steps`, or `stop_after` if earlier."""
+    return self.steps if self.stop_after is None else min(self.steps,
+                                                          self.stop_after)
+
+  @classmethod
+  def from_config(cls, config) -> "TrainConfig":
+    """The `train` section of a whole config; ValueError names a bad field."""
+    return configs.from_config_dict(cls, config, section="train")
