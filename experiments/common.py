@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import ml_collections
 
+from kvp_jax import cache as cache_lib
+from kvp_jax import configs
+from kvp_jax import evaluation
+from kvp_jax import policy as policy_lib
+from kvp_jax import training
+
 GEMMA = "gemma3_270m"
 RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3",
                "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
@@ -60,13 +66,8 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
 
 
 def policy_config(**overrides) -> ml_collections.ConfigDict:
-  """The agent of method section 3 (kvp_jax.policy.AgentConfig fields)."""
-  c = ml_collections.ConfigDict({
-      "hidden": 256, "feature_width": 256, "position_dim": 32,
-      "max_position": 6000, "num_mlp_layers": 2, "use_keys": True,
-      "use_values": True, "use_position": True, "use_key_contrast": False,
-      "position_mode": "absolute",
-      "dtype": "bfloat16"})
+  """The agent of method section 3 (kvp_jax.policy.AgentConfig's defaults)."""
+  c = configs.to_config_dict(policy_lib.AgentConfig())
   c.update(overrides)
   return c
 
@@ -76,8 +77,9 @@ def input_config(**overrides) -> ml_collections.ConfigDict:
   trains every layer's agents; eval_split_mode is used for validation."""
   c = ml_collections.ConfigDict({
       "batch_size": 128, "buckets": (512, 1024, 2048, 4096),
-      "split_mode": "true", "eval_split_mode": "true", "num_sinks": 4,
-      "num_recent": 16, "layers": ml_collections.FieldReference(
+      "split_mode": "true", "eval_split_mode": "true",
+      **cache_lib.Protected().to_dict(),
+      "layers": ml_collections.FieldReference(
           None, field_type=tuple), "features": "stored", "seed": 0,
       "num_workers": 0})
   c.update(overrides)
@@ -85,16 +87,9 @@ def input_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
-  """Optimisation (method section 4 defaults)."""
-  c = ml_collections.ConfigDict({
-      "steps": 4000, "learning_rate": 5e-5, "warmup_steps": 100,
-      "warmup_init_fraction": 0.01, "final_learning_rate": 1e-6,
-      "adam_eps": 1e-8, "weight_decay": 1e-3, "grad_clip": 5.0,
-      "ema_decay": 0.99, "ema_start": 100, "num_samples": 1, "seed": 42,
-      "eval_every": 200, "checkpoint_every": 200, "log_every": 10,
-      "max_eval_batches": ml_collections.FieldReference(None, field_type=int),
-      "stop_after": ml_collections.FieldReference(None, field_type=int),
-      "mesh_heads": 1})
+  """Optimisation (kvp_jax.training.TrainConfig's defaults: method section
+  4)."""
+  c = configs.to_config_dict(training.TrainConfig())
   c.update(overrides)
   return c
 
@@ -110,9 +105,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = eval_config()
   return c
 
-
-ALL_SCORERS = ("kvp", "random", "streaming_llm", "knorm", "keydiff", "lagkv",
-               "h2o", "tova", "snapkv", "oracle")
 
 
 def ruler_suite(tasks=RULER_TASKS, lengths=(2048, 4096), num_samples=8,
@@ -133,20 +125,11 @@ def dialogue_suite(lengths=(2048,), num_samples=16, seed=2000,
 
 
 def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
-  """The evaluation grid (python -m kvp_jax.evaluate).
-
-  scorers: names (kvp_jax.scorers); "kvp" reads `policy` (default
-    <workdir>/policy.kvp).
-  budgets: tokens kept per (layer, KV head), sinks and recent included.
-  protocol: "once" (the paper), "chunked", or "decode".
-  allocation: "uniform" (the paper), "layer" or "model".
-  include_full: also run the uncompressed cache.
-  """
-  c = ml_collections.ConfigDict({
-      "scorers": list(ALL_SCORERS), "policy": "",
-      "budgets": [64, 128, 256, 512, 1024], "protocol": "once",
-      "allocation": "uniform", "chunk_size": 512, "decode_interval": 32,
-      "batch_size": 8, "include_full": True, "suites": list(suites),
-      "output_dir": "", "seed": 0})
+  """The evaluation grid (kvp_jax.evaluation.EvalConfig's defaults; every
+  field is documented there)."""
+  c = configs.to_config_dict(evaluation.EvalConfig())
+  c.scorers = list(c.scorers)
+  c.budgets = list(c.budgets)
+  c.suites = list(suites)
   c.update(overrides)
   return c

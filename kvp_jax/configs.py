@@ -80,7 +80,8 @@ def _coerce(name: str, value: Any, hint) -> Any:
 
 
 def from_config_dict(cls: type[T], config: Mapping[str, Any] | None,
-                     section: str | None = None) -> T:
+                     section: str | None = None, *,
+                     prefix: str | None = None) -> T:
   """The dataclass `cls` of a config section, every field checked.
 
   Args:
@@ -88,13 +89,16 @@ def from_config_dict(cls: type[T], config: Mapping[str, Any] | None,
     config: the whole config (with `section`) or the section itself; a
       ConfigDict or a plain mapping.
     section: the section's name, also the prefix of error messages.
+    prefix: the prefix of error messages, when not config.<section> (e.g.
+      "config.eval.suites[0]" for an entry of a list).
   Returns:
     cls(**fields): fields the section omits take the dataclass's defaults.
   Raises:
     ValueError naming the field ("config.train.nosuch: unknown field; known:
     ...") for an unknown, ill-typed or missing field (or a missing section).
   """
-  prefix = f"config.{section}" if section else "config"
+  if prefix is None:
+    prefix = f"config.{section}" if section else "config"
   if section is not None:
     if config is None or section not in config:
       raise ValueError(f"{prefix}: missing section")

@@ -5,10 +5,14 @@ The eviction itself (prefill, generation and scoring through a compressed
 cache) is kvp_jax.eviction; samples and their scoring are kvp_jax.samples.
 
   evaluate / run_grid / Grid   the config's `eval` section, run in a workdir
+  EvalConfig / SuiteConfig     that section and its suites, typed
   build_suite / Item           a suite's prepared samples
   aggregate / markdown         per-sample rows -> tables and plots
 """
 
+from kvp_jax.evaluation._config import EvalConfig
+from kvp_jax.evaluation._config import SUITE_KINDS
+from kvp_jax.evaluation._config import SuiteConfig
 from kvp_jax.evaluation._report import aggregate
 from kvp_jax.evaluation._report import markdown
 from kvp_jax.evaluation._runner import evaluate

@@ -33,6 +33,7 @@ from kvp_jax import objective
 from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax.evaluation import _report
+from kvp_jax.evaluation._config import EvalConfig
 from kvp_jax.evaluation import _suites
 from kvp_jax.model import Pretrained
 from kvp_jax.samples import scoring
@@ -343,7 +344,7 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   else the config's.
   """
   from kvp_jax.model import load_model  # pylint: disable=g-import-not-at-top
-  ec = config.eval
+  ec = EvalConfig.from_config(config)       # Before the model loads.
   workdir = Path(workdir)
   model = model or load_model(config.model)
   if model.tokenizer is None:
@@ -360,16 +361,14 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
     configured.check_same(protected, f"the policy {policy}")
   grid = Grid(
       scorers=scorers, protected=protected,
-      budgets=tuple(int(b) for b in ec.budgets), protocol=ec.protocol,
-      allocation=ec.allocation, chunk_size=int(ec.chunk_size),
-      decode_interval=int(ec.decode_interval),
-      batch_size=int(ec.batch_size), include_full=bool(ec.include_full),
-      seed=int(ec.seed), identity=identity)
+      budgets=ec.budgets, protocol=ec.protocol, allocation=ec.allocation,
+      chunk_size=ec.chunk_size, decode_interval=ec.decode_interval,
+      batch_size=ec.batch_size, include_full=ec.include_full, seed=ec.seed,
+      identity=identity)
   for b in grid.budgets:                       # Fail early on a bad budget.
     eviction_lib.Eviction(b, protocol=grid.protocol,
                           allocation=grid.allocation, protected=protected)
-  suites = [dict(s) if not hasattr(s, "to_dict") else s.to_dict()
-            for s in ec.suites]
+  suites = ec.suite_dicts()
   out = Path(ec.output_dir) if ec.output_dir else workdir / "eval"
   title = (f"{model.config.name}: protocol {grid.protocol}, allocation "
            f"{grid.allocation}")

@@ -1,0 +1,118 @@
+"""The `eval` section of an experiment config and its suites, typed and
+checked once, when the evaluation starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from kvp_jax import configs
+from kvp_jax import eviction as eviction_lib
+from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation._suites import KINDS as SUITE_KINDS
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteConfig:
+  """One evaluation suite (see kvp_jax.evaluation._suites for the kinds).
+
+  Attributes:
+    kind: "ruler", "perplexity" or "attention_cost".
+    name: the suite's label in the results (default: kind + index).
+    sources: sample sources (kvp_jax.samples.sources), as mappings.
+    max_new_tokens: tokens to generate: an int, a {task: int} mapping, or
+      None for each task's own (ruler, attention_cost).
+    text_files: perplexity suites: extra text files to score.
+    context_tokens, continuation_tokens: how those files are cut.
+  """
+  kind: str
+  name: str = ""
+  sources: tuple[Any, ...] = ()
+  max_new_tokens: Any = None
+  text_files: tuple[str, ...] = ()
+  context_tokens: int = 1024
+  continuation_tokens: int = 256
+
+  def __post_init__(self):
+    if self.kind not in SUITE_KINDS:
+      raise ValueError(f"unknown suite kind {self.kind!r}; known: "
+                       f"{SUITE_KINDS}")
+    for name in ("context_tokens", "continuation_tokens"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"suite {self.name or self.kind}: {name} must be "
+                         f">= 1, got {getattr(self, name)}")
+
+  @classmethod
+  def from_mapping(cls, suite: Mapping[str, Any], index: int) -> SuiteConfig:
+    """ValueError names the suite's field (config.eval.suites[i].field)."""
+    if hasattr(suite, "to_dict"):
+      suite = suite.to_dict()
+    return configs.from_config_dict(cls, dict(suite),
+                                    prefix=f"config.eval.suites[{index}]")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """The evaluation grid (python -m kvp_jax.evaluate).
+
+  Attributes:
+    scorers: names (kvp_jax.scorers); "kvp" reads `policy`.
+    policy: the exported policy ("" = <workdir>/policy.kvp).
+    budgets: tokens kept per (layer, KV head), the protected ones included.
+    protocol: "once" (the paper), "chunked" or "decode".
+    allocation: "uniform" (the paper), "layer" or "model".
+    chunk_size, decode_interval: of the chunked and decode protocols.
+    batch_size: samples prefilled together.
+    include_full: also run the uncompressed cache (the reference).
+    suites: the suites, as mappings (SuiteConfig fields).
+    output_dir: where results go ("" = <workdir>/eval).
+    seed: the grid's PRNG seed (random scorers).
+  """
+  scorers: tuple[str, ...] = ("kvp", "random", "streaming_llm", "knorm",
+                              "keydiff", "lagkv", "h2o", "tova", "snapkv",
+                              "oracle")
+  policy: str = ""
+  budgets: tuple[int, ...] = (64, 128, 256, 512, 1024)
+  protocol: str = "once"
+  allocation: str = "uniform"
+  chunk_size: int = 512
+  decode_interval: int = 32
+  batch_size: int = 8
+  include_full: bool = True
+  suites: tuple[Any, ...] = ()
+  output_dir: str = ""
+  seed: int = 0
+
+  def __post_init__(self):
+    known = scorers_lib.available_scorers()
+    for name in self.scorers:
+      if name not in known:
+        raise ValueError(f"config.eval.scorers: unknown scorer {name!r}; "
+                         f"known scorers: {', '.join(known)}")
+    if self.protocol not in eviction_lib.PROTOCOLS:
+      raise ValueError(f"config.eval.protocol: {self.protocol!r} is not one "
+                       f"of {eviction_lib.PROTOCOLS}")
+    if self.allocation not in eviction_lib.ALLOCATIONS:
+      raise ValueError(f"config.eval.allocation: {self.allocation!r} is not "
+                       f"one of {eviction_lib.ALLOCATIONS}")
+    for name in ("chunk_size", "decode_interval", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"config.eval.{name}: must be >= 1, got "
+                         f"{getattr(self, name)}")
+    for b in self.budgets:
+      if b < 1:
+        raise ValueError(f"config.eval.budgets: {b} is not a positive "
+                         "integer")
+
+  @classmethod
+  def from_config(cls, config) -> EvalConfig:
+    """The `eval` section of a whole config, its suites checked too."""
+    ec = configs.from_config_dict(cls, config, section="eval")
+    for i, suite in enumerate(ec.suites):
+      SuiteConfig.from_mapping(suite, i)
+    return ec
+
+  def suite_dicts(self) -> list[dict]:
+    """The suites as plain dicts (what build_suite reads)."""
+    return [s.to_dict() if hasattr(s, "to_dict") else dict(s)
+            for s in self.suites]
