@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from kvp_jax import _files
 from kvp_jax import samples as samples_lib
 
 
@@ -75,7 +76,8 @@ def plot(records: Sequence[dict], path: str | os.PathLike[str],
     ax.set_ylim(0, 110)
   fig.suptitle(title + " (numbers: samples per bar)")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with _files.atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=120, format="png")
   plt.close(fig)
 
 
@@ -92,8 +94,6 @@ def read_records(path: Path) -> list[dict]:
     except json.JSONDecodeError:
       if n != len(lines) - 1:
         raise ValueError(f"{path}:{n + 1}: not a JSON record") from None
-      tmp = path.with_suffix(".tmp")
-      tmp.write_text("".join(json.dumps(r) + "\n" for r in records),
-                     encoding="utf-8")
-      os.replace(tmp, path)
+      _files.atomic_write(path, "".join(json.dumps(r) + "\n"
+                                        for r in records))
   return records

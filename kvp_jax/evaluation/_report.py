@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from kvp_jax import _files
 
 FULL = "full"
 _KEY = ("suite", "group", "scorer", "budget", "protocol", "allocation",
@@ -179,7 +180,8 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     path = out_dir / f"{suite}.png"
-    fig.savefig(path, dpi=120)
+    with _files.atomic_output(path) as tmp:
+      fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     paths.append(path)
   return paths
@@ -191,7 +193,5 @@ def write(rows: Sequence[dict], out_dir: Path, title: str = "") -> None:
   for name, text in (
       ("results.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
       ("results.md", markdown(rows, title))):
-    tmp = out_dir / (name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out_dir / name)
+    _files.atomic_write(out_dir / name, text)
   plot(rows, out_dir)

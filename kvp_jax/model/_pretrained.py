@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kvp_jax import _files
 from kvp_jax.model import _gguf
 from kvp_jax.model._config import DecoderConfig, gemma3_270m
 from kvp_jax.model._tokenizer import Tokenizer, build_model_proto
@@ -97,14 +98,6 @@ def _gguf_identity(path: Path) -> str:
   return _gguf.file_sha256(path)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def load_tokenizer(gguf_path: str | os.PathLike[str] | None = None,
                    cache_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
   """The tokenizer of a GGUF (the shipped Gemma 3 270M by default), cached."""
@@ -115,7 +108,7 @@ def load_tokenizer(gguf_path: str | os.PathLike[str] | None = None,
     return Tokenizer.from_proto(cached.read_bytes())
   reader = _gguf.open_gguf(path)
   proto = build_model_proto(*_gguf.read_vocabulary(reader, path))
-  _atomic_write_bytes(cached, proto)
+  _files.atomic_write(cached, proto)
   return Tokenizer.from_proto(proto)
 
 

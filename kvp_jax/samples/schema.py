@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
+from kvp_jax import _files
+
 BOS_TOKENS = 1
-_FILE_MODE = 0o644
 
 
 class TokenizerLike(Protocol):
@@ -234,22 +234,13 @@ def fit_count(length: Callable[[int], int], budget: int, upper: int) -> int:
 
 def write_samples(path: str | os.PathLike[str],
                   samples: Iterable[Sample]) -> Path:
-  """Writes samples as JSONL atomically (temporary file, then os.replace)."""
+  """Writes samples as JSONL atomically (kvp_jax._files.atomic_output)."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+  with _files.atomic_output(path) as tmp:
+    with open(tmp, "w", encoding="utf-8") as f:
       for sample in samples:
         f.write(json.dumps(sample.to_dict(), ensure_ascii=False))
         f.write("\n")
-    os.chmod(tmp, _FILE_MODE)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
   return path
 
 
