@@ -152,23 +152,15 @@ def eval_output_dir(config, workdir) -> Path:
 
 def check_eval_config(config, workdir, *, policy_made_later: bool = False
                       ) -> None:
-  """Checks the `eval` section before any model loads: scorer names,
-  budgets, and (unless an earlier stage makes it) the KVP policy file.
+  """Checks the `eval` section before any model loads: every field and
+  suite (kvp_jax.evaluation.EvalConfig), and (unless an earlier stage makes
+  it) the KVP policy file.
 
   Raises:
     ValueError naming the field and the bad entry.
   """
-  from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
-  ec = config.eval
-  known = scorers.available_scorers()
-  for name in ec.scorers:
-    if name not in known:
-      raise ValueError(f"config.eval.scorers: unknown scorer {name!r}; known "
-                       f"scorers: {', '.join(known)}")
-  for b in ec.budgets:
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-      raise ValueError(f"config.eval.budgets: {b!r} is not a positive "
-                       "integer")
+  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  ec = evaluation.EvalConfig.from_config(config)
   if "kvp" in ec.scorers and not policy_made_later:
     from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
     policy_lib.load_artifact(ec.policy or Path(workdir) / "policy.kvp")

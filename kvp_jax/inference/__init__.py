@@ -1,4 +1,5 @@
-"""Prefill, decoding and continuation scoring over an explicit KV cache."""
+"""Prefill, decoding and continuation scoring over an explicit KV cache,
+with the full cache (eviction is kvp_jax.eviction, built on this)."""
 
 from kvp_jax.inference._batching import bucket_length
 from kvp_jax.inference._batching import left_pad

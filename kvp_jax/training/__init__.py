@@ -1,4 +1,16 @@
-"""Training the agents: mesh, state, the sharded step, validation, the loop."""
+"""Training the agents, read top-down:
+
+  train_and_evaluate (_loop)    the run: prepare, step, validate, checkpoint
+  prepare (_job)                store, inputs, features, mesh, state, step
+  TrainConfig (_config)         the typed `train` section
+  check_store (_checks)         the store matches the config's model/settings
+  run directory (_rundir)       config.json written only after the checks
+  make_train_step (_step)       the jitted, sharded step (shared with
+                                benchmarks/train_speed.py)
+  Checkpoints (_checkpoints)    latest / best orbax checkpoints, the summary
+  Validator (_report)           validation against the query-free baselines
+  export_policy (_export)       the best checkpoint -> policy.kvp
+"""
 
 from kvp_jax.training._checkpoints import Checkpoints
 from kvp_jax.training._checkpoints import describe_summary
