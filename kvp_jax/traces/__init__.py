@@ -11,5 +11,6 @@ from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
 from kvp_jax.traces._job import generate_traces
 from kvp_jax.traces._job import plan_batches
+from kvp_jax.traces._job import recording_settings
 from kvp_jax.traces._job import PlannedSample
 from kvp_jax.traces._job import store_metadata

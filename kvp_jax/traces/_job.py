@@ -95,6 +95,19 @@ def plan_batches(samples: Sequence[samples_lib.Sample], tokenizer,
   return plan
 
 
+def recording_settings(cfg) -> dict[str, Any]:
+  """The `traces` section's settings that decide a trace's content (the
+  store records them; training checks its config against them)."""
+  return {
+      "generation": {"max_new_tokens": int(cfg.max_new_tokens),
+                     "continuation": str(cfg.continuation),
+                     "num_random_splits": int(cfg.num_random_splits),
+                     "min_prompt_length": int(cfg.min_prompt_length)},
+      "split_fractions": [float(x) for x in cfg.split_fractions],
+      "seed": int(cfg.seed),
+  }
+
+
 def store_metadata(model: Pretrained, cfg) -> dict[str, Any]:
   """What decides a trace's content (a reopened store must match it)."""
   tok = hashlib.sha256(model.tokenizer.proto).hexdigest()[:16] if (
@@ -103,12 +116,7 @@ def store_metadata(model: Pretrained, cfg) -> dict[str, Any]:
       "model": {"name": model.config.name, "fingerprint": model.fingerprint,
                 "compute_dtype": model.config.compute_dtype},
       "tokenizer": tok,
-      "generation": {"max_new_tokens": int(cfg.max_new_tokens),
-                     "continuation": cfg.continuation,
-                     "num_random_splits": int(cfg.num_random_splits),
-                     "min_prompt_length": int(cfg.min_prompt_length)},
-      "split_fractions": [float(x) for x in cfg.split_fractions],
-      "seed": int(cfg.seed),
+      **recording_settings(cfg),
       "data_source": json.loads(json.dumps(_plain(cfg.sources))),
       "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }

@@ -2,7 +2,7 @@
 recorded with the model and the recording settings the config names.
 
 The expected metadata mirrors what the trace job writes into a store's
-metadata.json (data_pipelines.trace_job.store_metadata): the model's name,
+metadata.json (kvp_jax.traces.store_metadata): the model's name,
 fingerprint and compute dtype, the generation settings, the split
 fractions and seed, and, for stored features, the dtype of the stored keys
 and values. Left out: the data sources (a store may grow by more sources)
@@ -74,12 +74,7 @@ def expected_store_metadata(config, model: dict[str, Any] | None = None
     layout["kv_dtype"] = str(t.kv_dtype)
   return {
       "model": dict(model or model_identity(config.model)),
-      "generation": {"max_new_tokens": int(t.max_new_tokens),
-                     "continuation": str(t.continuation),
-                     "num_random_splits": int(t.num_random_splits),
-                     "min_prompt_length": int(t.min_prompt_length)},
-      "split_fractions": [float(x) for x in t.split_fractions],
-      "seed": int(t.seed),
+      **traces_lib.recording_settings(t),
       "layout": layout,
   }
 
