@@ -22,6 +22,8 @@ The pipeline, in import order (a package imports only those above it):
               decode-time eviction, for any scorer
   evaluation  the grid of scorers x budgets x suites, runner, report
   distributed JAX's multi-controller runtime for multi-process commands
+  configs, _files, _locks   typed config sections, atomic writes, writer
+              locks (utilities any package may use)
   *.py        command lines (flags only; the work is in the library)
 
 Shape letters, used in every docstring and comment:

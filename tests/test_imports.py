@@ -136,7 +136,8 @@ def test_a_cycle_is_found():
 
 # kvp_jax's library packages in pipeline order, as the package docstring
 # lists them: each imports only the utilities and the packages before it.
-UTILITIES = ("kvp_jax._files", "kvp_jax._locks", "kvp_jax.distributed")
+UTILITIES = ("kvp_jax._files", "kvp_jax._locks", "kvp_jax.configs",
+             "kvp_jax.distributed")
 LAYERS = ("model", "cache", "samples", "inference", "policy", "scorers",
           "traces", "data", "objective", "training", "eviction", "evaluation")
 

@@ -21,7 +21,10 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
+from kvp_jax.cache import Protected
 from kvp_jax.traces import TraceStore
+
+_PROTECTED = Protected()       # The default protected set (cache.Protected).
 
 SPLIT_MODES = ("true", "random", "all")
 
@@ -37,7 +40,8 @@ class InputConfig:
   split_mode: "true" (the recorded prompt length), "random" (the stored
     random split points; dialogues), or "all" (both).
   num_sinks, num_recent: tokens always kept at inference, so left out of the
-    ranked set (method section 5).
+    ranked set (method section 5); cache.Protected's defaults, and recorded
+    in the exported policy.
   layers: (start, stop) of the layers whose agents this process trains.
   features: "stored" (keys and values read from the store) or
     "recomputed" (token ids only; the trainer recomputes k and v).
@@ -51,8 +55,8 @@ class InputConfig:
   batch_size: int = 32
   buckets: tuple[int, ...] = (512, 1024, 2048, 4096)
   split_mode: str = "true"
-  num_sinks: int = 4
-  num_recent: int = 16
+  num_sinks: int = _PROTECTED.num_sinks
+  num_recent: int = _PROTECTED.num_recent
   layers: tuple[int, int] | None = None
   features: str = "stored"
   seed: int = 0
