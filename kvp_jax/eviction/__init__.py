@@ -40,6 +40,9 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   MedoidBlendScorer                KVP's score blended with medoid attention
   profile_sensitivity / layer_budgets / load_or_profile
                                    sensitivity-aware per-layer budgets
+  EpisodicSettings / answer_conversation
+                                   one conversation's samples, text in,
+                                   scored answers out
 """
 
 from kvp_jax.eviction._runtime import compress_context
@@ -74,3 +77,7 @@ from kvp_jax.eviction._sensitivity import load_or_profile
 from kvp_jax.eviction._sensitivity import profile_sensitivity
 from kvp_jax.eviction._sensitivity import read_profile
 from kvp_jax.eviction._sensitivity import window_caps
+from kvp_jax.eviction._conversation import answer_conversation
+from kvp_jax.eviction._conversation import build_episodes
+from kvp_jax.eviction._conversation import EpisodicSettings
+from kvp_jax.eviction._conversation import routing_text

@@ -265,3 +265,32 @@ def test_the_blend_ranks_as_each_side_at_the_ends():
   assert not np.array_equal(rank(mid), rank(learned))
   with pytest.raises(ValueError, match="query-free"):
     ev.MedoidBlendScorer(learned=snap)
+
+
+def test_a_long_conversation_end_to_end():
+  """A generated conversation (real tokenizer, random tiny decoder): every
+  question is routed to an episode and answered through its cache."""
+  from kvp_jax.samples import long_conversations as lc
+  model = model_lib.load_model({"name": "tiny_gemma_vocab",
+                                "source": "random"})
+  samples = lc.generate_long_conversations(1, 700, model.tokenizer, seed=3,
+                                           max_new_tokens=4)
+  settings = ev.EpisodicSettings(num_episodes=3, utterances=3, medoids=1,
+                                 restarts=2)
+  windows, episodes, observations = ev.build_episodes(
+      model, samples[0].context, settings)
+  assert episodes.num_episodes == 3 == len(observations)
+  assert len(windows) == len(episodes.labels)
+  rows = ev.answer_conversation(
+      model, scorers.get_scorer("snapkv"), ev.Eviction(64, chunk_size=64),
+      samples, settings)
+  assert [r["sample"] for r in rows] == [s.id for s in samples]
+  assert all(0 <= r["episode"] < 3 and 0 <= r["fact_episode"] < 3
+             for r in rows)
+  assert all(r["peak_slots"] <= 64 + 64 for r in rows)
+  with pytest.raises(ValueError, match="different contexts"):
+    other = lc.generate_long_conversations(1, 700, model.tokenizer, seed=4)
+    ev.answer_conversation(model, scorers.get_scorer("snapkv"),
+                           ev.Eviction(64), samples[:1] + other[:1], settings)
+  assert ev.routing_text(samples[0].question).startswith(("What", "Which",
+                                                          "In", "On"))
