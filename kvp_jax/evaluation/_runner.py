@@ -314,8 +314,9 @@ def _episodic_cells(grid: Grid, settings: dict):
 
 
 def _episodic_layer_budgets(model, settings, eviction, sample):
-  """Sensitivity-aware per-layer budgets from the suite's layer profile
-  (profiled once on `sample`'s context and saved), or None."""
+  """Sensitivity-aware per-layer budgets from the suite's layer profile, or
+  None. The profile is made once per model (on `sample`'s context, with
+  keydiff at the first budget asked for) and reused from its file."""
   path = settings.get("layer_profile")
   if not path:
     return None

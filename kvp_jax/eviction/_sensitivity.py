@@ -215,7 +215,12 @@ def load_or_profile(path: str | os.PathLike[str], model: Pretrained,
                     eviction: Eviction, probe_tokens: int = 128,
                     rng: jax.Array | None = None) -> np.ndarray:
   """The model's [L] layer sensitivities from `path`, profiled and saved
-  there first if the file does not exist yet."""
+  there first if the file does not exist yet.
+
+  A saved profile is reused whatever budget, scorer or prompts are passed
+  now (they are recorded in the file): it is one profile per model; delete
+  the file to profile again.
+  """
   path = Path(path)
   if path.is_file():
     return np.asarray(read_profile(path, model)["sensitivity"], np.float32)
