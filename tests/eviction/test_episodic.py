@@ -136,6 +136,27 @@ def test_episodic_prefill_keeps_peak_slots_within_budget_plus_block(tiny):
   assert [len(o) for o in out] == [8, 8]
 
 
+def test_each_episode_row_is_its_own_prefill(tiny):
+  """Batching episodes (observations of other lengths, left-padded) keeps
+  what each episode's own prefill would; a query-free scorer ignores the
+  medoid, so every episode keeps the same tokens."""
+  context, obs = _conversation(), _observations()
+  eviction = ev.Eviction(24, chunk_size=16)
+  snap = scorers.get_scorer("snapkv")
+  both = ev.prefill_episodes(tiny, snap, eviction, context, obs, room=16)
+  for e in (0, 1):
+    alone = ev.prefill_episodes(tiny, snap, eviction, context, [obs[e]],
+                                room=16)
+    for a, b in zip(both.cache.layers, alone.cache.layers):
+      np.testing.assert_array_equal(np.sort(np.asarray(a.pos)[e], -1),
+                                    np.sort(np.asarray(b.pos)[0], -1))
+  knorm = ev.prefill_episodes(tiny, scorers.get_scorer("knorm"), eviction,
+                              context, obs, room=16)
+  for layer in knorm.cache.layers:
+    pos = np.sort(np.asarray(layer.pos), -1)
+    assert np.array_equal(pos[0], pos[1]) and np.array_equal(pos[0], pos[2])
+
+
 def test_a_budget_above_the_context_answers_as_the_full_cache(tiny):
   context = _conversation(100)
   questions = [[5, 6, 7, 8], [9, 10]]
