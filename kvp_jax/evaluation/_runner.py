@@ -303,6 +303,8 @@ def _episodic_cells(grid: Grid, settings: dict):
   named = {n: s for n, s in grid.scorers.items()
            if not s.needs - {"queries", "rng"}}
   if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
+    # The blend's results depend on the policy file as KVP's do.
+    grid.identity.setdefault("kvp+medoid", grid.identity.get("kvp"))
     named["kvp+medoid"] = eviction_lib.MedoidBlendScorer(
         learned=grid.scorers["kvp"],
         weight=float(settings["blend_weight"]))
