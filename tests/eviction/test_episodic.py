@@ -315,3 +315,35 @@ def test_a_long_conversation_end_to_end():
                            ev.Eviction(64), samples[:1] + other[:1], settings)
   assert ev.routing_text(samples[0].question).startswith(("What", "Which",
                                                           "In", "On"))
+
+
+def test_full_size_gemma_by_shape():
+  """Gemma 3 270M (one KV head, 512-token windows) traced, not run: four
+  episodes with profiled layer budgets hold budget + room slots each (a
+  sliding-window layer at most its window)."""
+  config = model_lib.gemma3_270m()
+  params = jax.eval_shape(lambda: model_lib.init_params(config,
+                                                        jax.random.key(0)))
+  floor = 64
+  budgets = ev.layer_budgets(np.linspace(0, 1, config.num_layers),
+                             256 * config.num_layers, alpha=1.0, floor=floor,
+                             caps=ev.window_caps(config, floor))
+  assert sum(budgets) == 256 * config.num_layers
+  seen = {}
+
+  def run(params):
+    m = model_lib.Pretrained(config, params, None, "x", "shape")
+    pre = ev.prefill_episodes(
+        m, scorers.get_scorer("snapkv"),
+        ev.Eviction(256, chunk_size=512, protected=cache_lib.Protected(4, 16)),
+        [2] + [5] * 1500, [[7] * 150, [8] * 90, [9] * 200, [10] * 120],
+        room=96, layer_budgets=budgets)
+    seen["peak"] = pre.peak_slots
+    return pre.cache
+
+  cache = jax.eval_shape(run, params)
+  for i, (b, layer) in enumerate(zip(budgets, cache.layers)):
+    window = config.layer_window(i)
+    slots = b + 96 if window is None else max(b, min(b + 96, window))
+    assert layer.k.shape == (4, 1, slots, config.head_dim)
+  assert seen["peak"] <= max(budgets) + 512
