@@ -293,8 +293,101 @@ def _ranking_cost(scores, importance, positions, lengths,
   return cost, informative
 
 
+def _episodic_cells(grid: Grid, settings: dict):
+  """(name, budget, Eviction, scorer) of an episodic suite: the full cache,
+  then every grid scorer the episodic prefill can run (it gives the cache
+  and the medoid's queries) at every budget, block-wise, and "kvp+medoid"
+  (KVP blended with the medoid's attention) with a blend_weight."""
+  if grid.include_full:
+    yield FULL, FULL, eviction_lib.Eviction(None, protected=grid.protected), \
+        None
+  named = {n: s for n, s in grid.scorers.items()
+           if not s.needs - {"queries", "rng"}}
+  if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
+    # The blend's results depend on the policy file as KVP's do.
+    grid.identity.setdefault("kvp+medoid", grid.identity.get("kvp"))
+    named["kvp+medoid"] = eviction_lib.MedoidBlendScorer(
+        learned=grid.scorers["kvp"],
+        weight=float(settings["blend_weight"]))
+  for name, scorer in named.items():
+    for b in grid.budgets:
+      yield name, b, eviction_lib.Eviction(
+          b, protocol="chunked", chunk_size=grid.chunk_size,
+          protected=grid.protected), scorer
+
+
+def _episodic_layer_budgets(model, settings, eviction, sample):
+  """Sensitivity-aware per-layer budgets from the suite's layer profile, or
+  None. The profile is made once per model (on `sample`'s context, with
+  keydiff at the first budget asked for) and reused from its file."""
+  path = settings.get("layer_profile")
+  if not path:
+    return None
+  context = model.tokenizer.encode(sample.context, add_bos=True)
+  profile_eviction = eviction_lib.Eviction(
+      eviction.budget, protocol="chunked", chunk_size=eviction.chunk_size,
+      protected=eviction.protected)
+  sensitivity = eviction_lib.load_or_profile(
+      path, model, [context], scorers_lib.get_scorer("keydiff"),
+      profile_eviction)
+  floor = max(eviction.protected.size,
+              int(float(settings.get("min_fraction", 0.25)) *
+                  eviction.budget))
+  return eviction_lib.layer_budgets(
+      sensitivity, eviction.budget * model.config.num_layers,
+      alpha=float(settings.get("alpha", 1.0)), floor=floor,
+      caps=eviction_lib.window_caps(model.config, floor))
+
+
+def _run_episodic(model, grid, suite_name, batch, log, rng):
+  """Long conversations through episodic caches (kvp_jax.eviction.
+  answer_conversation), conversation by conversation of the batch; the full
+  cache answers the whole prompts."""
+  settings = batch[0].sample.metadata[_suites.EPISODIC_KEY]
+  episodic = eviction_lib.EpisodicSettings(**settings.get("episodic", {}))
+  conversations: dict[str, list] = {}
+  for item in batch:
+    conversations.setdefault(item.sample.metadata["conversation_id"],
+                             []).append(item)
+  for items in conversations.values():
+    for name, budget, eviction, scorer in _episodic_cells(grid, settings):
+      tag = _tag((name, budget), grid)
+      todo = [i for i in items if not log.has(
+          suite=suite_name, sample=i.sample.id, scorer=name, budget=budget,
+          settings=grid.settings(name), **tag)]
+      if not todo:
+        continue
+      base = dict(suite=suite_name, scorer=name, budget=budget,
+                  settings=grid.settings(name), metric="accuracy", **tag)
+      if budget == FULL:
+        max_new = max(i.max_new_tokens for i in todo)
+        out, stats = eviction_lib.generate_compressed(
+            model, scorers_lib.get_scorer("knorm"), eviction,
+            [list(i.prompt) for i in todo], max_new)
+        rows = []
+        for item, ids in zip(todo, out):
+          text = model.tokenizer.decode(ids[:item.max_new_tokens])
+          rows.append(dict(base, sample=item.sample.id, group=item.group,
+                           value=100 * scoring.score_sample(item.sample,
+                                                            text),
+                           prediction=text[:200],
+                           cache_bytes=stats["cache_bytes"] / len(todo),
+                           peak_slots=stats["peak_slots"]))
+        log.add(rows)
+        continue
+      result = eviction_lib.answer_conversation(
+          model, scorer, eviction, [i.sample for i in todo], episodic,
+          layer_budgets=_episodic_layer_budgets(model, settings, eviction,
+                                                todo[0].sample),
+          rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
+      log.add(dict(base, group=item.group, **row,
+                   routed_to_fact=row["episode"] == row["fact_episode"])
+              for item, row in zip(todo, result))
+
+
 RUNNERS = {"ruler": _run_generation, "perplexity": _run_perplexity,
            "attention_cost": _run_attention_cost}
+RUNNERS["episodic"] = _run_episodic
 
 
 def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],

@@ -16,6 +16,21 @@ A suite is a mapping with a `kind`:
                   independent of the budget.
                   {"kind": "attention_cost", "sources": [...],
                    "max_new_tokens": n}
+  episodic        long-conversation QA through EpiCache-style episodic
+                  caches (kvp_jax.eviction.answer_conversation): per
+                  conversation, windows clustered into episodes, one cache
+                  per episode prefilled block by block (eval.chunk_size)
+                  and scored by its medoid, each question routed to one.
+                  {"kind": "episodic", "sources": [jsonl of long
+                   conversation samples] and/or "conversations":
+                   {"num_conversations": n, "target_length": t, "seed": s,
+                    "num_facts": f, "max_new_tokens": m},
+                   "episodic": {EpisodicSettings fields},
+                   "layer_profile": JSON path ("" = uniform budgets),
+                   "alpha": float, "min_fraction": float,
+                   "blend_weight": float (adds a "kvp+medoid" cell)}
+                  Change the suite's name when changing these settings: the
+                  sample log's key does not hold them.
 
 Sources are those of data_pipelines.sources (ruler, dialogues, documents,
 jsonl); use seeds and pools that the training traces did not.
@@ -28,9 +43,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from kvp_jax import samples as samples_lib
+from kvp_jax.samples import long_conversations
 from kvp_jax.samples import sources as sources_lib
 
-KINDS = ("ruler", "perplexity", "attention_cost")
+KINDS = ("ruler", "perplexity", "attention_cost", "episodic")
+# The episodic suite's own settings, carried to its runner in each sample's
+# metadata under this key (the runner is called with the items only).
+EPISODIC_KEY = "episodic_suite"
+_EPISODIC_FIELDS = ("episodic", "layer_profile", "alpha", "min_fraction",
+                    "blend_weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +110,8 @@ def build_suite(suite: Mapping[str, Any], tokenizer) -> list[Item]:
     raise ValueError(f"unknown suite kind {kind!r}; known: {KINDS}")
   samples = sources_lib.build_samples(list(suite.get("sources", [])),
                                       tokenizer)
+  if kind == "episodic":
+    samples = _episodic_samples(suite, samples, tokenizer)
   if kind == "perplexity" and suite.get("text_files"):
     samples += _text_file_samples(
         list(suite["text_files"]), tokenizer,
@@ -114,3 +137,28 @@ def build_suite(suite: Mapping[str, Any], tokenizer) -> list[Item]:
       n = int(budget or sample.max_new_tokens)
     items.append(Item(sample, group, tuple(prompt), None, n))
   return items
+
+
+def _episodic_samples(suite: Mapping[str, Any], samples, tokenizer):
+  """The suite's conversations (generated and/or from its sources), each
+  sample carrying the suite's episodic settings; every sample must name its
+  conversation."""
+  spec = suite.get("conversations")
+  if spec:
+    spec = dict(spec)
+    samples = list(samples) + long_conversations.generate_long_conversations(
+        int(spec.pop("num_conversations", 1)),
+        int(spec.pop("target_length", 4096)), tokenizer,
+        int(spec.pop("seed", 2000)), **spec)
+  settings = {k: suite[k] for k in _EPISODIC_FIELDS if k in suite}
+  settings = {k: (dict(v) if hasattr(v, "items") else v)
+              for k, v in settings.items()}
+  out = []
+  for sample in samples:
+    if "conversation_id" not in sample.metadata:
+      raise ValueError(f"sample {sample.id!r} has no metadata "
+                       f"conversation_id: an episodic suite needs long "
+                       f"conversations (kvp_jax.samples.long_conversations)")
+    out.append(dataclasses.replace(
+        sample, metadata={**sample.metadata, EPISODIC_KEY: settings}))
+  return out

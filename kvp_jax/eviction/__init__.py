@@ -30,6 +30,19 @@ scorers. It knows nothing of suites, grids or reports (kvp_jax.evaluation).
   continuation_log_likelihood      teacher-forced scoring through it
   layer_views / score_layers / evict_cache / calibrate_scores / EvictWhenFull
                                    the steps they are made of
+
+Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
+  split_windows / embed_tokens / cluster_episodes / route
+                                   a conversation's episodes, offline
+  prefill_episodes / answer_questions
+                                   one compressed cache per episode, scored
+                                   by its medoid; questions routed to one
+  MedoidBlendScorer                KVP's score blended with medoid attention
+  profile_sensitivity / layer_budgets / load_or_profile
+                                   sensitivity-aware per-layer budgets
+  EpisodicSettings / answer_conversation
+                                   one conversation's samples, text in,
+                                   scored answers out
 """
 
 from kvp_jax.eviction._runtime import compress_context
@@ -48,3 +61,23 @@ from kvp_jax.eviction._steps import EvictWhenFull
 from kvp_jax.eviction._steps import score_layers
 from kvp_jax.eviction._views import LAST_QUERIES
 from kvp_jax.eviction._views import layer_views
+from kvp_jax.eviction._episodes import cluster_episodes
+from kvp_jax.eviction._episodes import embed_tokens
+from kvp_jax.eviction._episodes import Episodes
+from kvp_jax.eviction._episodes import kmeans
+from kvp_jax.eviction._episodes import route
+from kvp_jax.eviction._episodes import split_windows
+from kvp_jax.eviction._episodes import Window
+from kvp_jax.eviction._episodes import window_of
+from kvp_jax.eviction._episodic import answer_questions
+from kvp_jax.eviction._episodic import MedoidBlendScorer
+from kvp_jax.eviction._episodic import prefill_episodes
+from kvp_jax.eviction._sensitivity import layer_budgets
+from kvp_jax.eviction._sensitivity import load_or_profile
+from kvp_jax.eviction._sensitivity import profile_sensitivity
+from kvp_jax.eviction._sensitivity import read_profile
+from kvp_jax.eviction._sensitivity import window_caps
+from kvp_jax.eviction._conversation import answer_conversation
+from kvp_jax.eviction._conversation import build_episodes
+from kvp_jax.eviction._conversation import EpisodicSettings
+from kvp_jax.eviction._conversation import routing_text

@@ -8,6 +8,7 @@ import pytest
 
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers
+from kvp_jax.evaluation import _suites
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] /
                                   "experiments").glob("*.py")
@@ -27,4 +28,4 @@ def test_config_builds(name):
                       chunk_size=config.eval.chunk_size,
                       decode_interval=config.eval.decode_interval)
   for suite in config.eval.suites:
-    assert suite["kind"] in ("ruler", "perplexity", "attention_cost"), suite
+    assert suite["kind"] in _suites.KINDS, suite

@@ -1,0 +1,153 @@
+"""One long conversation, end to end through episodic caches (text in, scored
+answers out): the EpiCache procedure on samples that share a context, such as
+kvp_jax.samples.long_conversations writes (several questions per
+conversation, one `metadata["conversation_id"]`).
+
+  1. the transcript is cut into windows of a few utterances, each embedded
+     with the decoder's own embeddings, clustered into episodes (seeded);
+  2. every episode's observation window is an instruction followed by its
+     medoid windows; the conversation is prefilled block by block once per
+     episode, evicted after every block to the budget (prefill_episodes);
+  3. each question (the text after its last "Question:", so the shared
+     instruction does not dominate the embedding) is embedded the same way,
+     routed to the nearest episode and answered through that cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from kvp_jax import inference
+from kvp_jax.eviction import _episodes
+from kvp_jax.eviction._episodic import answer_questions, prefill_episodes
+from kvp_jax.eviction._spec import Eviction
+from kvp_jax.model import Pretrained
+from kvp_jax.samples import scoring
+
+INSTRUCTION = ("Extract the essential information of this part of the "
+               "conversation: names, places, numbers, dates and plans.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodicSettings:
+  """How a conversation is cut into episodes and routed.
+
+  num_episodes: E (fewer when the conversation has fewer windows).
+  utterances: utterances per window.
+  medoids: windows per episode in its observation window.
+  embedding: "embedding" (mean input embedding) or "hidden".
+  route_by: "centroid" or "medoid".
+  instruction: text before the medoid windows in the observation window.
+  seed: the k-means seed.
+  restarts: k-means++ restarts.
+  """
+  num_episodes: int = 4
+  utterances: int = 4
+  medoids: int = 2
+  embedding: str = "embedding"
+  route_by: str = "centroid"
+  instruction: str = INSTRUCTION
+  seed: int = 0
+  restarts: int = 8
+
+  def __post_init__(self):
+    for name in ("num_episodes", "utterances", "medoids", "restarts"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"episodic {name} must be a positive int, got "
+                         f"{value!r}")
+    if self.embedding not in _episodes.EMBEDDINGS:
+      raise ValueError(f"unknown episodic embedding {self.embedding!r}; "
+                       f"known: {_episodes.EMBEDDINGS}")
+    if self.route_by not in _episodes.ROUTE_BY:
+      raise ValueError(f"unknown episodic routing {self.route_by!r}; known: "
+                       f"{_episodes.ROUTE_BY}")
+
+
+def routing_text(question: str) -> str:
+  """What a question is routed by: the text after its last "Question:"."""
+  return question.rsplit("Question:", 1)[-1].strip() or question
+
+
+def _check_one_conversation(samples) -> None:
+  if not samples:
+    raise ValueError("no samples to answer")
+  ids = {s.metadata.get("conversation_id") for s in samples}
+  contexts = {s.context for s in samples}
+  if len(contexts) != 1:
+    raise ValueError(f"the samples have {len(contexts)} different contexts "
+                     f"(conversations {sorted(map(str, ids))}); answer one "
+                     f"conversation at a time")
+
+
+def build_episodes(model: Pretrained, context: str,
+                   settings: EpisodicSettings):
+  """(windows, Episodes, observation token lists) of a transcript."""
+  tok = model.tokenizer
+  windows = _episodes.split_windows(context, settings.utterances)
+  emb = _episodes.embed_tokens(model, [tok.encode(w.text) for w in windows],
+                               settings.embedding)
+  episodes = _episodes.cluster_episodes(
+      emb, min(settings.num_episodes, len(windows)),
+      jax.random.key(settings.seed), medoids_per_episode=settings.medoids,
+      restarts=settings.restarts)
+  observations = [tok.encode("\n\n" + settings.instruction + "\n" + "\n".join(
+      windows[i].text for i in medoid)) for medoid in episodes.medoids]
+  return windows, episodes, observations
+
+
+def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
+                        samples: Sequence, settings: EpisodicSettings, *,
+                        layer_budgets: Sequence[int] | None = None,
+                        rng: jax.Array | None = None) -> list[dict]:
+  """Every question of one conversation answered through its episode.
+
+  Args:
+    model: a decoder with a tokenizer.
+    scorer: the episodic prefill's scorer (snapkv, MedoidBlendScorer, or a
+      query-free one).
+    eviction: budget per head and block (`chunk_size`).
+    samples: the conversation's samples (one context).
+    settings: episodes and routing.
+    layer_budgets: optional per-layer budgets (sensitivity-aware).
+  Returns:
+    One row per sample: id, episode (routed), fact_episode (the episode of
+    the window that holds the planted fact, when the metadata says where),
+    prediction, value (x100 score), peak_slots, cache_bytes (per episode).
+  """
+  if model.tokenizer is None:
+    raise ValueError("answering conversations needs a model with a tokenizer")
+  _check_one_conversation(samples)
+  tok = model.tokenizer
+  context = samples[0].context
+  windows, episodes, observations = build_episodes(model, context, settings)
+  questions = [tok.encode("\n" + s.question + s.answer_prefix)
+               for s in samples]
+  routed = _episodes.route(_episodes.embed_tokens(
+      model, [tok.encode(routing_text(s.question)) for s in samples],
+      settings.embedding), episodes, by=settings.route_by)
+  max_new = max(s.max_new_tokens for s in samples)
+  room = inference.bucket_length(max(map(len, questions)), 16) + max_new
+  pre = prefill_episodes(model, scorer, eviction,
+                         tok.encode(context, add_bos=True), observations,
+                         room, layer_budgets=layer_budgets, rng=rng)
+  answers = answer_questions(model, pre, routed, questions, max_new)
+  rows = []
+  per_episode = pre.cache.num_bytes() / episodes.num_episodes
+  for s, e, ids in zip(samples, np.asarray(routed).tolist(), answers):
+    text = tok.decode(ids[:s.max_new_tokens])
+    fact = s.metadata.get("fact") or {}
+    fact_episode = None
+    if "char_start" in fact:
+      fact_episode = int(episodes.labels[_episodes.window_of(
+          windows, fact["char_start"])])
+    rows.append(dict(sample=s.id, episode=int(e), fact_episode=fact_episode,
+                     num_episodes=episodes.num_episodes,
+                     prediction=text[:200],
+                     value=100 * scoring.score_sample(s, text),
+                     peak_slots=pre.peak_slots, cache_bytes=per_episode))
+  return rows
