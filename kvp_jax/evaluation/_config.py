@@ -4,7 +4,7 @@ checked once, when the evaluation starts."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from kvp_jax import configs
 from kvp_jax import eviction as eviction_lib
@@ -24,6 +24,8 @@ class SuiteConfig:
       None for each task's own (ruler, attention_cost).
     text_files: perplexity suites: extra text files to score.
     context_tokens, continuation_tokens: how those files are cut.
+    conversations, episodic, layer_profile, alpha, min_fraction,
+      blend_weight: the episodic suite's (see kvp_jax.evaluation._suites).
   """
   kind: str
   name: str = ""
@@ -32,6 +34,12 @@ class SuiteConfig:
   text_files: tuple[str, ...] = ()
   context_tokens: int = 1024
   continuation_tokens: int = 256
+  conversations: Any = None
+  episodic: Any = None
+  layer_profile: str = ""
+  alpha: float = 1.0
+  min_fraction: float = 0.25
+  blend_weight: Optional[float] = None
 
   def __post_init__(self):
     if self.kind not in SUITE_KINDS:

@@ -32,7 +32,7 @@ A suite is a mapping with a `kind`:
                   Change the suite's name when changing these settings: the
                   sample log's key does not hold them.
 
-Sources are those of data_pipelines.sources (ruler, dialogues, documents,
+Sources are those of kvp_jax.samples.sources (ruler, dialogues, documents,
 jsonl); use seeds and pools that the training traces did not.
 """
 
