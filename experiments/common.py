@@ -132,6 +132,10 @@ def dialogue_suite(lengths=(2048,), num_samples=16, seed=2000,
       lengths, num_samples, seed, pool="heldout")]}
 
 
+PRIMARY_METRICS = ("accuracy", "perplexity", "normalised_cost")
+EVAL_METRICS = PRIMARY_METRICS + ("fidelity", "evicted_share")
+
+
 def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
   """The evaluation grid (python -m kvp_jax.evaluate).
 
@@ -141,12 +145,18 @@ def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
   protocol: "once" (the paper), "chunked", or "decode".
   allocation: "uniform" (the paper), "layer" or "model".
   include_full: also run the uncompressed cache.
+  metrics: the primary metrics (accuracy, perplexity, normalised_cost) and
+    the optional ones: "fidelity" (teacher-forced agreement, KL and
+    log-likelihood of the full cache's tokens, every suite but
+    attention_cost) and "evicted_share" (attention_cost: evicted share of
+    future importance at budgets 64..512). Leave them out to keep an older
+    config's results.jsonl unchanged.
   """
   c = ml_collections.ConfigDict({
       "scorers": list(ALL_SCORERS), "policy": "",
       "budgets": [64, 128, 256, 512, 1024], "protocol": "once",
       "allocation": "uniform", "chunk_size": 512, "decode_interval": 32,
       "batch_size": 8, "include_full": True, "suites": list(suites),
-      "output_dir": "", "seed": 0})
+      "output_dir": "", "seed": 0, "metrics": list(EVAL_METRICS)})
   c.update(overrides)
   return c
