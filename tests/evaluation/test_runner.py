@@ -134,7 +134,8 @@ def test_rerun_resumes(tmp_path, model):
   evaluation.evaluate(config, tmp_path / "run", model=model, progress=False)
   again = [json.loads(l) for l in log.read_text().splitlines()
            if l.startswith("{") and l.endswith("}")]
-  keys = [(r["suite"], r["sample"], r["scorer"], str(r["budget"])) for r in again]
+  keys = [(r["suite"], r["sample"], r["scorer"], str(r["budget"]),
+           r["metric"]) for r in again]
   assert len(keys) == len(set(keys)) == len(lines)
 
 
