@@ -47,6 +47,11 @@ def get_config():
   # query-free baselines at budgets 64..1024. Sample counts fit a 2-core CPU
   # (about 40 minutes); on an accelerator raise num_samples and add the
   # query-aware scorers (--config.eval.scorers=...,snapkv,tova,h2o,oracle).
+  # Metrics (common.EVAL_METRICS): accuracy, answer retention and
+  # teacher-forced fidelity to the full cache (one forward pass per cell),
+  # perplexity, the normalised cost and the evicted share at 64..512; the
+  # paired verdicts against the best baseline of each family are in
+  # eval/verdicts.jsonl and the end of eval/results.md.
   c.eval = common.eval_config(
       suites=[
           common.ruler_suite(lengths=(2048, 4096), num_samples=2, seed=2000,

@@ -11,6 +11,8 @@ cache) is kvp_jax.eviction; samples and their scoring are kvp_jax.samples.
 """
 
 from kvp_jax.evaluation._config import EvalConfig
+from kvp_jax.evaluation._config import OPTIONAL_METRICS
+from kvp_jax.evaluation._config import PRIMARY_METRICS
 from kvp_jax.evaluation._config import SUITE_KINDS
 from kvp_jax.evaluation._config import SuiteConfig
 from kvp_jax.evaluation._report import aggregate

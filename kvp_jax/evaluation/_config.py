@@ -11,6 +11,14 @@ from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
 from kvp_jax.evaluation._suites import KINDS as SUITE_KINDS
 
+# eval.metrics: the primary metrics are always computed; "fidelity" adds
+# teacher-forced fidelity to the full cache (every suite but attention_cost)
+# and "evicted_share" the evicted share at fixed budgets (attention_cost).
+PRIMARY_METRICS = ("accuracy", "perplexity", "normalised_cost")
+OPTIONAL_METRICS = ("fidelity", "evicted_share")
+# A grid built without a config (Grid(...)) computes today's metrics only.
+DEFAULT_METRICS = PRIMARY_METRICS
+
 
 @dataclasses.dataclass(frozen=True)
 class SuiteConfig:
@@ -75,6 +83,12 @@ class EvalConfig:
     suites: the suites, as mappings (SuiteConfig fields).
     output_dir: where results go ("" = <workdir>/eval).
     seed: the grid's PRNG seed (random scorers).
+    metrics: the primary metrics (accuracy, perplexity, normalised_cost)
+      and the optional ones: "fidelity" (teacher-forced agreement, KL and
+      log-likelihood of the full cache's tokens, every suite but
+      attention_cost) and "evicted_share" (attention_cost: evicted share of
+      future importance at budgets 64..512). The default has all; leave the
+      optional ones out to keep an older config's results.jsonl unchanged.
   """
   scorers: tuple[str, ...] = ("kvp", "random", "streaming_llm", "knorm",
                               "keydiff", "lagkv", "h2o", "tova", "snapkv",
@@ -90,6 +104,7 @@ class EvalConfig:
   suites: tuple[Any, ...] = ()
   output_dir: str = ""
   seed: int = 0
+  metrics: tuple[str, ...] = PRIMARY_METRICS + OPTIONAL_METRICS
 
   def __post_init__(self):
     known = scorers_lib.available_scorers()
@@ -107,6 +122,11 @@ class EvalConfig:
       if getattr(self, name) < 1:
         raise ValueError(f"config.eval.{name}: must be >= 1, got "
                          f"{getattr(self, name)}")
+    unknown = sorted(set(self.metrics) - set(PRIMARY_METRICS +
+                                             OPTIONAL_METRICS))
+    if unknown:
+      raise ValueError(f"config.eval.metrics: unknown {unknown}; known: "
+                       f"{PRIMARY_METRICS + OPTIONAL_METRICS}")
     for b in self.budgets:
       if b < 1:
         raise ValueError(f"config.eval.budgets: {b} is not a positive "

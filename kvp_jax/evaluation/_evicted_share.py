@@ -64,11 +64,10 @@ def evicted_share(scores: jax.Array, importance: jax.Array,
       counted: [batch, kv_heads, len(budgets)] bool, the head is
         informative and holds more than that budget's tokens.
   """
-  budgets = tuple(cache_lib.check_budget(b, num_sinks, num_recent)
-                  for b in budgets)
+  kept = cache_lib.Protected(num_sinks=num_sinks, num_recent=num_recent)
+  budgets = tuple(cache_lib.check_budget(b, kept) for b in budgets)
   valid = positions >= 0
-  protected = cache_lib.keep_mask_protected(positions, context_length,
-                                            num_sinks, num_recent)
+  protected = cache_lib.keep_mask_protected(positions, context_length, kept)
   imp = jnp.where(valid, importance.astype(jnp.float32), 0.0)
   score = jnp.where(jnp.isnan(scores), -jnp.inf, scores.astype(jnp.float32))
   # select_top's order: valid, protected, score descending, newer first.

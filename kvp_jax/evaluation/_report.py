@@ -18,8 +18,13 @@ from typing import Sequence
 import numpy as np
 
 from kvp_jax import _files
+from kvp_jax.evaluation import _evicted_share
 
 FULL = "full"
+# The tables and plots of today read these; the other metrics (fidelity,
+# evicted share) get their own sections after them (kvp_jax.evaluation
+# ._verdicts).
+PRIMARY = ("accuracy", "perplexity", "normalised_cost")
 _KEY = ("suite", "group", "scorer", "budget", "protocol", "allocation",
         "metric")
 
@@ -50,6 +55,8 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
     else:
       row["value"] = _value(metric, members)
     row["num_samples"] = len(members)
+    if metric == "evicted_share":
+      row.update(_evicted_share_value(members))
     if metric == "normalised_cost":
       with warnings.catch_warnings():   # A head no sample informs: NaN.
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -62,6 +69,19 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
   return out
 
 
+def _evicted_share_value(members: Sequence[dict]) -> dict:
+  """A cell of evicted-share rows: each head's mean share over samples, then
+  the geometric mean over heads (value), over the global layers and over
+  the sliding-window ones."""
+  shares = np.asarray([m["per_head"] for m in members], float)  # [S, L, K]
+  geo = _evicted_share.aggregate_evicted_share(
+      shares[..., None], members[0].get("global_layers", ()))
+  return {"value": float(geo["all"][0]),
+          "value_global": float(geo["global"][0]),
+          "value_local": float(geo["local"][0]),
+          "heads_global": int(geo["heads_global"][0])}
+
+
 def _budget_sort(b: str):
   return (0, int(b)) if b.isdigit() else (1, b)
 
@@ -70,7 +90,8 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   """Markdown table: at each suite's mean and each budget, KVP against the
   best other deployable scorer (neither the oracle nor the full cache),
   with a verdict. Empty without a "kvp" row."""
-  means = [r for r in rows if r["group"] == "mean" and r["budget"] != FULL]
+  means = [r for r in rows if r["group"] == "mean" and r["budget"] != FULL
+           and r["metric"] in PRIMARY]
   if not any(r["scorer"] == "kvp" for r in means):
     return []
   lines = ["## KVP against the best baseline (mean over each suite)", "",
@@ -94,9 +115,12 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   return lines + [""]
 
 
-def markdown(rows: Sequence[dict], title: str = "") -> str:
+def markdown(rows: Sequence[dict], title: str = "",
+             extra: Sequence[str] = ()) -> str:
   """KVP's verdicts, then per suite and group a scorers x budgets table
-  (`rows` from aggregate())."""
+  (`rows` from aggregate(); primary metrics only), then the `extra` lines
+  (the sections of kvp_jax.evaluation._verdicts)."""
+  rows = [r for r in rows if r["metric"] in PRIMARY]
   lines = [f"# {title}" if title else "# Evaluation results", ""]
   lines += kvp_verdicts(rows)
   by_suite = collections.defaultdict(list)
@@ -144,6 +168,8 @@ def markdown(rows: Sequence[dict], title: str = "") -> str:
       lines.append("")
   lines.append("Bold: the best deployable scorer at that budget (the oracle "
                "knows the future and is an upper bound).")
+  if extra:
+    lines += [""] + list(extra)
   return "\n".join(lines) + "\n"
 
 
@@ -154,7 +180,8 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   paths = []
   for suite in sorted({r["suite"] for r in rows}):
-    srows = [r for r in rows if r["suite"] == suite and r["group"] == "mean"]
+    srows = [r for r in rows if r["suite"] == suite and r["group"] == "mean"
+             and r["metric"] in PRIMARY]
     if not srows or srows[0]["metric"] == "normalised_cost":
       continue
     metric = srows[0]["metric"]
@@ -187,11 +214,13 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
   return paths
 
 
-def write(rows: Sequence[dict], out_dir: Path, title: str = "") -> None:
-  """results.jsonl, results.md and the plots, each written atomically."""
+def write(rows: Sequence[dict], out_dir: Path, title: str = "",
+          extra: Sequence[str] = ()) -> None:
+  """results.jsonl, results.md (with the `extra` markdown lines after
+  today's tables) and the plots, each written atomically."""
   out_dir.mkdir(parents=True, exist_ok=True)
   for name, text in (
       ("results.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
-      ("results.md", markdown(rows, title))):
+      ("results.md", markdown(rows, title, extra))):
     _files.atomic_write(out_dir / name, text)
   plot(rows, out_dir)

@@ -1,5 +1,14 @@
 """The evaluation grid: scorers x budgets x suites, resumable.
 
+`eval.metrics` adds optional metrics to the primary ones (accuracy,
+perplexity, normalised_cost): "fidelity" logs, per compressed cell and
+sample, the teacher-forced fidelity to the full cache (agreement, kl,
+fidelity_ll: one forward pass over the full cache's greedy answer or the
+reference continuation); "evicted_share" logs, in attention_cost suites,
+each head's evicted share of future importance at fixed budgets. Verdicts
+(retention, paired bootstrap intervals) go to verdicts.jsonl, never into
+results.jsonl.
+
 Every (sample, scorer, budget) result is appended to <output>/samples.jsonl
 as soon as it exists; a rerun skips what is there, so a killed evaluation
 continues where it stopped. The aggregate (results.jsonl, results.md and one
@@ -32,13 +41,20 @@ from kvp_jax import eviction as eviction_lib
 from kvp_jax import objective
 from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
+from kvp_jax.evaluation import _evicted_share as evicted_share_lib
+from kvp_jax.evaluation import _fidelity as fidelity_lib
 from kvp_jax.evaluation import _report
+from kvp_jax.evaluation._config import DEFAULT_METRICS
 from kvp_jax.evaluation._config import EvalConfig
+from kvp_jax.evaluation._config import OPTIONAL_METRICS
+from kvp_jax.evaluation._config import PRIMARY_METRICS
 from kvp_jax.evaluation import _suites
-from kvp_jax.model import Pretrained
+from kvp_jax.evaluation import _verdicts
+from kvp_jax.model import EOS_ID, Pretrained
 from kvp_jax.samples import scoring
 
 FULL = "full"   # The uncompressed cache's scorer / budget label.
+FIDELITY_METRICS = ("agreement", "kl", "fidelity_ll")
 
 
 def make_scorers(names: Sequence[str], policy_path: str | os.PathLike[str],
@@ -62,7 +78,7 @@ class SampleLog(_files.JsonlLog):
   """Append-only JSONL of per-sample results, keyed for resuming."""
 
   KEY = ("suite", "sample", "scorer", "budget", "protocol", "allocation",
-         "settings")
+         "settings", "metric")
 
   def __init__(self, path: Path):
     super().__init__(path)
@@ -121,6 +137,21 @@ class Grid:
   include_full: bool
   seed: int
   identity: dict[str, str] = dataclasses.field(default_factory=dict)
+  metrics: tuple[str, ...] = DEFAULT_METRICS
+
+  def __post_init__(self):
+    unknown = set(self.metrics) - set(PRIMARY_METRICS + OPTIONAL_METRICS)
+    if unknown:
+      raise ValueError(f"unknown eval metrics {sorted(unknown)}; known: "
+                       f"{PRIMARY_METRICS + OPTIONAL_METRICS}")
+
+  @property
+  def fidelity(self) -> bool:
+    return "fidelity" in self.metrics
+
+  @property
+  def evicted_share(self) -> bool:
+    return "evicted_share" in self.metrics
 
   def settings(self, scorer: str) -> str:
     """A short id of everything a (scorer) result depends on beyond its
@@ -147,24 +178,86 @@ def _scorer_of(grid: Grid, name: str):
   return grid.scorers.get(name) or scorers_lib.get_scorer("knorm")
 
 
-def _pending_cells(grid, suite_name, batch, log):
+def _pending_cells(grid, suite_name, batch, log, metrics=("accuracy",)):
   """The grid's (scorer, budget, eviction) cells some sample of the batch
-  still lacks in the log."""
+  still lacks in the log, for some of the metrics."""
   return [c for c in grid.evictions()
           if not all(log.has(suite=suite_name, sample=i.sample.id,
                              scorer=c[0], budget=c[1],
-                             settings=grid.settings(c[0]),
-                             **_tag(c, grid)) for i in batch)]
+                             settings=grid.settings(c[0]), metric=m,
+                             **_tag(c, grid)) for i in batch for m in metrics)]
+
+
+def _pending_fidelity(grid, suite_name, batch, log):
+  """The compressed cells lacking fidelity rows (none unless asked for)."""
+  if not grid.fidelity:
+    return []
+  return [c for c in _pending_cells(grid, suite_name, batch, log,
+                                    FIDELITY_METRICS) if c[1] != FULL]
+
+
+def _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
+                  prompts, conts, importance):
+  """Teacher-forced fidelity of every cell to the full cache on `conts`
+  (the full cache's answers, or the references): agreement (% top-1
+  agreement), kl (mean KL(full || compressed), nats), fidelity_ll (mean
+  log-likelihood per token of conts under the compressed cache)."""
+  full, _ = eviction_lib.continuation_logits(
+      model, _scorer_of(grid, FULL), eviction_lib.Eviction(
+          None, protected=grid.protected), context, conts)    # [B, W, V]
+  width = full.shape[1]
+  tokens = np.zeros((len(conts), width), np.int32)
+  mask = np.zeros((len(conts), width), bool)
+  for i, c in enumerate(conts):
+    tokens[i, :len(c)], mask[i, :len(c)] = c, True
+  for name, budget, eviction in cells:
+    source = prompts if eviction.evicts_while_prefilling else context
+    logits, stats = eviction_lib.continuation_logits(
+        model, _scorer_of(grid, name), eviction, source, conts,
+        importance=importance,
+        rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
+    m = {k: np.asarray(v) for k, v in fidelity_lib.fidelity_metrics(
+        full, logits, jnp.asarray(tokens), jnp.asarray(mask)).items()}
+    del logits
+    log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
+                 scorer=name, budget=budget, settings=grid.settings(name),
+                 **_tag((name, budget), grid), metric=metric,
+                 value=float(value), tokens=int(m["tokens"][i]),
+                 cache_bytes=stats["cache_bytes"] / len(batch))
+            for i, item in enumerate(batch)
+            for metric, value in (
+                ("agreement", m["top1_agreement"][i]), ("kl", m["kl"][i]),
+                ("fidelity_ll", m["log_likelihood"][i] /
+                 max(int(m["tokens"][i]), 1))))
+
+
+def _generation_fidelity(model, grid, suite_name, batch, log, rng, cells,
+                         context, prompts, full_out, importance):
+  """RULER-style fidelity: every cell teacher-forced on the full cache's
+  greedy answer (generated here when the full cell was logged before)."""
+  max_new = max(i.max_new_tokens for i in batch)
+  if full_out is None:
+    full_out, _ = eviction_lib.generate_compressed(
+        model, _scorer_of(grid, FULL), eviction_lib.Eviction(None),
+        context, max_new)
+  if importance is None and any(_scorer_of(grid, n).needs_future
+                                for n, _, _ in cells):
+    importance = _oracle_importance(model, batch, full_out, max_new)
+  conts = [list(ids[:item.max_new_tokens]) or [EOS_ID]
+           for item, ids in zip(batch, full_out)]
+  _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
+                prompts, conts, importance)
 
 
 def _run_generation(model, grid, suite_name, batch, log, rng):
   """RULER-style: generate with every cell, score each answer."""
   max_new = max(i.max_new_tokens for i in batch)
   cells = _pending_cells(grid, suite_name, batch, log)
-  if not cells:
+  fidelity = _pending_fidelity(grid, suite_name, batch, log)
+  if not cells and not fidelity:
     return
   needs_capture = any(grid.scorers[n].needs_prefill_attention
-                      for n, b, _ in cells if b != FULL)
+                      for n, b, _ in cells + fidelity if b != FULL)
   prompts = [list(i.prompt) for i in batch]
   context = eviction_lib.prefill_context(model, prompts,
                                          capture=needs_capture)
@@ -196,6 +289,9 @@ def _run_generation(model, grid, suite_name, batch, log, rng):
           prediction=text[:200], cache_bytes=stats["cache_bytes"] / len(batch),
           peak_slots=stats["peak_slots"]))
     log.add(rows)
+  if fidelity:
+    _generation_fidelity(model, grid, suite_name, batch, log, rng, fidelity,
+                         context, prompts, full_out, importance)
 
 
 def _cell_seed(name, budget) -> int:
@@ -210,14 +306,16 @@ def _tag(cell, grid):
 
 
 def _run_perplexity(model, grid, suite_name, batch, log, rng):
-  cells = _pending_cells(grid, suite_name, batch, log)
-  if not cells:
+  cells = _pending_cells(grid, suite_name, batch, log, ("perplexity",))
+  fidelity = _pending_fidelity(grid, suite_name, batch, log)
+  if not cells and not fidelity:
     return
   conts = [list(i.continuation) for i in batch]
   needs_capture = any(grid.scorers[n].needs_prefill_attention
-                      for n, b, _ in cells if b != FULL)
+                      for n, b, _ in cells + fidelity if b != FULL)
   chunked = grid.protocol == "chunked"
-  context = None if chunked and all(b != FULL for _, b, _ in cells) else (
+  context = None if chunked and not fidelity and all(
+      b != FULL for _, b, _ in cells) else (
       eviction_lib.prefill_context(model, [list(i.prompt) for i in batch],
                                    capture=needs_capture))
   importance = None
@@ -239,6 +337,12 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
                  value=float(np.exp(-np.mean(x))),
                  cache_bytes=stats["cache_bytes"] / len(batch))
             for item, x in zip(batch, ll))
+  if fidelity:
+    if importance is None and any(_scorer_of(grid, n).needs_future
+                                  for n, _, _ in fidelity):
+      importance = _oracle_importance(model, batch, conts, max(map(len, conts)))
+    _log_fidelity(model, grid, suite_name, batch, log, rng, fidelity, context,
+                  [list(i.prompt) for i in batch], conts, importance)
 
 
 def _run_attention_cost(model, grid, suite_name, batch, log, rng):
@@ -246,9 +350,10 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng):
   names = [n for n in grid.scorers
            if not all(log.has(suite=suite_name, sample=i.sample.id, scorer=n,
                               budget="all", protocol="ranking",
-                              allocation="ranking",
+                              allocation="ranking", metric="normalised_cost",
                               settings=grid.settings(n)) for i in batch)]
-  if not names:
+  shares = _pending_shares(grid, suite_name, batch, log)
+  if not names and not shares:
     return
   max_new = max(i.max_new_tokens for i in batch)
   context = eviction_lib.prefill_context(
@@ -259,9 +364,14 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng):
   importance = _oracle_importance(model, batch, full, max_new)
   views = context.views(model.config, importance)
   lengths = jnp.asarray(context.lengths)
-  for name in names:
+  for name in dict.fromkeys(names + shares):
     scores = eviction_lib.score_layers(grid.scorers[name], views,
                                        jax.random.fold_in(rng, len(name)))
+    if name in shares:
+      _log_evicted_share(model, grid, suite_name, batch, log, name, views,
+                         scores, lengths)
+    if name not in names:
+      continue
     costs, counts = [], []
     for view, s in zip(views, scores):
       cost, informative = _ranking_cost(s, view.importance, view.positions,
@@ -278,6 +388,53 @@ def _run_attention_cost(model, grid, suite_name, batch, log, rng):
                  value=float(np.nanmean(np.where(counts[i], costs[i],
                                                  np.nan))))
             for i, item in enumerate(batch))
+
+
+def _share_budgets(grid) -> tuple[int, ...]:
+  """The evicted-share budgets (_evicted_share.BUDGETS) the protected set
+  fits in."""
+  need = grid.protected.num_sinks + grid.protected.num_recent
+  return tuple(b for b in evicted_share_lib.BUDGETS if b >= need)
+
+
+def _pending_shares(grid, suite_name, batch, log) -> list[str]:
+  """Scorers lacking evicted-share rows (none unless asked for)."""
+  if not grid.evicted_share:
+    return []
+  return [n for n in grid.scorers
+          if not all(log.has(suite=suite_name, sample=i.sample.id, scorer=n,
+                             budget=b, protocol="ranking",
+                             allocation="ranking", metric="evicted_share",
+                             settings=grid.settings(n))
+                     for i in batch for b in _share_budgets(grid))]
+
+
+def _log_evicted_share(model, grid, suite_name, batch, log, name, views,
+                       scores, lengths):
+  """Per sample and budget b of _share_budgets: each head's share of its
+  cached future importance that keeping the top b evicts ([L, K], NaN where
+  not counted), the sample's geometric mean over counted heads as value,
+  and the global layers (window None) for the report's split."""
+  budgets = _share_budgets(grid)
+  per_layer = [np.asarray(evicted_share_lib.evicted_share(
+      s, view.importance, view.positions, lengths, budgets,
+      grid.protected.num_sinks, grid.protected.num_recent)[0])
+               for view, s in zip(views, scores)]            # L x [B, K, N]
+  shares = np.stack(per_layer, 1)                              # [B, L, K, N]
+  glob = [i for i in range(model.config.num_layers)
+          if model.config.layer_window(i) is None]
+  rows = []
+  for i, item in enumerate(batch):
+    for j, b in enumerate(budgets):
+      geo = evicted_share_lib.aggregate_evicted_share(shares[i, ..., j:j + 1],
+                                                      glob)
+      rows.append(dict(
+          suite=suite_name, sample=item.sample.id, group=item.group,
+          scorer=name, budget=b, protocol="ranking", allocation="ranking",
+          metric="evicted_share", settings=grid.settings(name),
+          per_head=shares[i, ..., j].tolist(), global_layers=glob,
+          value=float(geo["all"][0])))
+  log.add(rows)
 
 
 @functools.partial(jax.jit, static_argnames=("protected",))
@@ -414,7 +571,8 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
           r["protocol"] == grid.protocol and
           r["allocation"] == grid.allocation))]
   rows = _report.aggregate(current)
-  _report.write(rows, out, title=title)
+  extra = _verdicts.write(current, rows, out)
+  _report.write(rows, out, title=title, extra=extra)
   return rows
 
 
@@ -457,7 +615,7 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
       budgets=ec.budgets, protocol=ec.protocol, allocation=ec.allocation,
       chunk_size=ec.chunk_size, decode_interval=ec.decode_interval,
       batch_size=ec.batch_size, include_full=ec.include_full, seed=ec.seed,
-      identity=identity)
+      identity=identity, metrics=ec.metrics)
   for b in grid.budgets:                       # Fail early on a bad budget.
     eviction_lib.Eviction(b, protocol=grid.protocol,
                           allocation=grid.allocation, protected=protected)

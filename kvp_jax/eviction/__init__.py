@@ -28,6 +28,8 @@ scorers. It knows nothing of suites, grids or reports (kvp_jax.evaluation).
   prefill_compressed               prompts -> compressed cache (any protocol)
   generate_compressed              greedy decoding through it
   continuation_log_likelihood      teacher-forced scoring through it
+  continuation_logits              teacher-forced logits through it (one
+                                   forward pass over the continuation)
   layer_views / score_layers / evict_cache / calibrate_scores / EvictWhenFull
                                    the steps they are made of
 
@@ -48,6 +50,7 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
 from kvp_jax.eviction._runtime import compress_context
 from kvp_jax.eviction._runtime import Context
 from kvp_jax.eviction._runtime import continuation_log_likelihood
+from kvp_jax.eviction._runtime import continuation_logits
 from kvp_jax.eviction._runtime import generate_compressed
 from kvp_jax.eviction._runtime import prefill_compressed
 from kvp_jax.eviction._runtime import prefill_context

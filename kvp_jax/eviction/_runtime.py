@@ -5,6 +5,7 @@ KV cache: the protocols of kvp_jax.eviction on whole batches of prompts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -18,7 +19,7 @@ from kvp_jax.eviction._spec import Eviction
 from kvp_jax.eviction._steps import evict_cache
 from kvp_jax.eviction._steps import EvictWhenFull
 from kvp_jax.eviction._views import layer_views
-from kvp_jax.model import DecoderConfig, KVCache, Pretrained
+from kvp_jax.model import Decoder, DecoderConfig, KVCache, Pretrained
 from kvp_jax.model import EOS_ID, layer_capacities
 
 
@@ -278,3 +279,80 @@ def _evict_appended(model, cache, positions, scorer, eviction, rng):
                 for i, layer in enumerate(cache.layers))
   return evict_cache(model.config, cache, views, scorer, eviction, ctx,
                      eviction.decode_interval, rng)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _forward_logits(config: DecoderConfig, params, cache: KVCache,
+                    tokens: jax.Array, positions: jax.Array
+                    ) -> tuple[jax.Array, KVCache]:
+  """One forward pass of a chunk through a cache: ([B, T, V] float32 logits
+  at every chunk position, the cache with the chunk appended)."""
+  out = Decoder(config).apply({"params": params}, tokens, positions, cache,
+                              logits_at="all")
+  return out.logits.astype(jnp.float32), out.cache
+
+
+def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
+                        contexts: Sequence[Sequence[int]] | Context,
+                        continuations: Sequence[Sequence[int]], *,
+                        importance: np.ndarray | None = None,
+                        rng: jax.Array | None = None,
+                        pad_multiple: int = 16) -> tuple[jax.Array, dict]:
+  """Teacher-forced next-token logits of each continuation, read through a
+  compressed cache in one forward pass over the continuation tokens.
+
+  logits[:, 0] are the logits after the context (the prefill's), and
+  logits[:, t] for t >= 1 come from reading continuations[:, :t]: position t
+  is the distribution of continuations[:, t]. Only the continuation
+  positions get a vocabulary projection (never the context's). With
+  protocol "decode" the continuation is read `decode_interval` tokens at a
+  time with an eviction back to the budget in between, as
+  continuation_log_likelihood does; otherwise in one pass.
+
+  Args:
+    model: the decoder.
+    scorer: a Scorer (ignored for a full cache).
+    eviction: budget and protocol (Eviction(None): the full cache).
+    contexts: B token lists (BOS first), or a Context prefilled once.
+    continuations: B token lists, each non-empty.
+    importance: [B, L, K, P] future importance (the oracle's).
+    rng: PRNG key for random scorers.
+    pad_multiple: the width W is the longest continuation rounded up to it.
+  Returns:
+    (logits [B, W, V] float32, W >= max continuation length; positions past
+    a row's continuation are padding, stats with cache_bytes and
+    peak_slots). Memory: B x W x V x 4 bytes.
+  Raises:
+    ValueError: an empty continuation.
+  """
+  if not continuations or min(map(len, continuations)) < 1:
+    raise ValueError("continuation_logits needs a non-empty continuation "
+                     "for every row")
+  rng = jax.random.key(0) if rng is None else rng
+  width = inference.bucket_length(max(map(len, continuations)), pad_multiple)
+  piece = eviction.decode_interval if eviction.evicts_while_decoding \
+      else width
+  room = min(piece, width)
+  if isinstance(contexts, Context):
+    pre = compress_context(model, contexts, scorer, eviction, room,
+                           importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, contexts, room,
+                             importance=importance, rng=rng)
+  conts = np.zeros((len(continuations), width), np.int32)
+  for i, c in enumerate(continuations):
+    conts[i, :len(c)] = c
+  out = [pre.first_logits.astype(jnp.float32)[:, None]]         # [B, 1, V]
+  cache = pre.cache
+  for step, start in enumerate(range(0, width - 1, piece)):
+    stop = min(start + piece, width - 1)
+    pos = pre.lengths[:, None] + np.arange(start, stop)[None]
+    logits, cache = _forward_logits(
+        model.config, model.params, cache, jnp.asarray(conts[:, start:stop]),
+        jnp.asarray(pos, jnp.int32))
+    out.append(logits)
+    if stop < width - 1 and piece < width:
+      cache = _evict_appended(model, cache, pos, scorer, eviction,
+                              jax.random.fold_in(rng, step))
+  stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
+  return jnp.concatenate(out, axis=1), stats

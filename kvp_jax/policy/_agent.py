@@ -16,7 +16,13 @@ so sorting the scores once serves every budget.
 
 Beyond the paper, `use_key_contrast` adds one statistic of the whole cache:
 the anchor a, the mean of the unit keys u_j = k_j / |k_j| over the head's
-cached tokens (KeyDiff's anchor). A token's contrast u_j - a and its cosine
+cached tokens (KeyDiff's anchor). The anchor's set is, in training and at
+inference alike, the slots the cache holds when it is evicted: every
+cached token, the protected sinks and recent tokens included, and on a
+sliding-window layer only the ring's last `window` tokens (training:
+`held` of kvp_jax.training's agent_inputs; inference: the cache's valid
+slots). It is wider than the ranked set (the protected tokens are held but
+never ranked). A token's contrast u_j - a and its cosine
 to a tell how distinctive its key is in this context (a needle in a
 repetitive haystack), which a per-token MLP cannot see from k_j alone. It
 still reads nothing but the cached keys: no queries, no attention.
@@ -53,6 +59,11 @@ class AgentConfig:
     position_dim: width of each position embedding.
     max_position: rows of each position embedding; larger positions/ages are
       clipped to max_position - 1 (negative ones to 0).
+    trained_max_position / trained_max_age: the largest position and age
+      the training traces ranked (recorded by the export; None: unknown,
+      e.g. an older artifact or during training). Rows past them were never
+      updated by training, so larger positions / ages are clipped to them
+      as well: an agent never reads an untrained embedding row.
     num_mlp_layers: number of silu(LN(Dense(hidden))) layers.
     use_keys / use_values / use_position: feature switches (ablations); at
       least one must be on.
@@ -77,6 +88,8 @@ class AgentConfig:
   use_key_contrast: bool = False
   position_mode: str = ABSOLUTE
   dtype: str = "bfloat16"
+  trained_max_position: int | None = None
+  trained_max_age: int | None = None
 
   def __post_init__(self):
     if self.position_mode not in POSITION_MODES:
@@ -89,6 +102,12 @@ class AgentConfig:
           f"num_mlp_layers must be >= 0, got {self.num_mlp_layers}")
     if self.max_position < 1:
       raise ValueError(f"max_position must be >= 1, got {self.max_position}")
+    for name in ("trained_max_position", "trained_max_age"):
+      value = getattr(self, name)
+      if value is not None and (isinstance(value, bool) or
+                                not isinstance(value, int) or value < 0):
+        raise ValueError(f"{name} must be None or an int >= 0, got "
+                         f"{value!r}")
     jnp.dtype(self.dtype)  # Raises on an unknown dtype name.
 
   @property
@@ -157,15 +176,20 @@ class Agent(nn.Module):
   """Scores the cached tokens of one (layer, KV head).
 
   Call: (keys [B, T, H], values [B, T, H], positions [B, T] int32,
-  valid [B, T] bool, context_length [B] int32) -> scores [B, T] float32,
-  -inf where not valid.
+  valid [B, T] bool, context_length [B] int32, held [B, T] bool or None)
+  -> scores [B, T] float32, -inf where not valid. `held` (default: valid)
+  is the key-contrast anchor's set, a superset of valid (module docstring).
   """
   config: AgentConfig
 
   def _embed_position(self, index: jax.Array, name: str) -> jax.Array:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    index = jnp.clip(index, 0, cfg.max_position - 1)
+    trained = (cfg.trained_max_position if name == "position"
+               else cfg.trained_max_age)
+    top = cfg.max_position - 1 if trained is None else min(
+        trained, cfg.max_position - 1)
+    index = jnp.clip(index, 0, top)
     x = nn.Embed(cfg.max_position, cfg.position_dim, dtype=dtype,
                  param_dtype=jnp.float32, name=f"{name}_embed")(index)
     return nn.LayerNorm(dtype=dtype, name=f"{name}_norm")(x)   # [B, T, Dp]
@@ -173,10 +197,13 @@ class Agent(nn.Module):
   @nn.compact
   def __call__(self, keys: jax.Array, values: jax.Array,
                positions: jax.Array, valid: jax.Array,
-               context_length: jax.Array) -> jax.Array:
+               context_length: jax.Array,
+               held: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     valid = valid.astype(bool)
+    held = valid if held is None else held.astype(bool)
+    anchor_keys = jnp.where(held[..., None], keys, 0).astype(dtype)
     # Zero the padding so garbage in empty slots cannot reach the gradients.
     keys = jnp.where(valid[..., None], keys, 0).astype(dtype)      # [B, T, H]
     values = jnp.where(valid[..., None], values, 0).astype(dtype)  # [B, T, H]
@@ -190,7 +217,7 @@ class Agent(nn.Module):
       v = nn.Dense(cfg.feature_width, dtype=dtype, name="value_proj")(values)
       features.append(nn.LayerNorm(dtype=dtype, name="value_norm")(v))
     if cfg.use_key_contrast:
-      contrast, cosine = key_contrast(keys, valid)
+      contrast, cosine = key_contrast(anchor_keys, held)
       c = nn.Dense(cfg.feature_width, dtype=dtype, name="contrast_proj")(
           contrast.astype(dtype))
       features.append(nn.LayerNorm(dtype=dtype, name="contrast_norm")(c))

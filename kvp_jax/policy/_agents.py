@@ -25,8 +25,10 @@ class Agents(nn.Module):
   """`num_agents` independent agents, vmapped over a leading axis A.
 
   Call: (keys [A, B, T, H], values [A, B, T, H], positions [A, B, T] int32,
-  valid [A, B, T] bool, context_length [A, B] int32) -> scores [A, B, T]
-  float32, -inf where not valid. Agent a sees only slice a of every input.
+  valid [A, B, T] bool, context_length [A, B] int32, held [A, B, T] bool
+  or None: the key-contrast anchor's set, default valid) -> scores
+  [A, B, T] float32, -inf where not valid. Agent a sees only slice a of
+  every input.
   """
   config: AgentConfig
   num_agents: int
@@ -34,7 +36,9 @@ class Agents(nn.Module):
   @nn.compact
   def __call__(self, keys: jax.Array, values: jax.Array,
                positions: jax.Array, valid: jax.Array,
-               context_length: jax.Array) -> jax.Array:
+               context_length: jax.Array,
+               held: jax.Array | None = None) -> jax.Array:
+    held = valid if held is None else held
     vmapped = nn.vmap(
         Agent,
         variable_axes={"params": 0},
@@ -44,7 +48,7 @@ class Agents(nn.Module):
         axis_size=self.num_agents,
     )
     return vmapped(self.config, name="agents")(
-        keys, values, positions, valid, context_length)
+        keys, values, positions, valid, context_length, held)
 
 
 def init_agents(config: AgentConfig, num_agents: int, head_dim: int,
@@ -74,14 +78,17 @@ def num_agents_of(params: Params) -> int:
 
 def apply_agents(config: AgentConfig, params: Params, keys: jax.Array,
                  values: jax.Array, positions: jax.Array, valid: jax.Array,
-                 context_length: jax.Array) -> jax.Array:
+                 context_length: jax.Array,
+                 held: jax.Array | None = None) -> jax.Array:
   """Scores [A, B, T] float32 (-inf where not valid); A read from params.
 
   Args as `Agents.__call__`: keys/values [A, B, T, H], positions [A, B, T]
-  int32, valid [A, B, T] bool, context_length [A, B] int32.
+  int32, valid [A, B, T] bool, context_length [A, B] int32, held
+  [A, B, T] bool (the key-contrast anchor's set; None: valid).
   """
   return Agents(config, num_agents_of(params)).apply(
-      {"params": params}, keys, values, positions, valid, context_length)
+      {"params": params}, keys, values, positions, valid, context_length,
+      held)
 
 
 def num_params_per_agent(params: Params) -> int:

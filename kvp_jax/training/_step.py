@@ -32,18 +32,26 @@ def agent_inputs(batch: dict, keys: jax.Array,
       evicted (a ring), so only those are ranked, in training as at
       inference; older tokens would get no attention anyway.
   Returns:
-    positions, valid [A, B, T], context_length [A, B], importance [A, B, T].
+    positions, valid [A, B, T] (the ranked set), held [A, B, T] (the slots
+    the cache holds when it is evicted: the prompt's tokens, the protected
+    ones included, within the window on a windowed layer; the key-contrast
+    anchor's and KeyDiff's set, as at inference), context_length [A, B],
+    importance [A, B, T].
   """
   a = keys.shape[0]
   bcast = lambda x: jnp.broadcast_to(x[None], (a,) + x.shape)
   positions = bcast(batch["positions"])
   context = bcast(batch["context_length"])
   valid = bcast(batch["valid"])
+  held = positions >= 0
   if windows is not None and any(windows):
     w = jnp.asarray([x if x else jnp.iinfo(jnp.int32).max // 2
                      for x in windows], jnp.int32)[:, None, None]
-    valid = valid & (positions >= context[..., None] - w)
-  return {"positions": positions, "valid": valid, "context_length": context,
+    in_window = positions >= context[..., None] - w
+    valid = valid & in_window
+    held = held & in_window
+  return {"positions": positions, "valid": valid, "held": held,
+          "context_length": context,
           "importance": jnp.swapaxes(batch["importance"], 0, 1)}
 
 
@@ -72,7 +80,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
 
   def loss_fn(params):
     scores = apply_agents(policy, params, keys, values, inputs["positions"],
-                          inputs["valid"], inputs["context_length"])
+                          inputs["valid"], inputs["context_length"],
+                          inputs["held"])
     return objective.rloo_loss(key, scores, inputs["importance"],
                                inputs["valid"], num_samples)
 

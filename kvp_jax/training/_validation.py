@@ -4,7 +4,11 @@ baselines' on the same traces (1.0 = the oracle; lower is better).
 The policy ranks deterministically (argsort of its scores, no noise). Random
 is the exact expectation of a uniform ranking. StreamingLLM, K-norm and
 KeyDiff are the rules of kvp_jax.scorers applied to the stored keys, with
-the agents axis in the place of KV heads. A trace whose importance is all
+the agents axis in the place of KV heads, over the slots the cache would
+hold at eviction (agent_inputs' `held`: on a sliding-window layer the
+ring's last `window` tokens), so KeyDiff's anchor is the mean unit key of
+the same set as at inference (and as the policy's key-contrast anchor);
+only the ranked set is ranked. A trace whose importance is all
 zero for an agent (every order is optimal) is left out of that agent's mean.
 """
 
@@ -40,7 +44,8 @@ def _batch_sums(params, batch, feature_params, *, policy: AgentConfig,
                  > 1e-30) & (batch["weight"][None] > 0)            # [A, B]
   costs = {}
   scores = apply_agents(policy, params, keys, values, inputs["positions"],
-                        inputs["valid"], inputs["context_length"])
+                        inputs["valid"], inputs["context_length"],
+                        inputs["held"])
   costs["policy"] = _costs(objective.deterministic_order(scores,
                                                          inputs["valid"]),
                            inputs)
@@ -49,7 +54,8 @@ def _batch_sums(params, batch, feature_params, *, policy: AgentConfig,
                                                        inputs["valid"])
     view = scorers_lib.LayerView(
         keys=jnp.swapaxes(keys, 0, 1), values=jnp.swapaxes(values, 0, 1),
-        positions=jnp.swapaxes(inputs["positions"], 0, 1),
+        positions=jnp.swapaxes(
+            jnp.where(inputs["held"], inputs["positions"], -1), 0, 1),
         context_length=batch["context_length"])
     for name in BASELINES[1:]:
       s = jnp.swapaxes(scorers_lib.get_scorer(name).score(view), 0, 1)

@@ -61,7 +61,8 @@ def _inputs(seed, batch=3, heads=4, slots=20):
   importance[1, 2] = 0.0                               # An uninformative head.
   # Importance only on protected tokens: uninformative as well.
   prot = np.asarray(cache_lib.keep_mask_protected(
-      jnp.asarray(positions), jnp.asarray(lengths), SINKS, RECENT))
+      jnp.asarray(positions), jnp.asarray(lengths),
+      cache_lib.Protected(num_sinks=SINKS, num_recent=RECENT)))
   importance[2, 3] = np.where(prot[2, 3], 1.0, 0.0)
   return scores, importance, positions, lengths
 
@@ -88,7 +89,8 @@ def test_agrees_with_the_caches_own_eviction():
   imp = np.where(positions >= 0, importance, 0.0)
   for i, b in enumerate(BUDGETS):
     keep = cache_lib.select_top(jnp.asarray(scores), jnp.asarray(positions),
-                                b, jnp.asarray(lengths), SINKS, RECENT)
+                                b, cache_lib.Protected(num_sinks=SINKS, num_recent=RECENT),
+                                jnp.asarray(lengths))
     kept = np.asarray(cache_lib.kept_mask(keep, positions.shape[-1]))
     expected = (imp * ~kept).sum(-1) / np.maximum(imp.sum(-1), 1e-30)
     got = np.asarray(share[..., i])

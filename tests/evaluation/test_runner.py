@@ -70,9 +70,10 @@ def test_grid_writes_tables_and_plots(tmp_path, model):
   md = (out / "results.md").read_text()
   assert "## toy: accuracy" in md and "## doc: perplexity" in md
   assert "## cost: normalised_cost" in md
-  cell = lambda s, sc, b: [r for r in rows if r["suite"] == s and
-                           r["scorer"] == sc and r["budget"] == b and
-                           r["group"] == "mean"]
+  primary = ("accuracy", "perplexity", "normalised_cost")
+  cell = lambda s, sc, b, m=primary: [
+      r for r in rows if r["suite"] == s and r["scorer"] == sc and
+      r["budget"] == b and r["group"] == "mean" and r["metric"] in m]
   for suite in ("toy", "doc"):
     assert len(cell(suite, "full", "full")) == 1
     for scorer in ("kvp", "knorm", "snapkv", "oracle"):
@@ -88,6 +89,39 @@ def test_grid_writes_tables_and_plots(tmp_path, model):
   full = cell("doc", "full", "full")[0]["value"]
   big = cell("doc", "knorm", "48")[0]["value"]
   assert full > 1 and abs(big - full) / full < 0.5
+  _check_new_metrics(rows, out, md, cell)
+
+
+def _check_new_metrics(rows, out, md, cell):
+  """Fidelity, evicted share and verdicts of the default metrics."""
+  for suite in ("toy", "doc"):
+    for scorer in ("kvp", "knorm", "snapkv", "oracle"):
+      for b in ("24", "48"):
+        (agree,) = cell(suite, scorer, b, ("agreement",))
+        (kl,) = cell(suite, scorer, b, ("kl",))
+        (ll,) = cell(suite, scorer, b, ("fidelity_ll",))
+        assert 0 <= agree["value"] <= 100 and kl["value"] >= 0
+        assert ll["value"] < 0
+    assert not cell(suite, "full", "full", ("agreement",))
+  # A larger budget is at least as faithful on average (oracle ranks).
+  assert (cell("doc", "oracle", "48", ("kl",))[0]["value"] <=
+          cell("doc", "oracle", "24", ("kl",))[0]["value"] + 1e-6)
+  shares = [r for r in rows if r["suite"] == "cost" and
+            r["metric"] == "evicted_share" and r["group"] == "mean"]
+  assert {r["budget"] for r in shares} == {"64", "128", "256", "512"}
+  oracle = {r["budget"]: r["value"] for r in shares if r["scorer"] == "oracle"}
+  knorm = {r["budget"]: r["value"] for r in shares if r["scorer"] == "knorm"}
+  assert oracle["64"] <= knorm["64"]
+  verdicts = [json.loads(l) for l in
+              (out / "verdicts.jsonl").read_text().splitlines()]
+  paired = [v for v in verdicts if v["kind"] == "paired"]
+  assert {v["metric"] for v in paired} >= {"accuracy", "agreement", "kl",
+                                           "perplexity", "fidelity_ll"}
+  assert all(v["family"] in ("query_free", "query_aware") for v in paired)
+  # Today's tables come first, the new sections after them.
+  assert md.index("## cost: normalised_cost") < md.index(
+      "KVP against the best baseline of each family")
+  assert (out / "doc_kl_paired.png").is_file()
 
 
 def test_rerun_resumes(tmp_path, model):
@@ -100,7 +134,8 @@ def test_rerun_resumes(tmp_path, model):
   evaluation.evaluate(config, tmp_path / "run", model=model, progress=False)
   again = [json.loads(l) for l in log.read_text().splitlines()
            if l.startswith("{") and l.endswith("}")]
-  keys = [(r["suite"], r["sample"], r["scorer"], str(r["budget"])) for r in again]
+  keys = [(r["suite"], r["sample"], r["scorer"], str(r["budget"]),
+           r["metric"]) for r in again]
   assert len(keys) == len(set(keys)) == len(lines)
 
 
@@ -146,10 +181,30 @@ def test_grid_runs_every_protocol(tmp_path, model, protocol, allocation):
   config.eval.suites = config.eval.suites[:2]
   config.eval.update(scorers=["kvp", "knorm"], budgets=[24], chunk_size=64,
                      decode_interval=4, protocol=protocol,
-                     allocation=allocation)
+                     allocation=allocation,
+                     metrics=list(common.PRIMARY_METRICS))
   rows = evaluation.evaluate(config, tmp_path / "run", model=model,
                              progress=False)
   got = {(r["suite"], r["scorer"]) for r in rows
          if r["group"] == "mean" and r["budget"] == "24"
          and r["protocol"] == protocol and r["allocation"] == allocation}
   assert got == {(s, sc) for s in ("toy", "doc") for sc in ("kvp", "knorm")}
+  # Today's metrics only: nothing new in the log nor in results.jsonl.
+  out = tmp_path / "run" / "eval"
+  logged = {json.loads(l)["metric"] for l in
+            (out / "samples.jsonl").read_text().splitlines()}
+  assert logged == {"accuracy", "perplexity"}
+  assert {r["metric"] for r in rows} == {"accuracy", "perplexity"}
+
+
+@pytest.mark.parametrize("protocol", ["chunked", "decode"])
+def test_fidelity_with_eviction_while_reading(tmp_path, model, protocol):
+  config = _config(tmp_path, model)
+  config.eval.suites = config.eval.suites[:2]
+  config.eval.update(scorers=["knorm"], budgets=[24], chunk_size=64,
+                     decode_interval=4, protocol=protocol)
+  rows = evaluation.evaluate(config, tmp_path / "run", model=model,
+                             progress=False)
+  got = {(r["suite"], r["metric"]) for r in rows if r["budget"] == "24"}
+  assert got >= {(s, m) for s in ("toy", "doc")
+                 for m in ("agreement", "kl", "fidelity_ll")}

@@ -23,7 +23,11 @@ def test_export_round_trip(tmp_path):
   fingerprint = training.model_identity(cfg.model)["fingerprint"]
   assert art.info["step"] == step and art.model_fingerprint == fingerprint
   assert art.model_name == "tiny"
-  assert art.agent_config == training.policy_config(cfg)
+  # The run's config plus the trained range the export records.
+  assert art.agent_config.replace(
+      trained_max_position=None, trained_max_age=None) == \
+      training.policy_config(cfg)
+  assert art.agent_config.trained_max_position is not None
   assert (art.layer_start, art.layer_stop, art.num_kv_heads) == (0, 2, 1)
   assert art.agent_index(1) == (1, 2)
   art.check_model(fingerprint, 2, 1, 8)

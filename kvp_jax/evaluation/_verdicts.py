@@ -1,0 +1,189 @@
+"""Verdicts that can tell: answer retention, fidelity and evicted-share
+tables, and KVP's paired bootstrap comparisons, from the per-sample rows.
+
+Answer retention (RULER-style suites): of the samples the full cache
+answers right (accuracy 100), the share a compressed cell still answers
+right (accuracy 100), x100. Per sample it is a row of metric "retention"
+(100 or 0) for each compressed cell of a sample the full cache got right.
+
+Paired comparisons: per (suite, budget, metric) KVP minus the best
+query-free and the best query-aware baseline over the samples both have
+(_paired.kvp_against_baselines), with a seeded 95% percentile bootstrap of
+NUM_RESAMPLES resamples, for PAIRED_METRICS. Rows with a non-finite value
+(an evicted share where no head holds more than the budget) are left out.
+
+Everything here is written beside results.jsonl, never into it:
+verdicts.jsonl (one row per retention cell, kind "retention", and per
+comparison, kind "paired"), one PNG per (suite, metric) of the paired
+differences against the budget with the interval as a band, and markdown
+sections that results.md appends after today's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _report
+
+FULL = _report.FULL
+PAIRED_METRICS = ("accuracy", "retention", "agreement", "kl", "fidelity_ll",
+                  "perplexity", "evicted_share")
+FIDELITY = ("agreement", "kl", "fidelity_ll")
+NUM_RESAMPLES = 10000
+SEED = 0
+_RIGHT = 100.0 - 1e-6        # RULER's score of a fully right answer.
+_DESCRIPTION = {
+    "agreement": "top-1 agreement with the full cache (%, higher is better)",
+    "kl": "mean KL(full || compressed) per token (nats, lower is better)",
+    "fidelity_ll": "mean log-likelihood per token of the full cache's "
+                   "tokens (higher is better)",
+}
+
+
+def retention_rows(samples: Sequence[dict]) -> list[dict]:
+  """Per-sample "retention" rows (100: still right, 0: lost) of every
+  compressed accuracy row whose sample the full cache answers right."""
+  right = {(r["suite"], str(r["sample"])) for r in samples
+           if r["metric"] == "accuracy" and r["scorer"] == FULL
+           and r["value"] >= _RIGHT}
+  out = []
+  for r in samples:
+    if (r["metric"] != "accuracy" or r["scorer"] == FULL or
+        (r["suite"], str(r["sample"])) not in right):
+      continue
+    row = {k: v for k, v in r.items() if k != "prediction"}
+    row.update(metric="retention", value=100.0 * (r["value"] >= _RIGHT))
+    out.append(row)
+  return out
+
+
+def paired_comparisons(samples: Sequence[dict]) -> list[dict]:
+  """_paired.kvp_against_baselines over the compressed cells of
+  PAIRED_METRICS (retention rows included), finite values only."""
+  rows = [r for r in list(samples) + retention_rows(samples)
+          if r["metric"] in PAIRED_METRICS and r["scorer"] != FULL
+          and str(r["budget"]) != FULL and math.isfinite(r["value"])]
+  return _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
+                                       seed=SEED)
+
+
+def _table(rows: Sequence[dict], cell) -> list[str]:
+  """A scorers x budgets markdown table of the rows; cell(row) -> text."""
+  budgets = sorted({str(r["budget"]) for r in rows}, key=_report._budget_sort)
+  lines = ["| scorer | " + " | ".join(f"b={b}" for b in budgets) + " |",
+           "|---" * (len(budgets) + 1) + "|"]
+  for s in sorted({r["scorer"] for r in rows}):
+    by_budget = {str(r["budget"]): r for r in rows if r["scorer"] == s}
+    lines.append(f"| {s} | " + " | ".join(
+        cell(by_budget[b]) if b in by_budget else "" for b in budgets) + " |")
+  return lines + [""]
+
+
+def retention_markdown(aggregated: Sequence[dict],
+                       retention: Sequence[dict]) -> list[str]:
+  """Per RULER-style suite (mean group): raw accuracy / answer retention."""
+  acc = {(r["suite"], r["scorer"], r["budget"]): r for r in aggregated
+         if r["metric"] == "accuracy" and r["group"] == "mean"}
+  lines = []
+  for suite in sorted({r["suite"] for r in retention}):
+    rows = [r for r in retention if r["suite"] == suite and
+            r["group"] == "mean"]
+    n = max(r["num_samples"] for r in rows)
+    lines += [f"## {suite}: answer retention", "",
+              f"accuracy / retention: of the samples the full cache answers "
+              f"right, the share still answered right (%; up to {n} "
+              f"samples per cell).", ""]
+    lines += _table(rows, lambda r: (
+        f"{acc[(r['suite'], r['scorer'], r['budget'])]['value']:.2f} / "
+        if (r["suite"], r["scorer"], r["budget"]) in acc else "") +
+                    f"{r['value']:.2f}")
+  return lines
+
+
+def fidelity_markdown(aggregated: Sequence[dict]) -> list[str]:
+  """Per suite and fidelity metric (mean group): scorers x budgets."""
+  lines = []
+  for suite in sorted({r["suite"] for r in aggregated}):
+    for metric in FIDELITY:
+      rows = [r for r in aggregated if r["suite"] == suite and
+              r["metric"] == metric and r["group"] == "mean"]
+      if rows:
+        lines += [f"## {suite}: {_DESCRIPTION[metric]}", ""]
+        lines += _table(rows, lambda r: f"{r['value']:.3f}")
+  return lines
+
+
+def evicted_share_markdown(aggregated: Sequence[dict]) -> list[str]:
+  """Per attention-cost suite: geometric mean over heads of the evicted
+  share of future importance, all layers (global layers in brackets)."""
+  lines = []
+  for suite in sorted({r["suite"] for r in aggregated
+                       if r["metric"] == "evicted_share"}):
+    rows = [r for r in aggregated if r["suite"] == suite and
+            r["metric"] == "evicted_share" and r["group"] == "mean"]
+    lines += [f"## {suite}: evicted share of future importance at fixed "
+              f"budgets (geometric mean over heads; global layers in "
+              f"brackets; lower is better)", ""]
+    lines += _table(rows, lambda r: f"{r['value']:.4f} "
+                    f"[{r.get('value_global', float('nan')):.4f}]")
+  return lines
+
+
+def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
+  """One PNG per (suite, metric): KVP - best baseline of each family
+  against the budget, the bootstrap interval drawn as a band."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  paths = []
+  for suite, metric in sorted({(c["suite"], c["metric"])
+                               for c in comparisons}):
+    rows = [c for c in comparisons if c["suite"] == suite and
+            c["metric"] == metric and str(c["budget"]).isdigit()]
+    if not rows:
+      continue
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for family in sorted({c["family"] for c in rows}):
+      pts = sorted((int(c["budget"]), c["difference"], c["low"], c["high"])
+                   for c in rows if c["family"] == family)
+      x, mean, low, high = zip(*pts)
+      line, = ax.plot(x, mean, marker="o", label=f"KVP - best {family}")
+      ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
+    ax.axhline(0.0, color="gray", linestyle="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("cache size per head (tokens)")
+    better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
+    ax.set_ylabel(f"{metric} difference ({better} is better for KVP)")
+    ax.set_title(f"{suite}: paired, 95% bootstrap band")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / f"{suite}_{metric}_paired.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def write(samples: Sequence[dict], aggregated: Sequence[dict],
+          out_dir: Path) -> list[str]:
+  """verdicts.jsonl and the paired plots; returns the markdown sections
+  (retention, fidelity, evicted share, paired comparisons)."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  retention = _report.aggregate(retention_rows(samples))
+  comparisons = paired_comparisons(samples)
+  rows = ([dict(r, kind="retention") for r in retention] +
+          [dict(c, kind="paired") for c in comparisons])
+  tmp = out_dir / "verdicts.jsonl.tmp"
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in rows),
+                 encoding="utf-8")
+  os.replace(tmp, out_dir / "verdicts.jsonl")
+  plot_paired(comparisons, out_dir)
+  return (retention_markdown(aggregated, retention) +
+          fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
+          _paired.comparisons_markdown(comparisons))

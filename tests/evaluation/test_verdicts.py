@@ -1,0 +1,83 @@
+"""Answer retention and KVP's paired verdicts, from per-sample rows."""
+
+import json
+
+import numpy as np
+
+from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _report
+from kvp_jax.evaluation import _verdicts
+
+
+def _rows(seed=0, n=12):
+  rng = np.random.default_rng(seed)
+  full = rng.random(n) < 0.75
+  rows = []
+  for i in range(n):
+    rows.append(dict(suite="ruler", sample=f"s{i}", group="g", scorer="full",
+                     budget="full", protocol="full", allocation="full",
+                     metric="accuracy", value=100.0 * full[i]))
+    for scorer, p in (("kvp", 0.9), ("knorm", 0.5), ("keydiff", 0.6),
+                      ("snapkv", 0.7)):
+      right = full[i] and rng.random() < p
+      rows.append(dict(suite="ruler", sample=f"s{i}", group="g",
+                       scorer=scorer, budget=64, protocol="once",
+                       allocation="uniform", metric="accuracy",
+                       value=100.0 * right))
+      rows.append(dict(suite="ruler", sample=f"s{i}", group="g",
+                       scorer=scorer, budget=64, protocol="once",
+                       allocation="uniform", metric="kl",
+                       value=float(rng.exponential(1 - p))))
+  return rows, full
+
+
+def test_retention_counts_only_what_the_full_cache_got_right():
+  rows, full = _rows()
+  ret = _verdicts.retention_rows(rows)
+  assert {r["sample"] for r in ret} == {f"s{i}" for i in np.flatnonzero(full)}
+  for scorer in ("kvp", "knorm"):
+    want = np.mean([r["value"] for r in rows if r["scorer"] == scorer and
+                    r["metric"] == "accuracy" and full[int(r["sample"][1:])]])
+    got = np.mean([r["value"] for r in ret if r["scorer"] == scorer])
+    np.testing.assert_allclose(got, want)
+  assert all(r["metric"] == "retention" and r["value"] in (0.0, 100.0)
+             for r in ret)
+
+
+def test_report_verdicts_are_the_paired_function(tmp_path):
+  rows, _ = _rows(1)
+  aggregated = _report.aggregate(rows)
+  extra = _verdicts.write(rows, aggregated, tmp_path)
+  written = [json.loads(l) for l in
+             (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+  paired = [{k: v for k, v in r.items() if k != "kind"} for r in written
+            if r["kind"] == "paired"]
+  compressed = [r for r in rows if r["scorer"] != "full"]
+  want = _paired.kvp_against_baselines(
+      compressed + _verdicts.retention_rows(rows), num_resamples=10000,
+      seed=0)
+  assert paired == json.loads(json.dumps(want))
+  assert {(r["metric"], r["family"]) for r in paired} == {
+      (m, f) for m in ("accuracy", "kl", "retention")
+      for f in ("query_free", "query_aware")}
+  assert {r["baseline"] for r in paired if r["family"] == "query_aware"} == {
+      "snapkv"}
+  md = "\n".join(extra)
+  assert "ruler: answer retention" in md
+  assert md.count("| KVP ") == len(paired)       # One table row per verdict.
+  assert (tmp_path / "ruler_kl_paired.png").is_file()
+  # The markdown keeps today's tables first, then the new sections.
+  full_md = _report.markdown(aggregated, "t", extra)
+  assert full_md.startswith(_report.markdown(aggregated, "t").rstrip("\n"))
+  assert full_md.index("## ruler: accuracy") < full_md.index(
+      "answer retention")
+
+
+def test_non_finite_values_are_left_out():
+  rows, _ = _rows(2)
+  rows += [dict(suite="cost", sample="s0", group="g", scorer=s, budget=512,
+                protocol="ranking", allocation="ranking",
+                metric="evicted_share", value=float("nan"))
+           for s in ("kvp", "knorm")]
+  got = _verdicts.paired_comparisons(rows)
+  assert not any(c["suite"] == "cost" for c in got)
