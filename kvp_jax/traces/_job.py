@@ -10,7 +10,7 @@ nothing left to do.
 Several processes (a multi-process job, `kvp_jax.distributed`) share the
 work: every process builds the same plan, the not yet recorded batches get
 their row indices from it (`planned_rows`), and process i of P records
-planned batches i, i+P, i+2P, ... into the one store as writer i of P
+batches number i, i+P, i+2P, ... of the plan into the one store as writer i of P
 (`TraceStore.write_batch`); process 0 merges the commits when all are
 done. Kill any process, rerun the job (with any number of processes): it
 continues at the same rows, and the finished store equals a one-process
@@ -137,8 +137,9 @@ def _plain(x):
 
 
 def planned_rows(store: TraceStore, plan: Sequence[Sequence[PlannedSample]]
-                 ) -> list[tuple[int, list[PlannedSample]]]:
-  """(first row, samples) of every planned batch not recorded yet.
+                 ) -> list[tuple[int, int, list[PlannedSample]]]:
+  """(batch number in the plan, first row, samples) of every planned batch
+  not recorded yet.
 
   Rows follow the plan: the samples not in records.jsonl, in plan order,
   take rows num_consolidated, num_consolidated + 1, ...; so one writer
@@ -154,7 +155,7 @@ def planned_rows(store: TraceStore, plan: Sequence[Sequence[PlannedSample]]
   merged = {r.id for r in store.records if r.index < n0}
   pending = {r.id: r.index for r in store.records if r.index >= n0}
   out, row = [], n0
-  for batch in plan:
+  for k, batch in enumerate(plan):
     rest = [p for p in batch if p.sample.id not in merged]
     for offset, p in enumerate(rest):
       if pending.get(p.sample.id, row + offset) != row + offset:
@@ -168,7 +169,7 @@ def planned_rows(store: TraceStore, plan: Sequence[Sequence[PlannedSample]]
       raise StoreError(f"{store.path}: a batch is partly committed at rows "
                        f"{row}..{row + len(rest) - 1}")
     if todo:
-      out.append((row, todo))
+      out.append((k, row, todo))
     row += len(rest)
   return out
 
@@ -218,7 +219,7 @@ def _open_for(role: _locks.Role, store_path, metadata, layout, plan,
       todo = todo[:max_batches]
     single = role.count == 1 and not store.has_pending
     if todo and not single:
-      store.reserve(max(row + len(b) for row, b in todo))
+      store.reserve(max(row + len(b) for _, row, b in todo))
     return store, todo, single
 
   if role.index == 0:
@@ -244,7 +245,7 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
       smoke runs).
     role: this writer (default: this process of the JAX job, writer
       jax.process_index() of jax.process_count()); writer i records the
-      planned batches i, i + count, ...
+      unrecorded batches number i, i + count, ... of the plan.
   Returns:
     The store, with every planned sample committed (unless max_batches, or
     another writer's batches are missing).
@@ -263,7 +264,7 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
     logging.info("%s: all %d samples already recorded", store_path,
                  len(samples))
     return store
-  mine = todo[role.index::role.count]
+  mine = [(row, b) for k, row, b in todo if k % role.count == role.index]
   bar = tqdm(total=sum(len(b) for _, b in mine), desc="recording traces",
              unit="trace", disable=not progress)
   start, tokens = time.time(), 0
