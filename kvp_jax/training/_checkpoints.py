@@ -135,27 +135,22 @@ def restore_params(workdir: str | Path, *, which: str = "best",
                      f"got {which!r}")
   directory = Path(workdir).absolute() / (
       BEST_DIR if which == "best" else LATEST_DIR)
-  if jax.process_count() > 1:
-    return _restore_params_here(directory, which, ema)
-  with ocp.CheckpointManager(directory) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no {which} checkpoint under {directory}")
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(directory / str(step) / "state")
-  return state["ema_params" if ema else "params"], step
+  return _restore_params_here(directory, which, ema)
 
 
 def _restore_params_here(directory: Path, which: str, ema: bool):
-  """`restore_params` by this process alone within a multi-process job (the
-  export runs on process 0): orbax synchronises only this process, and the
-  arrays come back as numpy (their saved sharding spans every process)."""
+  """`restore_params` by this process alone (also within a multi-process
+  job, where the export runs on process 0): orbax synchronises only this
+  process, and the arrays come back as numpy, so a checkpoint saved on
+  other devices (another mesh, several processes) restores anywhere."""
   alone = ocp.options.MultiprocessingOptions(
       primary_host=jax.process_index(),
       active_processes={jax.process_index()},
       barrier_sync_key_prefix=f"restore_{jax.process_index()}")
+  if not directory.is_dir():
+    raise FileNotFoundError(f"no {which} checkpoint under {directory}")
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      multiprocessing_options=alone)) as manager:
+      create=False, multiprocessing_options=alone)) as manager:
     step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"no {which} checkpoint under {directory}")

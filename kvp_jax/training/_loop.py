@@ -30,6 +30,7 @@ from tqdm import tqdm
 from kvp_jax import distributed
 from kvp_jax.training import _checkpoints
 from kvp_jax.training import _job
+from kvp_jax.training import _mesh
 from kvp_jax.training import _per_agent
 from kvp_jax.training import _report
 from kvp_jax.training import _rundir
@@ -117,14 +118,18 @@ class _Loop:
     tc, job = self.tc, self.job
     start, stop = int(self.state.step), tc.last_step
     root_key = jax.random.key(tc.seed + 1)
+    step_key = lambda step: jax.random.fold_in(root_key, step)
+    if jax.process_count() > 1:   # Made on the mesh: no step moves it there.
+      step_key = jax.jit(lambda step: jax.random.fold_in(
+          jax.random.key(tc.seed + 1), step),
+                         out_shardings=_mesh.replicated(job.mesh))
     bar = tqdm(total=tc.steps, initial=start, desc="training", unit="step",
                disable=not progress)
     pending = None          # (step, metrics) not yet read back from the device.
     for step in range(start, stop):
       batch = job.put(next(self.iterator))
       self.state, metrics = job.step_fn(
-          self.state, batch, jax.random.fold_in(root_key, step),
-          job.feature_params)
+          self.state, batch, step_key(step), job.feature_params)
       if pending is not None:
         host = self.check(*pending)
         if (pending[0] + 1) % tc.log_every == 0:
