@@ -155,7 +155,9 @@ def _restore_params_here(directory: Path, which: str, ema: bool):
   if step is None:
     raise FileNotFoundError(f"no {which} checkpoint under {directory}")
   path = directory / str(step) / "state"
-  with ocp.PyTreeCheckpointer(multiprocessing_options=alone) as ckptr:
+  with ocp.Checkpointer(
+      ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+      multiprocessing_options=alone) as ckptr:
     meta = ckptr.metadata(path)
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)

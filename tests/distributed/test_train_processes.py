@@ -4,6 +4,7 @@ same params; process 0 alone writes the run's files."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -37,10 +38,16 @@ def test_same_params_as_one_process(runs):
     a, step_a = training.restore_params(one, which=which, ema=ema)
     b, step_b = training.restore_params(two, which=which, ema=ema)
     assert step_a == step_b == (6 if which == "latest" else step_a)
-    for x, y in zip(*map(lambda t: __import__("jax").tree_util.tree_leaves(t),
-                         (a, b))):
-      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5,
-                                 atol=1e-6)
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
+                            jax.tree_util.tree_leaves(b)):
+      name = jax.tree_util.keystr(path)
+      if "'score']['bias'" in name:
+        # A ranking does not change when every score shifts: this bias's
+        # gradient is zero up to rounding, which Adam turns into steps of
+        # +-lr whose sign the reduction order decides.
+        assert np.abs(x).max() < 0.02 and np.abs(y).max() < 0.02
+        continue
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=name)
   sa = json.loads((one / "summary.json").read_text())
   sb = json.loads((two / "summary.json").read_text())
   assert sa["best_step"] == sb["best_step"]
@@ -61,5 +68,5 @@ def test_two_processes_wrote_one_run(runs):
   history = (two / "validation_history.jsonl").read_text().splitlines()
   assert [json.loads(l)["step"] for l in history] == [3, 6]  # Not twice.
   # grain's iterator state: one file per process in the latest checkpoint.
-  data = list((two / "checkpoints").glob("*/data/*"))
-  assert len([p for p in data if "process_" in p.name]) == 2, data
+  names = {p.name for p in (two / "checkpoints").glob("*/data/*")}
+  assert {"process_0-of-2.json", "process_1-of-2.json"} <= names, names
