@@ -290,6 +290,7 @@ def _merge(store: TraceStore, role: _locks.Role) -> None:
   writer rereads the store."""
   distributed.sync("traces recorded")
   if role.index == 0:
+    store.refresh()                      # The other writers' commits too.
     store.consolidate()
   distributed.sync("traces merged")
   store.refresh()
