@@ -37,7 +37,10 @@ Helpers for the commands: `is_primary()` (process 0 writes summaries, tables
 and exports), `process_shard(n)` (the items of n this process handles),
 `gather_rows(rows)` (every process's Python results, in process order),
 `host_local_to_global(tree, shardings)` (each process's rows of a batch into
-global arrays) and `sync(name)` (a barrier).
+global arrays), `process_rows(sharding, n)` (the rows of a batch this
+process's devices hold), `to_host(tree)` (global arrays as numpy on every
+process), `writer_role()` (this process as "writer i of P" of a shared
+directory) and `sync(name)` (a barrier).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+
+from kvp_jax import _locks
 
 log = logging.getLogger(__name__)
 
@@ -362,3 +367,41 @@ def sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+def writer_role() -> _locks.Role:
+  """This process as writer jax.process_index() of jax.process_count() (the
+  role of its lock on a directory that every process writes)."""
+  return _locks.Role(jax.process_index(), jax.process_count())
+
+
+def process_rows(sharding: jax.sharding.Sharding, n: int) -> range:
+  """The rows of a leading axis of size n that this process's devices hold
+  under `sharding` (what it passes to `host_local_to_global`).
+
+  Raises:
+    ValueError: the process's rows are not one contiguous block.
+  """
+  slices = sharding.addressable_devices_indices_map((n,)).values()
+  spans = sorted({s[0].indices(n)[:2] for s in slices})
+  start, stop = spans[0][0], spans[0][1]
+  for a, b in spans[1:]:
+    if a > stop:
+      raise ValueError(f"process {jax.process_index()} holds rows {spans} of "
+                       f"{n}: not one block (order the mesh's devices by "
+                       "process)")
+    stop = max(stop, b)
+  return range(start, stop)
+
+
+def to_host(tree):
+  """Every leaf as a numpy array on every process: a global jax.Array that
+  spans other processes' devices is gathered
+  (multihost_utils.process_allgather, a collective: every process must
+  call it); other leaves are converted in place (jax.device_get)."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.device_get(x)
+  return jax.tree_util.tree_map(one, tree)

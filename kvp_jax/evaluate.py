@@ -9,12 +9,16 @@ continuations, normalised future-attention cost). Writes
 <workdir>/eval/{samples.jsonl, results.jsonl, results.md, <suite>.png};
 rerunning continues an interrupted evaluation. One evaluation writes an
 output directory at a time: a second one stops at once, naming the first.
+
+Started as N processes (launch/README.md), each evaluates its share of
+the batches; process 0 merges the rows and writes every file.
 """
 
 from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import distributed
 from kvp_jax import _locks
 from kvp_jax import evaluation
 
@@ -22,18 +26,23 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
+distributed.define_flags()
 
 
 def main(argv):
   del argv
+  distributed.initialize_from_flags()
   if _CONFIG.value is None:
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
   config = _CONFIG.value
   _cli.check_eval_config(config, _WORKDIR.value)  # Before the model loads.
   out = _cli.eval_output_dir(config, _WORKDIR.value)
-  with _locks.acquire(out, what="evaluation output"):
+  with _locks.acquire(out, distributed.writer_role(),
+                      what="evaluation output"):
     evaluation.evaluate(config, _WORKDIR.value)
+  if not distributed.is_primary():
+    return
   print((out / "results.md").read_text(encoding="utf-8"))
 
 

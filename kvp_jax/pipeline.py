@@ -8,7 +8,9 @@ Each stage is the same library call as its own command line
 kvp_jax.evaluate) and each reuses finished work, so a rerun is fast and a
 killed run continues where it stopped. --stages picks a subset. The trace
 store and the evaluation output are locked while written: a second job on
-either stops at once, naming the first.
+either stops at once, naming the first. Started as N processes
+(launch/README.md), every stage runs on all of them; process 0 alone
+writes the exported policy and the evaluation's files.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from ml_collections import config_flags
 
 from kvp_jax import _cli
 from kvp_jax import _locks
+from kvp_jax import distributed
 
 STAGES = ("traces", "train", "export", "evaluate")
 
@@ -28,6 +31,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in order.")
+distributed.define_flags()
 
 
 def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
@@ -46,12 +50,14 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   workdir.mkdir(parents=True, exist_ok=True)
   with contextlib.ExitStack() as locks:
     # Taken before the model loads, so that a second job stops at once.
+    role = distributed.writer_role()
     if "traces" in stages:
       locks.enter_context(_locks.acquire(training.store_path(config, workdir),
-                                         what="trace store"))
+                                         role, what="trace store"))
     if "evaluate" in stages:
       locks.enter_context(_locks.acquire(
-          _cli.eval_output_dir(config, workdir), what="evaluation output"))
+          _cli.eval_output_dir(config, workdir), role,
+          what="evaluation output"))
     return _run_stages(config, workdir, stages, progress)
 
 
@@ -82,8 +88,9 @@ def _run_stages(config, workdir: Path, stages, progress: bool):
               is not None else training.describe_summary(summary))
       print(f"   {best}; {workdir / 'validation.md'}")
     elif stage == "export":
-      path = training.export_policy(workdir)
-      print(f"   {path}")
+      if distributed.is_primary():       # One file per job.
+        print(f"   {training.export_policy(workdir)}")
+      distributed.sync("policy exported")
     else:
       rows = evaluation.evaluate(config, workdir, model=model,
                                  progress=progress)
@@ -93,11 +100,12 @@ def _run_stages(config, workdir: Path, stages, progress: bool):
 
 def main(argv):
   del argv
+  distributed.initialize_from_flags()
   if _CONFIG.value is None:
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
   run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
-  if "evaluate" in _STAGES.value:
+  if "evaluate" in _STAGES.value and distributed.is_primary():
     out = _cli.eval_output_dir(_CONFIG.value, _WORKDIR.value)
     print((out / "results.md").read_text(encoding="utf-8"))
     print(f"plots: {', '.join(str(p) for p in sorted(out.glob('*.png')))}")

@@ -6,12 +6,16 @@ r"""Trains KV Policy agents on recorded traces.
 The traces come from `config.traces.store` or <workdir>/traces (made by
 `python -m data_pipelines.generate_traces` with the same config). Rerunning
 with the same --workdir resumes from its latest checkpoint.
+
+Started as N processes (launch/README.md), the steps run over one mesh of
+every process's devices; process 0 writes the summaries and tables.
 """
 
 from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import distributed
 from kvp_jax import traces as traces_lib
 from kvp_jax import training
 
@@ -19,10 +23,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
+distributed.define_flags()
 
 
 def main(argv):
   del argv
+  distributed.initialize_from_flags()
   if _CONFIG.value is None:
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
@@ -32,6 +38,8 @@ def main(argv):
     _cli.fail(str(e))
   except training.TrainingDiverged as e:
     _cli.fail(str(e))
+  if not distributed.is_primary():
+    return
   print(f"{training.describe_summary(summary)}; per-agent table: "
         f"{_WORKDIR.value}/validation.md")
 

@@ -17,6 +17,12 @@ PNG per suite) is rebuilt from that log at the end.
 Batches of samples of similar length are prefilled once (with the prefill
 attention statistics when an attention-based scorer is in the grid) and the
 one full cache is compressed by every (scorer, budget) pair.
+
+Several processes (kvp_jax.distributed) share the batches: in round r,
+process i of P evaluates batch r*P + i, then every process's new rows are
+gathered (`distributed.gather_rows`) and process 0 appends them to
+samples.jsonl in batch order, so its log, and the report built from it,
+are those of one process. Process 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kvp_jax import _files
+from kvp_jax import distributed
 from kvp_jax import cache as cache_lib
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import objective
@@ -94,6 +101,50 @@ class SampleLog(_files.JsonlLog):
     """Appends the rows not logged yet (a batch may be partly done)."""
     rows = self.append(r for r in rows if self._key(r) not in self.done)
     self.done |= {self._key(r) for r in rows}
+
+
+class MergedLog(SampleLog):
+  """The sample log of a multi-process evaluation: process 0's
+  samples.jsonl. Every process knows every logged key (so each skips what
+  is done); rows added here are kept until `merge`, which gathers every
+  process's rows, in process order, and appends them on process 0."""
+
+  def __init__(self, path: Path):  # pylint: disable=super-init-not-called
+    if distributed.is_primary():
+      super().__init__(path)
+    else:                         # Process 0's file may be on its disk only.
+      self.path, self.sync, self.rows, self.done = Path(path), False, [], set()
+    self.done = set(distributed.gather_rows(
+        sorted(self.done) if distributed.is_primary() else []))
+    self._new: list[dict] = []
+
+  def add(self, rows: Iterable[dict]) -> None:
+    rows = [r for r in rows if self._key(r) not in self.done]
+    self._new += rows
+    self.done |= {self._key(r) for r in rows}
+
+  def merge(self) -> None:
+    """Every process's rows since the last merge into process 0's file (a
+    collective: every process calls it)."""
+    rows = distributed.gather_rows(self._new)
+    self._new = []
+    self.done |= {self._key(r) for r in rows}
+    if distributed.is_primary():
+      self.append(rows)
+
+
+def _process_batches(batches: Sequence, log: SampleLog):
+  """This process's batches: every batch when alone; else batch r*P + i in
+  round r (process i of P), and after each round the rows are merged
+  (`MergedLog.merge`)."""
+  count = jax.process_count()
+  if count == 1:
+    yield from batches
+    return
+  for start in range(0, len(batches), count):
+    if start + jax.process_index() < len(batches):
+      yield batches[start + jax.process_index()]
+    log.merge()
 
 
 def _batches(items: Sequence[_suites.Item], size: int):
@@ -556,24 +607,28 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
   """
   out = Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
-  log = SampleLog(out / "samples.jsonl")
+  multi = jax.process_count() > 1
+  log = (MergedLog if multi else SampleLog)(out / "samples.jsonl")
   rng = jax.random.key(grid.seed)
   for index, suite in enumerate(suites):
     name = _suites.suite_name(suite, index)
     items = _suites.build_suite(suite, model.tokenizer)
     batches = list(_batches(items, grid.batch_size))
-    bar = tqdm(batches, desc=f"evaluating {name}", unit="batch",
-               disable=not progress)
+    bar = tqdm(_process_batches(batches, log), desc=f"evaluating {name}",
+               unit="batch", disable=not progress,
+               total=len(distributed.process_shard(len(batches), True)))
     for batch in bar:
       RUNNERS[suite["kind"]](model, grid, name, batch, log, rng)
   current = [r for r in log.rows if r.get("settings") == grid.settings(
       r["scorer"]) and (r["protocol"] in (FULL, "ranking") or (
           r["protocol"] == grid.protocol and
           r["allocation"] == grid.allocation))]
+  if multi and not distributed.is_primary():
+    return distributed.gather_rows([])       # Process 0's rows.
   rows = _report.aggregate(current)
   extra = _verdicts.write(current, rows, out)
   _report.write(rows, out, title=title, extra=extra)
-  return rows
+  return distributed.gather_rows(rows) if multi else rows
 
 
 def _configured_protected(config) -> cache_lib.Protected | None:

@@ -6,6 +6,15 @@ bucket), and records and commits one batch at a time. The batch plan depends
 only on the config, so a killed job rebuilds the same plan, skips the
 committed samples and continues with the next batch; a finished job has
 nothing left to do.
+
+Several processes (a multi-process job, `kvp_jax.distributed`) share the
+work: every process builds the same plan, the not yet recorded batches get
+their row indices from it (`planned_rows`), and process i of P records
+batches number i, i+P, i+2P, ... of the plan into the one store as writer i of P
+(`TraceStore.write_batch`); process 0 merges the commits when all are
+done. Kill any process, rerun the job (with any number of processes): it
+continues at the same rows, and the finished store equals a one-process
+run's.
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from kvp_jax import _locks
+from kvp_jax import distributed
 from kvp_jax import samples as samples_lib
 from kvp_jax.samples import sources as sources_lib
 from kvp_jax import inference
 from kvp_jax.traces._capture import record_traces
+from kvp_jax.traces._store import StoreError
 from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
 from kvp_jax.model import Pretrained
@@ -132,66 +144,161 @@ def _plain(x):
   return x
 
 
-def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
-                    samples: Sequence[samples_lib.Sample] | None = None,
-                    max_batches: int | None = None,
-                    progress: bool = True) -> TraceStore:
-  """Records the config's samples into the store at store_path.
+def planned_rows(store: TraceStore, plan: Sequence[Sequence[PlannedSample]]
+                 ) -> list[tuple[int, int, list[PlannedSample]]]:
+  """(batch number in the plan, first row, samples) of every planned batch
+  not recorded yet.
 
-  Args:
-    model: the frozen decoder (its tokenizer builds the prompts).
-    cfg: the config's `traces` section.
-    samples: samples to record instead of building cfg.sources.
-    max_batches: stop after this many new batches (tests, smoke runs).
-  Returns:
-    The store, with every planned sample committed (unless max_batches).
+  Rows follow the plan: the samples not in records.jsonl, in plan order,
+  take rows num_consolidated, num_consolidated + 1, ...; so one writer
+  appending batch after batch and several writers each writing their own
+  batches fill the same rows. Merging commits (`TraceStore.consolidate`)
+  keeps every pending row where it was.
+
+  Raises:
+    StoreError: a committed record that is not at its planned row (the
+      store's unmerged commits come from another plan: other sources).
   """
-  if samples is None:
-    samples = sources_lib.build_samples(cfg.sources, model.tokenizer)
-  if not samples:
-    raise ValueError("traces.sources produced no samples")
-  plan = plan_batches(samples, model.tokenizer, cfg)
+  n0 = store.num_consolidated
+  merged = {r.id for r in store.records if r.index < n0}
+  pending = {r.id: r.index for r in store.records if r.index >= n0}
+  out, row = [], n0
+  for k, batch in enumerate(plan):
+    rest = [p for p in batch if p.sample.id not in merged]
+    for offset, p in enumerate(rest):
+      if pending.get(p.sample.id, row + offset) != row + offset:
+        raise StoreError(
+            f"{store.path}: trace {p.sample.id!r} is committed at row "
+            f"{pending[p.sample.id]}, planned at {row + offset}: its "
+            "unmerged commits come from other sources; rerun with the "
+            "sources that made them")
+    todo = [p for p in rest if p.sample.id not in pending]
+    if todo and len(todo) != len(rest):
+      raise StoreError(f"{store.path}: a batch is partly committed at rows "
+                       f"{row}..{row + len(rest) - 1}")
+    if todo:
+      out.append((k, row, todo))
+    row += len(rest)
+  return out
+
+
+def _record_batch(model: Pretrained, cfg, batch: Sequence[PlannedSample]):
+  """The traces of one planned batch (padded to cfg.batch_size with copies
+  of its first sample, dropped after, so every batch of a bucket reuses one
+  compiled program)."""
+  rows = list(batch) + [batch[0]] * (cfg.batch_size - len(batch))
+  given = [list(p.continuation) for p in rows] if (
+      cfg.continuation == "reference") else None
+  recorded = record_traces(
+      model, [list(p.prompt) for p in rows], None,
+      max_new_tokens=int(cfg.max_new_tokens), with_kv=bool(cfg.with_kv),
+      kv_dtype=cfg.kv_dtype, pad_multiple=int(cfg.pad_multiple),
+      continuations=given, num_random_splits=int(cfg.num_random_splits),
+      min_prompt_length=int(cfg.min_prompt_length),
+      rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows])
+  return recorded[:len(batch)]
+
+
+def _store_layout(model: Pretrained, cfg) -> StoreLayout:
   c = model.config
-  layout = StoreLayout(
+  return StoreLayout(
       num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
       head_dim=c.head_dim, max_length=int(cfg.max_length),
       num_splits=1 + int(cfg.num_random_splits), with_kv=bool(cfg.with_kv),
       kv_dtype=cfg.kv_dtype,
       layer_windows=tuple(c.layer_window(i) or 0
                           for i in range(c.num_layers)))
-  store = TraceStore.create_or_resume(
-      store_path, store_metadata(model, cfg), layout)
-  done = store.committed_ids()
-  todo = [[p for p in batch if p.sample.id not in done] for batch in plan]
-  todo = [batch for batch in todo if batch]
-  if max_batches is not None:
-    todo = todo[:max_batches]
-  total = sum(map(len, todo))
+
+
+def _open_for(role: _locks.Role, store_path, metadata, layout, plan,
+              max_batches):
+  """(store, this run's batches, whether it appends as the one writer).
+
+  Writer 0 opens (creates, repairs, merges finished commits) and sizes the
+  arrays first; the others open after it (a barrier), so that every
+  process sees the same store and plans the same rows.
+  """
+  def prepare():
+    store = TraceStore.create_or_resume(store_path, metadata, layout, role)
+    if role.index == 0:
+      store.consolidate()
+    todo = planned_rows(store, plan)
+    if max_batches is not None:
+      todo = todo[:max_batches]
+    single = role.count == 1 and not store.has_pending
+    if todo and not single:
+      store.reserve(max(row + len(b) for _, row, b in todo))
+    return store, todo, single
+
+  if role.index == 0:
+    opened = prepare()
+  distributed.sync("trace store opened")
+  if role.index != 0:
+    opened = prepare()
+  return opened
+
+
+def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
+                    samples: Sequence[samples_lib.Sample] | None = None,
+                    max_batches: int | None = None,
+                    progress: bool = True,
+                    role: _locks.Role | None = None) -> TraceStore:
+  """Records the config's samples into the store at store_path.
+
+  Args:
+    model: the frozen decoder (its tokenizer builds the prompts).
+    cfg: the config's `traces` section.
+    samples: samples to record instead of building cfg.sources.
+    max_batches: stop after this many new batches (of the whole job; tests,
+      smoke runs).
+    role: this writer (default: this process of the JAX job, writer
+      jax.process_index() of jax.process_count()); writer i records the
+      unrecorded batches number i, i + count, ... of the plan.
+  Returns:
+    The store, with every planned sample committed (unless max_batches, or
+    another writer's batches are missing).
+  """
+  role = role or distributed.writer_role()
+  if samples is None:
+    samples = sources_lib.build_samples(cfg.sources, model.tokenizer)
+  if not samples:
+    raise ValueError("traces.sources produced no samples")
+  plan = plan_batches(samples, model.tokenizer, cfg)
+  store, todo, single = _open_for(role, store_path,
+                                  store_metadata(model, cfg),
+                                  _store_layout(model, cfg), plan,
+                                  max_batches)
   if not todo:
     logging.info("%s: all %d samples already recorded", store_path,
                  len(samples))
     return store
-  bar = tqdm(total=total, desc="recording traces", unit="trace",
-             disable=not progress)
+  mine = [(row, b) for k, row, b in todo if k % role.count == role.index]
+  bar = tqdm(total=sum(len(b) for _, b in mine), desc="recording traces",
+             unit="trace", disable=not progress)
   start, tokens = time.time(), 0
-  for batch in todo:
-    # Pad short batches with copies of their first sample (dropped after), so
-    # every batch of a bucket reuses one compiled program.
-    rows = batch + [batch[0]] * (cfg.batch_size - len(batch))
-    given = [list(p.continuation) for p in rows] if (
-        cfg.continuation == "reference") else None
-    recorded = record_traces(
-        model, [list(p.prompt) for p in rows], None,
-        max_new_tokens=int(cfg.max_new_tokens), with_kv=bool(cfg.with_kv),
-        kv_dtype=cfg.kv_dtype, pad_multiple=int(cfg.pad_multiple),
-        continuations=given, num_random_splits=int(cfg.num_random_splits),
-        min_prompt_length=int(cfg.min_prompt_length),
-        rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows])
-    recorded = recorded[:len(batch)]
-    store.append(recorded, [{"id": p.sample.id, "task": p.sample.task,
-                             "split": p.split} for p in batch])
+  for row, batch in mine:
+    recorded = _record_batch(model, cfg, batch)
+    infos = [{"id": p.sample.id, "task": p.sample.task, "split": p.split}
+             for p in batch]
+    if single:
+      store.append(recorded, infos)
+    else:
+      store.write_batch(recorded, infos, row)
     tokens += sum(t.length for t in recorded)
     bar.update(len(batch))
     bar.set_postfix(tokens_per_s=f"{tokens / (time.time() - start):.0f}")
   bar.close()
+  if not single:
+    _merge(store, role)
   return store
+
+
+def _merge(store: TraceStore, role: _locks.Role) -> None:
+  """Once every writer is done, writer 0 merges the commits; then every
+  writer rereads the store."""
+  distributed.sync("traces recorded")
+  if role.index == 0:
+    store.refresh()                      # The other writers' commits too.
+    store.consolidate()
+  distributed.sync("traces merged")
+  store.refresh()

@@ -7,6 +7,9 @@ Layout of a store directory:
   records.jsonl   one line per committed record: index, id, task, split,
                   length, prompt_length
   progress.json   {"num_records": n}: records 0..n-1 are complete
+  commits/        only while several writers record (or after one was
+                  killed): one <first index>.json per committed batch,
+                  merged into records.jsonl once the records are contiguous
   tokens          [M, T] int32
   split_points    [M, R] int32
   importance      [M, L, K, R, T] float32
@@ -21,6 +24,17 @@ Commit protocol: a batch's arrays are written first, then its records.jsonl
 lines, then progress.json is replaced atomically. Anything past num_records
 is ignored (and truncated on reopen), so a killed writer never leaves a torn
 record, and a rerun continues where the last commit stopped.
+
+Several writers (`write_batch`, a multi-process job): each batch has planned
+row indices (the trace job's plan is global and deterministic) and is
+committed by writing its arrays, then `commits/<first index>.json` (its
+records) atomically. Readers see the union of records.jsonl's committed
+records and every commit file. When that union is contiguous, writer 0
+merges it (`consolidate`: the new records.jsonl lines in index order, then
+progress.json, then the commit files are deleted), so a finished store is
+the same whichever number of writers recorded it. A commit file left
+behind by a merge that was killed repeats records.jsonl exactly and is
+dropped.
 
 One writer per role: `create_or_resume` takes the store's writer lock
 (kvp_jax._locks, "writer 0 of 1" by default) and holds it until `close()`
@@ -49,6 +63,7 @@ from kvp_jax import _locks
 from kvp_jax.traces._capture import Trace
 
 SCHEMA_VERSION = 1
+COMMITS_DIR = "commits"
 SPLITS = ("train", "validation", "test")
 _KV_CHUNK = 512
 
@@ -153,6 +168,7 @@ class TraceStore:
     self.metadata = metadata
     self.layout = StoreLayout(**metadata["layout"])
     self.records = records
+    self._by_index = {r.index: r for r in records}
     self._writable = writable
     self._arrays: dict[str, Any] = {}
     self._lock: _locks.WriterLock | None = None
@@ -171,7 +187,7 @@ class TraceStore:
       raise StoreError(f"{path}: schema version "
                        f"{metadata.get('schema_version')} is not "
                        f"{SCHEMA_VERSION}")
-    return cls(path, metadata, _read_records(path), writable=False)
+    return cls(path, metadata, _all_records(path), writable=False)
 
   @classmethod
   def create_or_resume(cls, path: str | os.PathLike[str],
@@ -217,7 +233,7 @@ class TraceStore:
         raise StoreError(
             f"{path} was made with other settings; refusing to add to it "
             f"(use another store path): " + "; ".join(diffs))
-      store = cls(path, existing, _read_records(path, truncate=True),
+      store = cls(path, existing, _all_records(path, repair=True),
                   writable=True)
     else:
       path.mkdir(parents=True, exist_ok=True)
@@ -261,18 +277,111 @@ class TraceStore:
   def committed_ids(self) -> set[str]:
     return {r.id for r in self.records}
 
+  @property
+  def num_consolidated(self) -> int:
+    """Records in records.jsonl (0..n-1); the others are in commit files."""
+    return _num_committed(self.path)
+
+  @property
+  def has_pending(self) -> bool:
+    """Whether some records are in commit files (several writers)."""
+    return any(r.index >= self.num_consolidated for r in self.records)
+
   def append(self, traces: Sequence[Trace],
              infos: Sequence[dict[str, str]]) -> None:
-    """Writes and commits a batch of traces.
+    """Writes and commits a batch of traces after the last record (one
+    writer).
 
     Args:
       traces: the recorded traces.
       infos: per trace {"id", "task", "split"}.
     """
+    if self.has_pending:
+      raise StoreError(f"{self.path} has records of several writers; "
+                       "commit with write_batch at their planned rows")
+    start = self.num_records
+    new_records = self._write_arrays(traces, infos, start)
+    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
+      for r in new_records:
+        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    _files.atomic_write(self.path / "progress.json", json.dumps(
+        {"num_records": start + len(new_records)}))
+    self._add(new_records)
+
+  def write_batch(self, traces: Sequence[Trace],
+                  infos: Sequence[dict[str, str]], first_index: int) -> None:
+    """Writes and commits a batch at rows first_index.. (one of several
+    writers, each writing its own planned rows): the arrays, then
+    commits/<first_index>.json, atomically.
+
+    Raises:
+      StoreError: a row that is already committed.
+    """
+    rows = range(first_index, first_index + len(traces))
+    taken = [i for i in rows if i in self._by_index]
+    if taken or first_index < self.num_consolidated:
+      raise StoreError(f"{self.path}: rows {list(rows)} are already "
+                       "committed")
+    new_records = self._write_arrays(traces, infos, first_index)
+    commits = self.path / COMMITS_DIR
+    commits.mkdir(exist_ok=True)
+    _files.atomic_write(_commit_file(self.path, first_index), json.dumps(
+        [dataclasses.asdict(r) for r in new_records]))
+    self._add(new_records)
+
+  def reserve(self, num_records: int) -> None:
+    """Grows every array to hold num_records rows before several writers
+    write them (so no writer resizes an array another one writes). Grows
+    as `append` would (doubling), so the arrays' metadata is the same as
+    one writer's."""
+    if not self._writable:
+      raise StoreError(f"{self.path} was opened read-only")
+    for name in _array_shapes(self.layout, 1):
+      arr = self._array(name)
+      size = arr.shape[0]
+      while size < num_records:
+        size *= 2
+      self._array(name, size)
+
+  def consolidate(self) -> bool:
+    """Merges the commit files into records.jsonl when every row up to the
+    last one is committed (writer 0, once the others are done); returns
+    whether the store is now wholly in records.jsonl."""
+    n0 = self.num_consolidated
+    pending = [r for r in self.records if r.index >= n0]
+    if not pending:
+      _remove_commits(self.path)
+      return True
+    if len(self.records) != max(self._by_index) + 1:
+      return False                                   # Holes: wait.
+    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
+      for r in pending:
+        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    _files.atomic_write(self.path / "progress.json", json.dumps(
+        {"num_records": len(self.records)}))
+    _remove_commits(self.path)
+    return True
+
+  def refresh(self) -> None:
+    """Rereads the committed records (after other writers committed)."""
+    self.records = _all_records(self.path)
+    self._by_index = {r.index: r for r in self.records}
+
+  def _add(self, new_records: list[RecordInfo]) -> None:
+    self.records = sorted(self.records + new_records, key=lambda r: r.index)
+    self._by_index.update((r.index, r) for r in new_records)
+
+  def _write_arrays(self, traces: Sequence[Trace],
+                    infos: Sequence[dict[str, str]],
+                    start: int) -> list[RecordInfo]:
+    """Writes the traces' arrays at rows start..; returns their records."""
     if not self._writable:
       raise StoreError(f"{self.path} was opened read-only")
     lay = self.layout
-    start = self.num_records
     futures = []
     new_records = []
     for offset, (trace, info) in enumerate(zip(traces, infos, strict=True)):
@@ -307,14 +416,7 @@ class TraceStore:
           length=t, prompt_length=trace.prompt_length))
     for f in futures:
       f.result()
-    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
-      for r in new_records:
-        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    _files.atomic_write(self.path / "progress.json", json.dumps(
-        {"num_records": start + len(new_records)}))
-    self.records.extend(new_records)
+    return new_records
 
   # --- reading ---------------------------------------------------------
 
@@ -325,7 +427,8 @@ class TraceStore:
     """One committed record.
 
     Args:
-      index: record index (< num_records).
+      index: a committed record's index (with several writers, committed
+        records may leave holes until they are merged).
       length: read only the first `length` tokens (default: the record's).
       layers: the layers to read (importance, keys, values).
       fields: which arrays to read.
@@ -333,9 +436,10 @@ class TraceStore:
       tokens [T], split_points [R], importance [L', K, R, T],
       keys/values [L', K, T, H].
     """
-    if not 0 <= index < self.num_records:
-      raise IndexError(f"record {index} of {self.num_records}")
-    t = self.records[index].length if length is None else length
+    if index not in self._by_index:
+      raise IndexError(f"record {index} is not committed ({self.num_records} "
+                       "records)")
+    t = self._by_index[index].length if length is None else length
     if not self.layout.with_kv:
       fields = [f for f in fields if f not in ("keys", "values")]
     views = {
@@ -384,6 +488,79 @@ class TraceStore:
     return state
 
 
+def _num_committed(path: Path) -> int:
+  """progress.json's count (checked)."""
+  try:
+    n = json.loads((path / "progress.json").read_text())["num_records"]
+  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise StoreError(f"{path}: unreadable progress.json ({e})") from e
+  if not isinstance(n, int) or n < 0:
+    raise StoreError(f"{path}: progress.json commits {n!r} records, not a "
+                     "non-negative integer")
+  return n
+
+
+def _commit_file(path: Path, first_index: int) -> Path:
+  return path / COMMITS_DIR / f"{first_index:09d}.json"
+
+
+def _remove_commits(path: Path) -> None:
+  commits = path / COMMITS_DIR
+  if commits.is_dir():
+    for f in commits.iterdir():
+      f.unlink()
+    commits.rmdir()
+
+
+def _read_commits(path: Path) -> list[tuple[Path, list[RecordInfo]]]:
+  """Every commit file and its records (index order within a file)."""
+  out = []
+  commits = path / COMMITS_DIR
+  for f in sorted(commits.glob("*.json")) if commits.is_dir() else []:
+    try:
+      rows = [RecordInfo(**r) for r in json.loads(f.read_text())]
+    except (json.JSONDecodeError, TypeError) as e:
+      raise StoreError(f"{f} is not a commit file ({e}); refusing to read "
+                       "the store") from None
+    first = int(f.stem)
+    if [r.index for r in rows] != list(range(first, first + len(rows))):
+      raise StoreError(f"{f} holds indices {[r.index for r in rows]}, not "
+                       f"{first}..: the store is corrupt")
+    out.append((f, rows))
+  return out
+
+
+def _all_records(path: Path, repair: bool = False) -> list[RecordInfo]:
+  """records.jsonl's committed records and every commit file's, by index.
+
+  A commit file whose records repeat records.jsonl's (a merge killed before
+  it deleted the file) is ignored (removed with repair). With repair, log
+  lines past progress.json are truncated.
+
+  Raises:
+    StoreError: a corrupt store (see `_read_records`), or commit files that
+      overlap each other or records.jsonl, or repeat an id.
+  """
+  records = _read_records(path, truncate=repair)
+  by_index = {r.index: r for r in records}
+  seen = {r.id: r.index for r in records}
+  for f, rows in _read_commits(path):
+    if all(by_index.get(r.index) == r for r in rows):
+      if repair:
+        f.unlink()                                  # Already merged.
+      continue
+    for r in rows:
+      if r.index in by_index:
+        raise StoreError(f"{path} is corrupt: {f.name} commits row {r.index}, "
+                         "which another commit holds")
+      if r.id in seen:
+        raise StoreError(f"{path} is corrupt: {f.name} repeats the id "
+                         f"{r.id!r} of record {seen[r.id]}")
+      by_index[r.index] = r
+      seen[r.id] = r.index
+  return [by_index[i] for i in sorted(by_index)]
+
+
 def _read_records(path: Path, truncate: bool = False) -> list[RecordInfo]:
   """Committed records, checked; with truncate, drop log lines past the
   commit.
@@ -393,13 +570,7 @@ def _read_records(path: Path, truncate: bool = False) -> list[RecordInfo]:
       records, or a committed record that is malformed, repeats an id or
       sits at another index (a corrupt store).
   """
-  try:
-    n = json.loads((path / "progress.json").read_text())["num_records"]
-  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as e:
-    raise StoreError(f"{path}: unreadable progress.json ({e})") from e
-  if not isinstance(n, int) or n < 0:
-    raise StoreError(f"{path}: progress.json commits {n!r} records, not a "
-                     "non-negative integer")
+  n = _num_committed(path)
   log = path / "records.jsonl"
   lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
   if len(lines) < n:

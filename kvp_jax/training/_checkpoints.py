@@ -3,7 +3,10 @@
 <workdir>/checkpoints  the latest train state and grain iterator (resume);
 <workdir>/best         the state of the best validation step (export);
 <workdir>/summary.json best reward and step, last validation, speed.
-Each manager keeps one step.
+Each manager keeps one step. In a multi-process job every process saves
+and restores (orbax writes each process's array shards, grain each
+process's iterator position) into one directory that all of them see;
+summary.json is process 0's.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from kvp_jax import _files
+from kvp_jax import distributed
 from kvp_jax.training import _per_agent
 
 LATEST_DIR = "checkpoints"
@@ -91,6 +96,9 @@ def read_summary(workdir: str | Path) -> dict[str, Any]:
 
 
 def write_summary(workdir: str | Path, summary: dict[str, Any]) -> None:
+  """Writes summary.json (process 0 only in a multi-process job)."""
+  if not distributed.is_primary():
+    return
   _files.atomic_write_json(Path(workdir) / SUMMARY_FILE, summary, indent=2,
                            default=float)
 
@@ -127,10 +135,33 @@ def restore_params(workdir: str | Path, *, which: str = "best",
                      f"got {which!r}")
   directory = Path(workdir).absolute() / (
       BEST_DIR if which == "best" else LATEST_DIR)
-  with ocp.CheckpointManager(directory) as manager:
+  return _restore_params_here(directory, which, ema)
+
+
+def _restore_params_here(directory: Path, which: str, ema: bool):
+  """`restore_params` by this process alone (also within a multi-process
+  job, where the export runs on process 0): orbax synchronises only this
+  process, and the arrays come back as numpy, so a checkpoint saved on
+  other devices (another mesh, several processes) restores anywhere."""
+  alone = ocp.options.MultiprocessingOptions(
+      primary_host=jax.process_index(),
+      active_processes={jax.process_index()},
+      barrier_sync_key_prefix=f"restore_{jax.process_index()}")
+  if not directory.is_dir():
+    raise FileNotFoundError(f"no {which} checkpoint under {directory}")
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, multiprocessing_options=alone)) as manager:
     step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no {which} checkpoint under {directory}")
-  with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(directory / str(step) / "state")
+  if step is None:
+    raise FileNotFoundError(f"no {which} checkpoint under {directory}")
+  path = directory / str(step) / "state"
+  with ocp.Checkpointer(
+      ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+      multiprocessing_options=alone) as ckptr:
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    args = jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = ckptr.restore(path, restore_args=args)
   return state["ema_params" if ema else "params"], step

@@ -1,6 +1,16 @@
 """Everything a training run needs, built and checked before it writes
 anything: the store (checked against the config), the input configs, the
-feature source, the agents' state on the mesh and the jitted step."""
+feature source, the agents' state on the mesh and the jitted step.
+
+Several processes (kvp_jax.distributed): the mesh spans every process's
+devices (ordered by process, so that each process holds whole rows of the
+data axis); every process plans the same global batches and reads only its
+rows of each (`process_rows`), which `distributed.host_local_to_global`
+assembles into global arrays. A batch therefore holds the same traces
+whatever the number of processes, and so do the steps. Validation batches
+are split the same way; their sums are reduced over the processes by the
+jitted computation itself.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +19,13 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import grain
 import jax
+import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from kvp_jax import distributed
 
 from kvp_jax import data as data_lib
 from kvp_jax import model as model_lib
@@ -41,7 +55,9 @@ def input_config(config, num_layers: int, train: bool = True
   layers = c.pop("layers", None)
   c["layers"] = tuple(layers) if layers else (0, num_layers)
   c["buckets"] = tuple(c["buckets"])
-  c["shard_index"], c["shard_count"] = jax.process_index(), jax.process_count()
+  # Every process plans the global batches; each reads its rows of them
+  # (`Job.rows`), not a shard of the elements.
+  c["shard_index"], c["shard_count"] = 0, 1
   if not train:
     c["num_workers"] = 0
     c["split_mode"] = config.input.eval_split_mode
@@ -83,6 +99,8 @@ class Job:
     state: the fresh TrainState (seeded), placed on the mesh.
     state_sharding: its sharding (agents over heads).
     step_fn: the jitted step (`_step.make_train_step`).
+    rows: the rows of every batch that this process reads (all of them for
+      one process).
   """
   store: traces_lib.TraceStore
   train_input: data_lib.InputConfig
@@ -97,22 +115,106 @@ class Job:
   state: _state.TrainState
   state_sharding: Any
   step_fn: Callable
+  rows: range
+
+  @property
+  def multi_process(self) -> bool:
+    return jax.process_count() > 1
 
   def put(self, batch: dict) -> dict:
-    return _mesh.put_batch(self.mesh, batch)
+    """This process's rows of a batch, as global arrays on the mesh."""
+    if not self.multi_process:
+      return _mesh.put_batch(self.mesh, batch)
+    return distributed.host_local_to_global(
+        batch, _mesh.batch_sharding(self.mesh, batch))
 
   def train_iterator(self) -> Iterator[dict]:
-    """The training batches' grain iterator (checkpointable)."""
-    return iter(data_lib.train_dataset(self.store, self.train_input))
+    """The training batches' grain iterator (checkpointable); this
+    process's rows of each."""
+    if not self.multi_process:
+      return iter(data_lib.train_dataset(self.store, self.train_input))
+    return iter(train_rows_dataset(self.store, self.train_input, self.rows))
 
   def evaluate(self, params, with_baselines: bool, max_batches: int | None):
-    """Per-agent costs on the validation split (`_validation.evaluate`)."""
+    """Per-agent costs on the validation split (`_validation.evaluate`).
+
+    Several processes: each reads its rows of every batch; the batch is
+    split over `data` only and the params are replicated, so that the sums
+    come back replicated (readable on every process)."""
+    if not self.multi_process:
+      return _validation.evaluate(
+          params, data_lib.eval_batches(self.store, self.eval_input,
+                                        "validation", max_batches),
+          policy=self.policy, features=self.features,
+          feature_params=self.feature_params, put=self.put,
+          with_baselines=with_baselines, windows=self.windows)
+    rows = NamedSharding(self.mesh, PartitionSpec(_mesh.DATA))
     return _validation.evaluate(
-        params, data_lib.eval_batches(self.store, self.eval_input,
-                                      "validation", max_batches),
+        jax.device_put(params, _mesh.replicated(self.mesh)),
+        eval_rows_batches(self.store, self.eval_input, self.rows,
+                          max_batches),
         policy=self.policy, features=self.features,
-        feature_params=self.feature_params, put=self.put,
+        feature_params=self.feature_params,
+        put=lambda b: distributed.host_local_to_global(b, rows),
         with_baselines=with_baselines, windows=self.windows)
+
+
+def _read_rows(reader: data_lib.ReadElement, rows: range):
+  """A global batch of elements -> this process's rows, read and stacked."""
+  return lambda batch: data_lib.stack(
+      [reader.map(e) for e in batch[rows.start:rows.stop]])
+
+
+def train_rows_dataset(store: traces_lib.TraceStore, cfg: data_lib.InputConfig,
+                       rows: range) -> grain.IterDataset:
+  """`data_lib.train_dataset`'s batches (the same elements in the same
+  order), of which only `rows` are read: [len(rows), ...] arrays."""
+  elems, _ = data_lib.elements(store, "train", cfg)
+  if not elems:
+    raise ValueError(f"{store.path}: no 'train' elements for split_mode="
+                     f"{cfg.split_mode!r} and buckets {cfg.buckets}")
+  per_bucket: dict[int, list] = {}
+  for e in elems:
+    per_bucket.setdefault(e.bucket, []).append(e)
+  read = _read_rows(data_lib.ReadElement(store, cfg), rows)
+  parts, weights = [], []
+  for i, bucket in enumerate(sorted(per_bucket)):
+    items = per_bucket[bucket]
+    parts.append(grain.MapDataset.source(items).shuffle(seed=cfg.seed + i)
+                 .repeat().batch(cfg.batch_size, drop_remainder=True,
+                                 batch_fn=list).map(read))
+    weights.append(len(items))
+  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
+  it = mixed.to_iter_dataset(grain.ReadOptions(
+      num_threads=max(1, cfg.prefetch_batches),
+      prefetch_buffer_size=max(1, cfg.prefetch_batches)))
+  if cfg.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=cfg.num_workers,
+        per_worker_buffer_size=max(1, cfg.prefetch_batches)))
+  return it
+
+
+def eval_rows_batches(store: traces_lib.TraceStore, cfg: data_lib.InputConfig,
+                      rows: range, max_batches: int | None = None,
+                      split: str = "validation") -> Iterator[dict]:
+  """`data_lib.eval_batches`' batches (padded, with `weight`), of which
+  only `rows` are read."""
+  elems, _ = data_lib.elements(store, split, cfg)
+  read = _read_rows(data_lib.ReadElement(store, cfg), rows)
+  count = 0
+  for bucket in sorted({e.bucket for e in elems}):
+    items = [e for e in elems if e.bucket == bucket]
+    for i in range(0, len(items), cfg.batch_size):
+      chunk = items[i:i + cfg.batch_size]
+      weight = np.zeros(cfg.batch_size, np.float32)
+      weight[:len(chunk)] = 1
+      batch = read(chunk + [chunk[0]] * (cfg.batch_size - len(chunk)))
+      batch["weight"] = weight[rows.start:rows.stop]
+      yield batch
+      count += 1
+      if max_batches is not None and count >= max_batches:
+        return
 
 
 def _open_store(config, workdir: Path) -> traces_lib.TraceStore:
@@ -163,10 +265,12 @@ def prepare(config, tc: TrainConfig, workdir: str | Path) -> Job:
   windows = agent_windows(store, layers)
   features, feature_params = _feature_source(config, store, layers)
   pcfg = policy_config(config)
-  mesh = _mesh.make_mesh(num_agents, heads=tc.mesh_heads)
+  mesh = make_process_mesh(num_agents, tc.mesh_heads)
   if in_cfg.batch_size % mesh.shape[_mesh.DATA]:
     raise ValueError(f"input.batch_size={in_cfg.batch_size} is not a multiple "
                      f"of the mesh's data axis ({mesh.shape[_mesh.DATA]})")
+  rows = distributed.process_rows(
+      NamedSharding(mesh, PartitionSpec(_mesh.DATA)), in_cfg.batch_size)
   optimizer = _state.make_optimizer(tc)
   params = policy_lib.init_agents(pcfg, num_agents, lay.head_dim,
                                   jax.random.key(tc.seed))
@@ -185,4 +289,22 @@ def prepare(config, tc: TrainConfig, workdir: str | Path) -> Job:
              agent_names=names, windows=windows, features=features,
              feature_params=feature_params, policy=pcfg, mesh=mesh,
              optimizer=optimizer, state=state, state_sharding=state_sh,
-             step_fn=step_fn)
+             step_fn=step_fn, rows=rows)
+
+
+def make_process_mesh(num_agents: int, heads: int) -> Mesh:
+  """`_mesh.make_mesh` over every process's devices, ordered by process
+  (one process: jax.devices() as they are), so that the heads axis stays
+  within a process and each process holds whole rows of the data axis.
+
+  Raises:
+    ValueError: heads does not divide this process's devices.
+  """
+  if jax.process_count() == 1:
+    return _mesh.make_mesh(num_agents, heads=heads)
+  if jax.local_device_count() % heads:
+    raise ValueError(f"train.mesh_heads={heads} does not divide the "
+                     f"{jax.local_device_count()} devices of a process: "
+                     "agents are split over one process's devices")
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  return _mesh.make_mesh(num_agents, heads=heads, devices=devices)

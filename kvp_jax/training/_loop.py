@@ -5,11 +5,18 @@ nothing written yet: `_job.prepare`), the workdir claimed (config.json, or
 a refusal to resume another config's run), checkpoints (resume from this
 workdir's latest, else scratch), then the loop: train, log, validate,
 checkpoint.
+
+Several processes (kvp_jax.distributed) run the same loop over one global
+mesh; every process saves and restores the checkpoints (orbax writes each
+process's shards, grain each process's iterator state), and process 0
+alone writes config.json, summary.json, the validation table, history and
+plot, and TensorBoard logs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -20,8 +27,10 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from kvp_jax import distributed
 from kvp_jax.training import _checkpoints
 from kvp_jax.training import _job
+from kvp_jax.training import _mesh
 from kvp_jax.training import _per_agent
 from kvp_jax.training import _report
 from kvp_jax.training import _rundir
@@ -34,6 +43,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def _tensorboard(workdir: Path):
+  if not distributed.is_primary():
+    return None
   try:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -87,8 +98,10 @@ class _Loop:
     self.summary["last_validation"] = {k: v.tolist()
                                        for k, v in result.items()}
     if self.per_agent is not None:
-      self.per_agent.update(done, self.state.ema_params, result["policy"],
-                            self.summary)
+      ema = self.state.ema_params
+      if jax.process_count() > 1:
+        ema = distributed.to_host(ema)      # Spans the processes' devices.
+      self.per_agent.update(done, ema, result["policy"], self.summary)
     if best is None or reward > best:
       self.summary.update(best_reward=reward, best_step=done)
       self.checkpoints.save_best(self.state, self.iterator, reward)
@@ -105,14 +118,18 @@ class _Loop:
     tc, job = self.tc, self.job
     start, stop = int(self.state.step), tc.last_step
     root_key = jax.random.key(tc.seed + 1)
+    step_key = lambda step: jax.random.fold_in(root_key, step)
+    if jax.process_count() > 1:   # Made on the mesh: no step moves it there.
+      step_key = jax.jit(lambda step: jax.random.fold_in(
+          jax.random.key(tc.seed + 1), step),
+                         out_shardings=_mesh.replicated(job.mesh))
     bar = tqdm(total=tc.steps, initial=start, desc="training", unit="step",
                disable=not progress)
     pending = None          # (step, metrics) not yet read back from the device.
     for step in range(start, stop):
       batch = job.put(next(self.iterator))
       self.state, metrics = job.step_fn(
-          self.state, batch, jax.random.fold_in(root_key, step),
-          job.feature_params)
+          self.state, batch, step_key(step), job.feature_params)
       if pending is not None:
         host = self.check(*pending)
         if (pending[0] + 1) % tc.log_every == 0:
@@ -134,6 +151,25 @@ class _Loop:
     return start, stop
 
 
+def _claim_workdir(config, workdir: Path) -> None:
+  """`_rundir.claim_workdir` on process 0; the others check the workdir's
+  config.json too (so that every process stops on a mismatch)."""
+  defaults = {f"train.{k}": v
+              for k, v in dataclasses.asdict(TrainConfig()).items()}
+  if distributed.is_primary():
+    _rundir.claim_workdir(config, workdir, defaults=defaults)
+    return
+  path = workdir / _rundir.CONFIG_FILE
+  if path.is_file():
+    diffs = _rundir.config_differences(
+        json.loads(path.read_text()),
+        json.loads(config.to_json_best_effort()), defaults)
+    if diffs:
+      raise _rundir.ConfigMismatch(
+          f"{workdir} holds a run of another config; refusing to resume it "
+          f"(use another --workdir): " + "; ".join(diffs))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        progress: bool = True) -> dict[str, Any]:
   """Trains the agents of config on the traces of its store.
@@ -151,8 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
   workdir = Path(workdir)
   tc = TrainConfig.from_config(config)
   job = _job.prepare(config, tc, workdir)
-  _rundir.claim_workdir(config, workdir, defaults={
-      f"train.{k}": v for k, v in dataclasses.asdict(TrainConfig()).items()})
+  _claim_workdir(config, workdir)
   writer = _tensorboard(workdir)
   iterator = job.train_iterator()
   with _checkpoints.Checkpoints(workdir) as checkpoints:

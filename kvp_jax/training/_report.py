@@ -4,7 +4,9 @@ Each validation writes <workdir>/validation.md (the per-agent table),
 appends to validation_history.jsonl, redraws validation.png and logs the
 means to TensorBoard. The baselines' costs do not depend on the params:
 they are computed at the first validation and kept in
-validation_baselines.json for every later one (and a resumed run).
+validation_baselines.json for every later one (and a resumed run). In a
+multi-process job every process validates (the sums are reduced over all
+of them) and process 0 alone writes these files.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kvp_jax import _files
+from kvp_jax import distributed
 from kvp_jax.training import _history
 from kvp_jax.training import _validation
 
@@ -68,17 +71,21 @@ class Validator:
     policy's mean cost); computes the baselines at the first call."""
     if self.baselines is None:
       self.baselines = self.evaluate(params, True)
-      _files.atomic_write_json(
-          self.workdir / BASELINES_FILE,
-          {k: v.tolist() for k, v in self.baselines.items()}, indent=2,
-          default=float)
+      if distributed.is_primary():
+        _files.atomic_write_json(
+            self.workdir / BASELINES_FILE,
+            {k: v.tolist() for k, v in self.baselines.items()}, indent=2,
+            default=float)
     result = dict(self.baselines, **{
         k: v for k, v in self.evaluate(params, False).items()})
     return result, -float(np.mean(result["policy"]))
 
   def report(self, step: int, result: dict[str, np.ndarray],
              reward: float) -> None:
-    """Writes the table, the history record, the plot and the scalars."""
+    """Writes the table, the history record, the plot and the scalars
+    (process 0 only)."""
+    if not distributed.is_primary():
+      return
     if self.writer:
       self.writer.add_scalar("validation/reward", reward, step)
       for name in ("policy",) + _validation.BASELINES:
