@@ -58,6 +58,8 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
       locks.enter_context(_locks.acquire(
           _cli.eval_output_dir(config, workdir), role,
           what="evaluation output"))
+    if "train" in stages:
+      locks.enter_context(_locks.acquire(workdir, role, what="training run"))
     return _run_stages(config, workdir, stages, progress)
 
 

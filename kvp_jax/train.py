@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from kvp_jax import _cli
+from kvp_jax import _locks
 from kvp_jax import distributed
 from kvp_jax import traces as traces_lib
 from kvp_jax import training
@@ -33,7 +34,10 @@ def main(argv):
     _cli.fail("--config is required")
   _cli.quiet_library_logs()
   try:
-    summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    # One training job per run directory (a second one stops at once).
+    with _locks.acquire(_WORKDIR.value, distributed.writer_role(),
+                        what="training run"):
+      summary = training.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (traces_lib.StoreError, ValueError) as e:
     _cli.fail(str(e))
   except training.TrainingDiverged as e:

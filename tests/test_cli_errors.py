@@ -271,3 +271,14 @@ def test_lock_error_names_holder_role(tmp_path):
   with _locks.acquire(tmp_path / "d", _locks.Role(0, 2)) as lock:
     assert '"role": "writer 0 of 2"' in lock.path.read_text()
     assert f'"pid": {os.getpid()}' in lock.path.read_text()
+
+
+def test_a_second_training_job_on_a_run_directory_stops(tmp_path):
+  from kvp_jax import _locks  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  with _locks.acquire(workdir, what="training run"):
+    line = _one_error(*_run("kvp_jax.train", f"--config={TINY}",
+                            f"--workdir={workdir}",
+                            f"--config.traces.store={tmp_path / 'none'}"),
+                      "training run")
+  assert str(os.getpid()) in line and not workdir.exists()
