@@ -1,6 +1,6 @@
 """benchmarks/accelerator_suite.py on fake benchmark scripts (the real smoke
 size takes ~6 minutes on 2 cores; it is run by hand, see
-benchmarks/ACCELERATOR.md): results file, target checks, a failing and a
+benchmarks/README.md): results file, target checks, a failing and a
 timed-out benchmark, the budget."""
 
 import json
