@@ -11,7 +11,9 @@ summary.json is process 0's.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,18 @@ def restore_params(workdir: str | Path, *, which: str = "best",
   return _restore_params_here(directory, which, ema)
 
 
+@contextlib.contextmanager
+def _no_orbax_warnings():
+  """Keeps orbax's (absl) warnings off the console for a block."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _restore_params_here(directory: Path, which: str, ema: bool):
   """`restore_params` by this process alone (also within a multi-process
   job, where the export runs on process 0): orbax synchronises only this
@@ -157,7 +171,9 @@ def _restore_params_here(directory: Path, which: str, ema: bool):
   path = directory / str(step) / "state"
   with ocp.Checkpointer(
       ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
-      multiprocessing_options=alone) as ckptr:
+      multiprocessing_options=alone) as ckptr, _no_orbax_warnings():
+    # Reading the item directory directly: orbax warns that it has no
+    # step-level metadata file, which is expected here.
     meta = ckptr.metadata(path)
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
