@@ -87,15 +87,19 @@ def _budget_sort(b: str):
 
 
 def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
-  """Markdown table: at each suite's mean and each budget, KVP against the
-  best other deployable scorer (neither the oracle nor the full cache),
-  with a verdict. Empty without a "kvp" row."""
+  """Markdown table: at each suite's mean and each budget, KVP's mean
+  against the best other deployable scorer's (neither the oracle nor the
+  full cache). A comparison of means only: the verdicts, with paired
+  intervals, are in the paired table (evaluation._verdicts). Empty without
+  a "kvp" row."""
   means = [r for r in rows if r["group"] == "mean" and r["budget"] != FULL
            and r["metric"] in PRIMARY]
   if not any(r["scorer"] == "kvp" for r in means):
     return []
-  lines = ["## KVP against the best baseline (mean over each suite)", "",
-           "| suite | budget | kvp | best baseline | verdict |",
+  lines = ["## KVP's mean against the best baseline's (mean over each "
+           "suite; no interval: the verdicts with paired intervals are in "
+           "the last table)", "",
+           "| suite | budget | kvp | best baseline | means |",
            "|---|---|---|---|---|"]
   for suite in sorted({r["suite"] for r in means}):
     srows = [r for r in means if r["suite"] == suite]
@@ -108,8 +112,8 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
         continue
       name = (min if lower else max)(others, key=others.get)
       kvp, best = cell["kvp"], others[name]
-      verdict = ("tie" if np.isclose(kvp, best, rtol=1e-6, atol=1e-9) else
-                 "KVP better" if (kvp < best) == lower else "KVP worse")
+      verdict = ("equal" if np.isclose(kvp, best, rtol=1e-6, atol=1e-9) else
+                 "KVP's higher" if kvp > best else "KVP's lower")
       lines.append(f"| {suite} | {b} | {kvp:.3f} | {best:.3f} ({name}) | "
                    f"{verdict} |")
   return lines + [""]

@@ -167,9 +167,9 @@ def test_kvp_verdicts_name_wins_and_losses():
                   budget=budget, metric="perplexity", value=ppl,
                   num_samples=2)]
   lines = _report.kvp_verdicts(rows)
-  assert "| ruler | 64 | 80.000 | 60.000 (knorm) | KVP better |" in lines
-  assert "| dialogues | 64 | 12.000 | 11.000 (knorm) | KVP worse |" in lines
-  assert "KVP against the best baseline" in _report.markdown(rows)
+  assert "| ruler | 64 | 80.000 | 60.000 (knorm) | KVP's higher |" in lines
+  assert "| dialogues | 64 | 12.000 | 11.000 (knorm) | KVP's higher |" in lines
+  assert "KVP's mean against the best baseline's" in _report.markdown(rows)
   assert _report.kvp_verdicts([r for r in rows if r["scorer"] != "kvp"]) == []
 
 
