@@ -131,10 +131,10 @@ PRIMARY_METRICS = evaluation.PRIMARY_METRICS
 def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
   """The evaluation grid (kvp_jax.evaluation.EvalConfig's defaults; every
   field is documented there)."""
-  c = configs.to_config_dict(evaluation.EvalConfig())
-  c.scorers = list(c.scorers)
-  c.budgets = list(c.budgets)
-  c.metrics = list(c.metrics)
+  defaults = configs.to_config_dict(evaluation.EvalConfig()).to_dict()
+  # List fields stay lists, so that --config.eval.budgets=[64,256] works.
+  c = ml_collections.ConfigDict({
+      k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()})
   c.suites = list(suites)
   c.update(overrides)
   return c
