@@ -105,3 +105,23 @@ def test_dry_run_lists_both_sizes():
     scripts = {l.split()[1] for l in lines}
     assert scripts == {f"benchmarks/{s}.py" for s in (
         "eviction_speed", "train_speed", "trace_speed", "model_speed")}
+
+
+def test_real_smoke_run_of_two_benchmarks(tmp_path):
+  """The suite at its smoke size on two of the real scripts (the model and
+  trace benchmarks; the whole smoke run is recorded by hand): both run and
+  the results file says so."""
+  out = tmp_path / "smoke"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/accelerator_suite.py", "--size=smoke",
+       "--only=model,traces", f"--out_dir={out}"], cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  rows = [json.loads(line) for line in
+          (out / "suite.jsonl").read_text().splitlines()]
+  jobs = {r["benchmark"]: r for r in rows if r.get("what") == "job"}
+  assert set(jobs) == {"model", "traces"}, jobs
+  assert all(j["returncode"] == 0 and j["measurements"] > 0
+             for j in jobs.values()), jobs
+  assert sum(r.get("what") != "job" for r in rows) >= 2   # Measurements.
