@@ -173,15 +173,7 @@ def train_dataset(store: TraceStore, cfg: InputConfig,
           .map(reader).batch(cfg.batch_size, drop_remainder=True))
     parts.append(ds)
     weights.append(len(items))
-  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  it = mixed.to_iter_dataset(grain.ReadOptions(
-      num_threads=max(1, cfg.prefetch_batches),
-      prefetch_buffer_size=max(1, cfg.prefetch_batches)))
-  if cfg.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=cfg.num_workers,
-        per_worker_buffer_size=max(1, cfg.prefetch_batches)))
-  return it
+  return mixed_iterator(parts, weights, cfg)
 
 
 def eval_batches(store: TraceStore, cfg: InputConfig,
@@ -210,3 +202,17 @@ def eval_batches(store: TraceStore, cfg: InputConfig,
 
 def stack(examples: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def mixed_iterator(parts, weights, cfg: InputConfig):
+  """The bucketed batch datasets mixed by weight into one (checkpointable)
+  iterator, read ahead `prefetch_batches`, in worker processes if asked."""
+  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
+  it = mixed.to_iter_dataset(grain.ReadOptions(
+      num_threads=max(1, cfg.prefetch_batches),
+      prefetch_buffer_size=max(1, cfg.prefetch_batches)))
+  if cfg.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=cfg.num_workers,
+        per_worker_buffer_size=max(1, cfg.prefetch_batches)))
+  return it

@@ -93,17 +93,8 @@ def attention_column_sums(q: jax.Array, query_pos: jax.Array,
     [batch, kv_heads, S] float32: sum over queries t of the probability
     that query t puts on the key, averaged over the G heads of the group.
   """
-  b, kv, s = keys.shape[:3]
-  q, query_pos = _query_blocks(q, query_pos, block)
-
-  def step(acc, xs):
-    q_blk, pos_blk = xs
-    probs = _probabilities(q_blk, pos_blk, keys, key_pos, window, softcap)
-    return acc + jnp.mean(jnp.sum(probs, axis=3), axis=2), None  # [B, K, S]
-
-  acc = jnp.zeros((b, kv, s), jnp.float32)
-  acc, _ = jax.lax.scan(step, acc, (q, query_pos))
-  return acc
+  return attention_column_moments(q, query_pos, keys, key_pos, window,
+                                  block=block, softcap=softcap)[1]
 
 
 def _query_blocks(q: jax.Array, query_pos: jax.Array,

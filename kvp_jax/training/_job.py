@@ -184,15 +184,7 @@ def train_rows_dataset(store: traces_lib.TraceStore, cfg: data_lib.InputConfig,
                  .repeat().batch(cfg.batch_size, drop_remainder=True,
                                  batch_fn=list).map(read))
     weights.append(len(items))
-  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  it = mixed.to_iter_dataset(grain.ReadOptions(
-      num_threads=max(1, cfg.prefetch_batches),
-      prefetch_buffer_size=max(1, cfg.prefetch_batches)))
-  if cfg.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=cfg.num_workers,
-        per_worker_buffer_size=max(1, cfg.prefetch_batches)))
-  return it
+  return data_lib.mixed_iterator(parts, weights, cfg)
 
 
 def eval_rows_batches(store: traces_lib.TraceStore, cfg: data_lib.InputConfig,
