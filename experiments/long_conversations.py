@@ -1,22 +1,34 @@
 r"""EpiCache-style long-conversation QA: episodic caches on Gemma 3 270M.
 
-Each conversation (about 4k tokens of chitchat with 4 planted facts, one
+Every question of a conversation is read from the same compressed state.
+Methods: the full cache; the plain baselines KVP, RoCo, SnapKV, KeyDiff and
+StreamingLLM, each compressing the whole conversation once, block by block
+(512 tokens, EasyKV's stride), with no knowledge of the questions;
+"epicache", EpiCache's episodic caches; "epicache+kvp", the same with KVP
+blended into the medoid's score.
+
+Each conversation (about 4k tokens of chitchat with 8 planted facts, one
 question each; kvp_jax.samples.long_conversations) is cut into windows of 4
 utterances, embedded with the decoder's own input embeddings and clustered
-into 4 episodes. Every episode gets its own cache: the conversation is
+into 3 episodes. Every episode gets its own cache: the conversation is
 prefilled 512 tokens at a time and evicted to the budget after every block,
 scored by the episode's medoid windows (2 per episode) read as SnapKV's
 observation window; each question is routed to the nearest episode centroid
 and answered through that cache (peak per head: budget + 512 slots, E
 caches). Two suites: uniform budgets, and sensitivity-aware layer budgets
 (keys' deviation under compression profiled once per model into
-runs/layer_profiles/, shared by sensitivity**alpha). "kvp+medoid" blends the
-quickstart's KVP policy with the medoid's attention (blend_weight). Run the
-quickstart first (for its policy), then:
+runs/layer_profiles/, shared by sensitivity**alpha; that suite runs only
+EpiCache). "epicache+kvp" blends the quickstart's KVP
+policy with the medoid's attention (blend_weight). Run the quickstart first
+(for its policy), then:
 
   python -m kvp_jax.evaluate --config=experiments/long_conversations.py \
       --workdir=runs/quickstart \
       --config.eval.output_dir=runs/quickstart/long_conversations
+
+Scale: 3 conversations x 8 questions, sized to run in about an hour on a
+2-core CPU (raise num_conversations on an accelerator; conversation i is
+the same for any count, so a larger run extends the sample log).
 
 Departures from EpiCache: windows of the synthetic transcripts, not LoCoMo
 sessions; the observation window is scored by SnapKV's pooled attention (as
@@ -31,19 +43,23 @@ trained on dialogue traces may have seen some of them.
 from experiments import common
 from experiments import quickstart
 
-CONVERSATIONS = {"num_conversations": 8, "target_length": 4096, "seed": 2000,
-                 "num_facts": 4, "max_new_tokens": 16}
-EPISODIC = {"num_episodes": 4, "utterances": 4, "medoids": 2,
+CONVERSATIONS = {"num_conversations": 3, "target_length": 4096, "seed": 2000,
+                 "num_facts": 8, "max_new_tokens": 16}
+EPISODIC = {"num_episodes": 3, "utterances": 4, "medoids": 2,
             "embedding": "embedding", "route_by": "centroid", "seed": 0}
 PROFILE = "runs/layer_profiles/gemma3_270m.json"
+# The plain baselines: each compresses the conversation once, block by block.
+SCORERS = ["kvp", "roco", "snapkv", "keydiff", "streaming_llm"]
+BUDGETS = [256, 512, 1024, 2048]
 
 
 def episodic_suite(name: str, layer_profile: str = "", alpha: float = 1.0,
-                   blend_weight: float | None = 0.5) -> dict:
+                   blend_weight: float | None = 0.5,
+                   plain: bool = True) -> dict:
   suite = {"kind": "episodic", "name": name,
            "conversations": dict(CONVERSATIONS), "episodic": dict(EPISODIC),
            "layer_profile": layer_profile, "alpha": alpha,
-           "min_fraction": 0.25}
+           "min_fraction": 0.25, "plain": plain}
   if blend_weight is not None:
     suite["blend_weight"] = blend_weight
   return suite
@@ -54,7 +70,7 @@ def get_config():
   c.eval = common.eval_config(
       suites=[episodic_suite("conversations_uniform"),
               episodic_suite("conversations_sensitive", layer_profile=PROFILE,
-                             alpha=1.0)],
-      scorers=["kvp", "snapkv", "keydiff"], budgets=[128, 256, 512],
+                             alpha=1.0, blend_weight=None, plain=False)],
+      scorers=SCORERS, budgets=BUDGETS,
       protocol="chunked", chunk_size=512, batch_size=8)
   return c

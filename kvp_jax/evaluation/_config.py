@@ -33,7 +33,8 @@ class SuiteConfig:
     text_files: perplexity suites: extra text files to score.
     context_tokens, continuation_tokens: how those files are cut.
     conversations, episodic, layer_profile, alpha, min_fraction,
-      blend_weight: the episodic suite's (see kvp_jax.evaluation._suites).
+      blend_weight, plain: the episodic suite's (see
+      kvp_jax.evaluation._suites).
   """
   kind: str
   name: str = ""
@@ -48,6 +49,7 @@ class SuiteConfig:
   alpha: float = 1.0
   min_fraction: float = 0.25
   blend_weight: Optional[float] = None
+  plain: bool = True
 
   def __post_init__(self):
     if self.kind not in SUITE_KINDS:

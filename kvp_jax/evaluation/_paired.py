@@ -37,7 +37,14 @@ LOWER_IS_BETTER = frozenset({
 
 QUERY_FREE = ("random", "streaming_llm", "knorm", "keydiff", "lagkv")
 QUERY_AWARE = ("h2o", "tova", "snapkv", "roco")
-FAMILIES = {"query_free": QUERY_FREE, "query_aware": QUERY_AWARE}
+# Episodic suites' cells: EpiCache (episodes scored by their medoids' SnapKV
+# attention) and EpiCache with KVP blended into its score.
+EPICACHE = "epicache"
+EPICACHE_KVP = "epicache+kvp"
+FAMILIES = {"query_free": QUERY_FREE, "query_aware": QUERY_AWARE,
+            "episodic": (EPICACHE,)}
+# Methods compared beside KVP, each against its own families.
+OTHER_METHODS = {EPICACHE_KVP: {"episodic": (EPICACHE,)}}
 
 # Resampled indices held in memory at once (bounds the [m, n] index block).
 _CHUNK_ELEMENTS = 1 << 22
@@ -178,13 +185,14 @@ def kvp_against_baselines(
     kvp: the scorer compared.
     families: family name -> its scorer names; default FAMILIES (query_free:
       random, streaming_llm, knorm, keydiff, lagkv; query_aware: h2o, tova,
-      snapkv, roco).
+      snapkv, roco; episodic: epicache).
     lower_is_better: metric names where smaller is better.
     num_resamples, confidence, seed: as paired_bootstrap (one seed for
       every cell).
   Returns:
     One dict per (cell, family) where KVP and some baseline of the family
-    share at least one sample, sorted by cell: the cell's keys, family,
+    share at least one sample, sorted by cell: the cell's keys, method
+    (`kvp`), family,
     baseline, num_samples (shared), kvp_mean and baseline_mean (over the
     shared samples), difference (kvp - baseline), low, high, verdict,
     lower_is_better, exact.
@@ -224,7 +232,7 @@ def kvp_against_baselines(
                               num_resamples=num_resamples,
                               confidence=confidence, seed=seed)
       out.append(dict(
-          zip(_CELL, key), family=family, baseline=best,
+          zip(_CELL, key), method=kvp, family=family, baseline=best,
           num_samples=diff.num_samples, kvp_mean=float(a.mean()),
           baseline_mean=float(b.mean()), difference=diff.mean, low=diff.low,
           high=diff.high, verdict=diff.verdict, lower_is_better=lower,
@@ -243,15 +251,22 @@ def comparisons_markdown(comparisons: Sequence[Mapping],
   without entries."""
   if not comparisons:
     return []
-  lines = [f"## KVP against the best baseline of each family (paired, "
-           f"{confidence:.0%} bootstrap interval of KVP - baseline)", "",
-           "| suite | budget | metric | family | baseline | n | kvp | "
-           "baseline | difference [interval] | verdict |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for c in comparisons:
-    lines.append(
-        f"| {c['suite']} | {c['budget']} | {c['metric']} | {c['family']} | "
-        f"{c['baseline']} | {c['num_samples']} | {c['kvp_mean']:.3f} | "
-        f"{c['baseline_mean']:.3f} | {c['difference']:+.3f} "
-        f"[{c['low']:+.3f}, {c['high']:+.3f}] | KVP {c['verdict']} |")
-  return lines + [""]
+  lines = []
+  for method in sorted({c.get("method", "kvp") for c in comparisons},
+                       key=lambda m: (m != "kvp", m)):
+    name = "KVP" if method == "kvp" else method
+    lines += [f"## {name} against the best baseline of each family (paired, "
+              f"{confidence:.0%} bootstrap interval of {name} - baseline)",
+              "", f"| suite | budget | metric | family | baseline | n | "
+              f"{method} | baseline | difference [interval] | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+      if c.get("method", "kvp") != method:
+        continue
+      lines.append(
+          f"| {c['suite']} | {c['budget']} | {c['metric']} | {c['family']} | "
+          f"{c['baseline']} | {c['num_samples']} | {c['kvp_mean']:.3f} | "
+          f"{c['baseline_mean']:.3f} | {c['difference']:+.3f} "
+          f"[{c['low']:+.3f}, {c['high']:+.3f}] | {name} {c['verdict']} |")
+    lines.append("")
+  return lines

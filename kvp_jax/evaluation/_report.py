@@ -65,6 +65,8 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
       row["per_head"] = heads.tolist()
     if "cache_bytes" in members[0]:
       row["cache_bytes"] = float(np.mean([m["cache_bytes"] for m in members]))
+    if "peak_bytes" in members[0]:
+      row["peak_bytes"] = float(max(m["peak_bytes"] for m in members))
     out.append(row)
   return out
 

@@ -50,6 +50,7 @@ from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax.evaluation import _evicted_share as evicted_share_lib
 from kvp_jax.evaluation import _fidelity as fidelity_lib
+from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _report
 from kvp_jax.evaluation._config import DEFAULT_METRICS
 from kvp_jax.evaluation._config import EvalConfig
@@ -501,27 +502,39 @@ def _ranking_cost(scores, importance, positions, lengths,
   return cost, informative
 
 
+EPICACHE = _paired.EPICACHE           # Episodes scored by their medoids.
+EPICACHE_KVP = _paired.EPICACHE_KVP   # The same, KVP blended into the score.
+
+
 def _episodic_cells(grid: Grid, settings: dict):
-  """(name, budget, Eviction, scorer) of an episodic suite: the full cache,
-  then every grid scorer the episodic prefill can run (it gives the cache
-  and the medoid's queries) at every budget, block-wise, and "kvp+medoid"
-  (KVP blended with the medoid's attention) with a blend_weight."""
+  """(name, budget, Eviction, scorer, episodic) of an episodic suite.
+
+  The full cache first (if the grid has it); then, unless the suite says
+  plain=False, every grid scorer as a plain baseline (the conversation
+  compressed once block by block, every question read from that cache);
+  then EpiCache (episodes, SnapKV's attention of each episode's medoids)
+  and, with "kvp" in the grid and a blend_weight, "epicache+kvp" (KVP
+  blended with the medoid's attention). Every compressed cell is block-wise
+  (eval.chunk_size) at every grid budget.
+  """
   if grid.include_full:
     yield FULL, FULL, eviction_lib.Eviction(None, protected=grid.protected), \
-        None
-  named = {n: s for n, s in grid.scorers.items()
-           if not s.needs - {"queries", "rng"}}
+        None, False
+  cells = []
+  if settings.get("plain", True):
+    cells += [(n, s, False) for n, s in grid.scorers.items()]
+  cells.append((EPICACHE, scorers_lib.get_scorer("snapkv"), True))
   if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
     # The blend's results depend on the policy file as KVP's do.
-    grid.identity.setdefault("kvp+medoid", grid.identity.get("kvp"))
-    named["kvp+medoid"] = eviction_lib.MedoidBlendScorer(
+    grid.identity.setdefault(EPICACHE_KVP, grid.identity.get("kvp"))
+    cells.append((EPICACHE_KVP, eviction_lib.MedoidBlendScorer(
         learned=grid.scorers["kvp"],
-        weight=float(settings["blend_weight"]))
-  for name, scorer in named.items():
+        weight=float(settings["blend_weight"])), True))
+  for name, scorer, episodic in cells:
     for b in grid.budgets:
       yield name, b, eviction_lib.Eviction(
           b, protocol="chunked", chunk_size=grid.chunk_size,
-          protected=grid.protected), scorer
+          protected=grid.protected), scorer, episodic
 
 
 def _episodic_layer_budgets(model, settings, eviction, sample):
@@ -548,9 +561,12 @@ def _episodic_layer_budgets(model, settings, eviction, sample):
 
 
 def _run_episodic(model, grid, suite_name, batch, log, rng):
-  """Long conversations through episodic caches (kvp_jax.eviction.
-  answer_conversation), conversation by conversation of the batch; the full
-  cache answers the whole prompts."""
+  """Long conversations, conversation by conversation of the batch: the
+  full cache and the plain cells prefill each conversation once (the full
+  cache keeps it whole, a plain cell compresses it block by block) and
+  answer every question from that state (kvp_jax.eviction.
+  answer_compressed); EpiCache cells go through episodic caches
+  (kvp_jax.eviction.answer_conversation)."""
   settings = batch[0].sample.metadata[_suites.EPISODIC_KEY]
   episodic = eviction_lib.EpisodicSettings(**settings.get("episodic", {}))
   conversations: dict[str, list] = {}
@@ -558,7 +574,8 @@ def _run_episodic(model, grid, suite_name, batch, log, rng):
     conversations.setdefault(item.sample.metadata["conversation_id"],
                              []).append(item)
   for items in conversations.values():
-    for name, budget, eviction, scorer in _episodic_cells(grid, settings):
+    for name, budget, eviction, scorer, by_episode in _episodic_cells(
+        grid, settings):
       tag = _tag((name, budget), grid)
       todo = [i for i in items if not log.has(
           suite=suite_name, sample=i.sample.id, scorer=name, budget=budget,
@@ -567,29 +584,20 @@ def _run_episodic(model, grid, suite_name, batch, log, rng):
         continue
       base = dict(suite=suite_name, scorer=name, budget=budget,
                   settings=grid.settings(name), metric="accuracy", **tag)
-      if budget == FULL:
-        max_new = max(i.max_new_tokens for i in todo)
-        out, stats = eviction_lib.generate_compressed(
-            model, scorers_lib.get_scorer("knorm"), eviction,
-            [list(i.prompt) for i in todo], max_new)
-        rows = []
-        for item, ids in zip(todo, out):
-          text = model.tokenizer.decode(ids[:item.max_new_tokens])
-          rows.append(dict(base, sample=item.sample.id, group=item.group,
-                           value=100 * scoring.score_sample(item.sample,
-                                                            text),
-                           prediction=text[:200],
-                           cache_bytes=stats["cache_bytes"] / len(todo),
-                           peak_slots=stats["peak_slots"]))
-        log.add(rows)
-        continue
-      result = eviction_lib.answer_conversation(
-          model, scorer, eviction, [i.sample for i in todo], episodic,
-          layer_budgets=_episodic_layer_budgets(model, settings, eviction,
-                                                todo[0].sample),
-          rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
-      log.add(dict(base, group=item.group, **row,
-                   routed_to_fact=row["episode"] == row["fact_episode"])
+      cell_rng = jax.random.fold_in(rng, _cell_seed(name, budget))
+      if by_episode:
+        result = eviction_lib.answer_conversation(
+            model, scorer, eviction, [i.sample for i in todo], episodic,
+            layer_budgets=_episodic_layer_budgets(model, settings, eviction,
+                                                  todo[0].sample),
+            rng=cell_rng)
+        for row in result:
+          row["routed_to_fact"] = row["episode"] == row["fact_episode"]
+      else:                       # The full cache, or a plain baseline.
+        result = eviction_lib.answer_compressed(
+            model, scorer or scorers_lib.get_scorer("knorm"), eviction,
+            [i.sample for i in todo], rng=cell_rng)
+      log.add(dict(base, group=item.group, **row)
               for item, row in zip(todo, result))
 
 

@@ -16,11 +16,16 @@ A suite is a mapping with a `kind`:
                   independent of the budget.
                   {"kind": "attention_cost", "sources": [...],
                    "max_new_tokens": n}
-  episodic        long-conversation QA through EpiCache-style episodic
-                  caches (kvp_jax.eviction.answer_conversation): per
-                  conversation, windows clustered into episodes, one cache
-                  per episode prefilled block by block (eval.chunk_size)
-                  and scored by its medoid, each question routed to one.
+  episodic        long-conversation QA, every question of a conversation
+                  read from the same compressed state. Cells: the full
+                  cache; each grid scorer as a plain baseline (one cache of
+                  the conversation, prefilled block by block with eviction
+                  after every block, eval.chunk_size;
+                  kvp_jax.eviction.answer_compressed), unless plain=False;
+                  "epicache" (kvp_jax.eviction.answer_conversation: windows
+                  clustered into episodes, one cache per episode, scored by
+                  SnapKV over its medoid, each question routed to one; with
+                  the layer_profile's budgets when one is named).
                   {"kind": "episodic", "sources": [jsonl of long
                    conversation samples] and/or "conversations":
                    {"num_conversations": n, "target_length": t, "seed": s,
@@ -28,7 +33,8 @@ A suite is a mapping with a `kind`:
                    "episodic": {EpisodicSettings fields},
                    "layer_profile": JSON path ("" = uniform budgets),
                    "alpha": float, "min_fraction": float,
-                   "blend_weight": float (adds a "kvp+medoid" cell)}
+                   "blend_weight": float (adds an "epicache+kvp" cell),
+                   "plain": bool (default true)}
                   Change the suite's name when changing these settings: the
                   sample log's key does not hold them.
 
@@ -51,7 +57,7 @@ KINDS = ("ruler", "perplexity", "attention_cost", "episodic")
 # metadata under this key (the runner is called with the items only).
 EPISODIC_KEY = "episodic_suite"
 _EPISODIC_FIELDS = ("episodic", "layer_profile", "alpha", "min_fraction",
-                    "blend_weight")
+                    "blend_weight", "plain")
 
 
 @dataclasses.dataclass(frozen=True)

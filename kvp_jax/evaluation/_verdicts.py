@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
+from kvp_jax import _files
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _report
 
@@ -64,12 +64,18 @@ def retention_rows(samples: Sequence[dict]) -> list[dict]:
 
 def paired_comparisons(samples: Sequence[dict]) -> list[dict]:
   """_paired.kvp_against_baselines over the compressed cells of
-  PAIRED_METRICS (retention rows included), finite values only."""
+  PAIRED_METRICS (retention rows included), finite values only: KVP's, then
+  those of _paired.OTHER_METHODS (epicache+kvp against epicache)."""
   rows = [r for r in list(samples) + retention_rows(samples)
           if r["metric"] in PAIRED_METRICS and r["scorer"] != FULL
           and str(r["budget"]) != FULL and math.isfinite(r["value"])]
-  return _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
-                                       seed=SEED)
+  out = _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
+                                      seed=SEED)
+  for method, families in _paired.OTHER_METHODS.items():
+    out += _paired.kvp_against_baselines(
+        rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
+        seed=SEED)
+  return out
 
 
 def _table(rows: Sequence[dict], cell) -> list[str]:
@@ -134,6 +140,20 @@ def evicted_share_markdown(aggregated: Sequence[dict]) -> list[str]:
   return lines
 
 
+def memory_markdown(aggregated: Sequence[dict]) -> list[str]:
+  """Per suite whose rows record peak_bytes (episodic suites): the most KV
+  cache memory a cell held at once, all its caches together (MiB)."""
+  lines = []
+  for suite in sorted({r["suite"] for r in aggregated if "peak_bytes" in r}):
+    rows = [r for r in aggregated if r["suite"] == suite and
+            r["group"] == "mean" and "peak_bytes" in r and
+            r["metric"] == "accuracy"]
+    lines += [f"## {suite}: peak KV cache memory (MiB, every cache a method "
+              f"holds at once, the block being prefilled included)", ""]
+    lines += _table(rows, lambda r: f"{r['peak_bytes'] / 2**20:.1f}")
+  return lines
+
+
 def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
   """One PNG per (suite, metric): KVP - best baseline of each family
   against the budget, the bootstrap interval drawn as a band."""
@@ -148,23 +168,28 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
     if not rows:
       continue
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for family in sorted({c["family"] for c in rows}):
+    for method, family in sorted({(c.get("method", "kvp"), c["family"])
+                                  for c in rows}):
       pts = sorted((int(c["budget"]), c["difference"], c["low"], c["high"])
-                   for c in rows if c["family"] == family)
+                   for c in rows if c["family"] == family and
+                   c.get("method", "kvp") == method)
       x, mean, low, high = zip(*pts)
-      line, = ax.plot(x, mean, marker="o", label=f"KVP - best {family}")
+      name = "KVP" if method == "kvp" else method
+      line, = ax.plot(x, mean, marker="o", label=f"{name} - best {family}")
       ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
     ax.axhline(0.0, color="gray", linestyle="--")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("cache size per head (tokens)")
     better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
-    ax.set_ylabel(f"{metric} difference ({better} is better for KVP)")
+    ax.set_ylabel(f"{metric} difference ({better} is better for the "
+                  f"first)")
     ax.set_title(f"{suite}: paired, 95% bootstrap band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out_dir / f"{suite}_{metric}_paired.png"
-    fig.savefig(path, dpi=120)
+    with _files.atomic_output(path) as tmp:
+      fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     paths.append(path)
   return paths
@@ -173,17 +198,16 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
 def write(samples: Sequence[dict], aggregated: Sequence[dict],
           out_dir: Path) -> list[str]:
   """verdicts.jsonl and the paired plots; returns the markdown sections
-  (retention, fidelity, evicted share, paired comparisons)."""
+  (retention, fidelity, evicted share, memory, paired comparisons)."""
   out_dir.mkdir(parents=True, exist_ok=True)
   retention = _report.aggregate(retention_rows(samples))
   comparisons = paired_comparisons(samples)
   rows = ([dict(r, kind="retention") for r in retention] +
           [dict(c, kind="paired") for c in comparisons])
-  tmp = out_dir / "verdicts.jsonl.tmp"
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in rows),
-                 encoding="utf-8")
-  os.replace(tmp, out_dir / "verdicts.jsonl")
+  _files.atomic_write(out_dir / "verdicts.jsonl",
+                      "".join(json.dumps(r) + "\n" for r in rows))
   plot_paired(comparisons, out_dir)
   return (retention_markdown(aggregated, retention) +
           fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
+          memory_markdown(aggregated) +
           _paired.comparisons_markdown(comparisons))

@@ -11,6 +11,10 @@ Protocols (`Eviction.protocol`):
   "decode"   "once", then during decoding the cache is evicted back to b
              whenever `decode_interval` new tokens have been appended, so it
              stays within b + decode_interval through long generations.
+             Rules that read attention moments (RoCo, H2O) keep them running
+             through the decode, every new query adding its attention
+             (_moments); rules that read the prompt's last queries (SnapKV,
+             TOVA) cannot evict while decoding.
 
 Allocation (`Eviction.allocation`): "uniform" (every head keeps b), or one
 total budget shared by the heads of a "layer" (b x kv_heads) or of the whole
@@ -32,6 +36,9 @@ scorers. It knows nothing of suites, grids or reports (kvp_jax.evaluation).
                                    forward pass over the continuation)
   layer_views / score_layers / evict_cache / calibrate_scores / EvictWhenFull
                                    the steps they are made of
+  EvictWithMoments / initial_moments
+                                   decode-time eviction with running
+                                   attention moments
 
 Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   split_windows / embed_tokens / cluster_episodes / route
@@ -45,6 +52,8 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   EpisodicSettings / answer_conversation
                                    one conversation's samples, text in,
                                    scored answers out
+  answer_compressed                the plain baseline: one compressed cache
+                                   of the conversation for every question
 """
 
 from kvp_jax.eviction._runtime import compress_context
@@ -55,6 +64,8 @@ from kvp_jax.eviction._runtime import generate_compressed
 from kvp_jax.eviction._runtime import prefill_compressed
 from kvp_jax.eviction._runtime import prefill_context
 from kvp_jax.eviction._runtime import Prefilled
+from kvp_jax.eviction._moments import EvictWithMoments
+from kvp_jax.eviction._moments import initial_moments
 from kvp_jax.eviction._spec import ALLOCATIONS
 from kvp_jax.eviction._spec import Eviction
 from kvp_jax.eviction._spec import PROTOCOLS
@@ -80,6 +91,7 @@ from kvp_jax.eviction._sensitivity import load_or_profile
 from kvp_jax.eviction._sensitivity import profile_sensitivity
 from kvp_jax.eviction._sensitivity import read_profile
 from kvp_jax.eviction._sensitivity import window_caps
+from kvp_jax.eviction._conversation import answer_compressed
 from kvp_jax.eviction._conversation import answer_conversation
 from kvp_jax.eviction._conversation import build_episodes
 from kvp_jax.eviction._conversation import EpisodicSettings

@@ -11,6 +11,9 @@ conversation, one `metadata["conversation_id"]`).
   3. each question (the text after its last "Question:", so the shared
      instruction does not dominate the embedding) is embedded the same way,
      routed to the nearest episode and answered through that cache.
+
+answer_compressed is the plain baseline: one compressed cache of the whole
+conversation, every question answered from it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from kvp_jax import inference
 from kvp_jax.eviction import _episodes
 from kvp_jax.eviction._episodic import answer_questions, prefill_episodes
+from kvp_jax.eviction._runtime import prefill_compressed
 from kvp_jax.eviction._spec import Eviction
 from kvp_jax.model import Pretrained
 from kvp_jax.samples import scoring
@@ -100,6 +104,64 @@ def build_episodes(model: Pretrained, context: str,
   return windows, episodes, observations
 
 
+def _questions(model: Pretrained, samples):
+  """(question token lists, max new tokens, room the caches need)."""
+  tok = model.tokenizer
+  questions = [tok.encode("\n" + s.question + s.answer_prefix)
+               for s in samples]
+  max_new = max(s.max_new_tokens for s in samples)
+  room = inference.bucket_length(max(map(len, questions)), 16) + max_new
+  return questions, max_new, room
+
+
+def _rows(model: Pretrained, samples, answers, pre, *, episodes=None,
+          routed=None, windows=None) -> list[dict]:
+  """One scored row per sample (see answer_conversation)."""
+  rows = []
+  num = 1 if episodes is None else episodes.num_episodes
+  per_row = pre.cache.num_bytes() / num
+  for i, (s, ids) in enumerate(zip(samples, answers)):
+    text = model.tokenizer.decode(ids[:s.max_new_tokens])
+    row = dict(sample=s.id, prediction=text[:200],
+               value=100 * scoring.score_sample(s, text),
+               peak_slots=pre.peak_slots, cache_bytes=per_row,
+               peak_bytes=pre.peak_bytes, num_episodes=num)
+    if episodes is not None:
+      fact = s.metadata.get("fact") or {}
+      fact_episode = None
+      if "char_start" in fact:
+        fact_episode = int(episodes.labels[_episodes.window_of(
+            windows, fact["char_start"])])
+      row.update(episode=int(routed[i]), fact_episode=fact_episode)
+    rows.append(row)
+  return rows
+
+
+def answer_compressed(model: Pretrained, scorer, eviction: Eviction,
+                      samples: Sequence, *,
+                      rng: jax.Array | None = None) -> list[dict]:
+  """Every question of one conversation answered through one cache: the
+  conversation compressed once per `eviction` (protocol "chunked": block by
+  block, evicted after every block, EasyKV's stride; "once": after a full
+  prefill; Eviction(None): kept whole), with no knowledge of the questions,
+  then each question read from that same state (the full cache and the
+  plain baselines of EpiCache's comparison; earlier questions and answers
+  are not appended).
+
+  Returns one row per sample: id, prediction, value (x100 score),
+  peak_slots, cache_bytes and peak_bytes (of the one cache).
+  """
+  if model.tokenizer is None:
+    raise ValueError("answering conversations needs a model with a tokenizer")
+  _check_one_conversation(samples)
+  questions, max_new, room = _questions(model, samples)
+  context = model.tokenizer.encode(samples[0].context, add_bos=True)
+  pre = prefill_compressed(model, scorer, eviction, [context], room, rng=rng)
+  answers = answer_questions(model, pre, [0] * len(samples), questions,
+                             max_new)
+  return _rows(model, samples, answers, pre)
+
+
 def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
                         samples: Sequence, settings: EpisodicSettings, *,
                         layer_budgets: Sequence[int] | None = None,
@@ -117,7 +179,8 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
   Returns:
     One row per sample: id, episode (routed), fact_episode (the episode of
     the window that holds the planted fact, when the metadata says where),
-    prediction, value (x100 score), peak_slots, cache_bytes (per episode).
+    prediction, value (x100 score), peak_slots, cache_bytes (per episode),
+    peak_bytes (all E caches together, during the prefill).
   """
   if model.tokenizer is None:
     raise ValueError("answering conversations needs a model with a tokenizer")
@@ -125,29 +188,13 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
   tok = model.tokenizer
   context = samples[0].context
   windows, episodes, observations = build_episodes(model, context, settings)
-  questions = [tok.encode("\n" + s.question + s.answer_prefix)
-               for s in samples]
+  questions, max_new, room = _questions(model, samples)
   routed = _episodes.route(_episodes.embed_tokens(
       model, [tok.encode(routing_text(s.question)) for s in samples],
       settings.embedding), episodes, by=settings.route_by)
-  max_new = max(s.max_new_tokens for s in samples)
-  room = inference.bucket_length(max(map(len, questions)), 16) + max_new
   pre = prefill_episodes(model, scorer, eviction,
                          tok.encode(context, add_bos=True), observations,
                          room, layer_budgets=layer_budgets, rng=rng)
   answers = answer_questions(model, pre, routed, questions, max_new)
-  rows = []
-  per_episode = pre.cache.num_bytes() / episodes.num_episodes
-  for s, e, ids in zip(samples, np.asarray(routed).tolist(), answers):
-    text = tok.decode(ids[:s.max_new_tokens])
-    fact = s.metadata.get("fact") or {}
-    fact_episode = None
-    if "char_start" in fact:
-      fact_episode = int(episodes.labels[_episodes.window_of(
-          windows, fact["char_start"])])
-    rows.append(dict(sample=s.id, episode=int(e), fact_episode=fact_episode,
-                     num_episodes=episodes.num_episodes,
-                     prediction=text[:200],
-                     value=100 * scoring.score_sample(s, text),
-                     peak_slots=pre.peak_slots, cache_bytes=per_episode))
-  return rows
+  return _rows(model, samples, answers, pre, episodes=episodes,
+               routed=np.asarray(routed).tolist(), windows=windows)

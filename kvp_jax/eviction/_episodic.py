@@ -131,7 +131,8 @@ def prefill_episodes(model: Pretrained, scorer, eviction: Eviction,
   Returns:
     Prefilled with an E-row cache (row e: episode e), first_logits [E, V],
     lengths [E] (all the context length), peak_slots: the most slots any
-    layer held per head (<= max budget + block).
+    layer held per head (<= max budget + block), peak_bytes: the most bytes
+    the E caches held together.
   Raises:
     ValueError: a full-cache eviction, no observations, a scorer that needs
       more than queries, bad layer budgets.
@@ -156,7 +157,7 @@ def prefill_episodes(model: Pretrained, scorer, eviction: Eviction,
   reads_queries = "queries" in scorer.needs
   scorer = _observer_for(scorer, obs_tokens.shape[1]).for_budget(
       eviction.budget)
-  cache, peak = None, 0
+  cache, peak, peak_bytes = None, 0, 0
   for i, start in enumerate(range(0, t, c)):
     chunk = slice(start, start + c)
     if cache is None:
@@ -167,6 +168,7 @@ def prefill_episodes(model: Pretrained, scorer, eviction: Eviction,
       logits, cache, _ = inference.extend(
           config, params, cache, tokens[:, chunk], positions[:, chunk])
     peak = max(peak, max(layer.capacity for layer in cache.layers))
+    peak_bytes = max(peak_bytes, cache.num_bytes())
     seen_np = np.clip(lengths - (t - start - c), 0, None).astype(np.int32)
     seen = jnp.asarray(seen_np)
     queries = obs_pos = None
@@ -183,7 +185,8 @@ def prefill_episodes(model: Pretrained, scorer, eviction: Eviction,
                                                room if last else c)
     cache = _evict(cache, scores, seen, None, budgets, capacities,
                    eviction.protected)
-  return Prefilled(logits, cache, lengths, peak)
+  return Prefilled(logits, cache, lengths, peak,
+                   max(peak_bytes, cache.num_bytes()))
 
 
 def _rows(cache: KVCache, rows: jax.Array) -> KVCache:

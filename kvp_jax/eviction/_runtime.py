@@ -15,12 +15,13 @@ import numpy as np
 from kvp_jax import cache as cache_lib
 from kvp_jax import inference
 from kvp_jax import scorers as scorers_lib
+from kvp_jax.eviction import _moments
 from kvp_jax.eviction._spec import Eviction
 from kvp_jax.eviction._steps import evict_cache
 from kvp_jax.eviction._steps import EvictWhenFull
 from kvp_jax.eviction._views import layer_views
 from kvp_jax.model import Decoder, DecoderConfig, KVCache, Pretrained
-from kvp_jax.model import EOS_ID, layer_capacities
+from kvp_jax.model import EOS_ID, layer_capacities, token_log_likelihood
 
 
 @dataclasses.dataclass
@@ -31,11 +32,13 @@ class Prefilled:
   cache: the (compressed) cache.
   lengths: [B] context lengths.
   peak_slots: the most slots any layer held per head along the way.
+  peak_bytes: the most bytes the whole cache (all rows) held along the way.
   """
   first_logits: jax.Array
   cache: KVCache
   lengths: np.ndarray
   peak_slots: int
+  peak_bytes: int = 0
 
 
 @dataclasses.dataclass
@@ -94,7 +97,8 @@ def compress_context(model: Pretrained, context: Context, scorer,
     caps = layer_capacities(config, t + room)
     grown = KVCache(layers=tuple(
         _grow(layer, cap) for layer, cap in zip(context.cache.layers, caps)))
-    return Prefilled(context.first_logits, grown, context.lengths, max(caps))
+    return Prefilled(context.first_logits, grown, context.lengths, max(caps),
+                     grown.num_bytes())
   _check_future(scorer, importance)
   if scorer.needs_prefill_attention and context.captured is None:
     raise ValueError(f"scorer {scorer.name!r} needs prefill attention: "
@@ -104,7 +108,8 @@ def compress_context(model: Pretrained, context: Context, scorer,
       else room
   cache = evict_cache(config, context.cache, views, scorer, eviction,
                       jnp.asarray(context.lengths), min(room, interval), rng)
-  return Prefilled(context.first_logits, cache, context.lengths, peak)
+  return Prefilled(context.first_logits, cache, context.lengths, peak,
+                   max(context.cache.num_bytes(), cache.num_bytes()))
 
 
 def _check_future(scorer, importance) -> None:
@@ -158,7 +163,7 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
   imp = None if importance is None else jnp.asarray(importance)
   caps = cache_lib.eviction_capacities(config, b, c)
   cache = None
-  peak = 0
+  peak = peak_bytes = 0
   for i, start in enumerate(range(0, t, c)):
     chunk = slice(start, start + c)
     if cache is None:
@@ -170,6 +175,7 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
           config, params, cache, tokens[:, chunk], positions[:, chunk],
           capture=capture)
     peak = max(peak, max(int(layer.capacity) for layer in cache.layers))
+    peak_bytes = max(peak_bytes, cache.num_bytes())
     # Tokens of each row seen so far (rows are left-padded).
     seen = jnp.asarray(np.clip(lengths - (t - start - c), 0, None), jnp.int32)
     views = layer_views(config, cache, captured, positions[:, chunk], seen,
@@ -177,7 +183,31 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
     last = start + c >= t
     cache = evict_cache(config, cache, views, scorer, eviction, seen,
                         room if last else c, jax.random.fold_in(rng, i))
-  return Prefilled(logits, cache, lengths, peak)
+  return Prefilled(logits, cache, lengths, peak,
+                   max(peak_bytes, cache.num_bytes()))
+
+
+def _start(model: Pretrained, scorer, eviction: Eviction, contexts, room: int,
+           importance, rng) -> tuple[Prefilled, Any]:
+  """The compressed context, and the running attention moments of its kept
+  slots when the scorer evicts while decoding by them (else None)."""
+  decoding = eviction.evicts_while_decoding
+  if decoding and not scorer.can_evict_while_decoding:
+    raise ValueError(f"scorer {scorer.name!r} reads prefill queries or the "
+                     "future; it cannot evict during decoding")
+  running = decoding and _moments.reads_moments_only(scorer)
+  if running and not isinstance(contexts, Context):
+    contexts = prefill_context(model, contexts, capture=True)
+  if isinstance(contexts, Context):
+    pre = compress_context(model, contexts, scorer, eviction, room,
+                           importance=importance, rng=rng)
+  else:
+    pre = prefill_compressed(model, scorer, eviction, contexts, room,
+                             importance=importance, rng=rng)
+  if not running:
+    return pre, None
+  return pre, _moments.initial_moments(contexts.views(model.config, None),
+                                       pre.cache)
 
 
 def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
@@ -189,25 +219,26 @@ def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
   """Greedy continuations with a compressed cache.
 
   `prompts` may be a Context prefilled once (shared by a grid of scorers and
-  budgets) instead of token lists.
+  budgets) instead of token lists. With protocol "decode" the cache is
+  evicted back to the budget whenever a layer is about to wrap; a scorer
+  that reads attention moments (RoCo, H2O) keeps them running through the
+  decode (kvp_jax.eviction._moments).
   Returns (one token list per prompt, cut after EOS; stats with the cache's
   bytes after compression and the peak slots per head).
   """
   rng = jax.random.key(0) if rng is None else rng
-  if isinstance(prompts, Context):
-    pre = compress_context(model, prompts, scorer, eviction, max_new_tokens,
-                           importance=importance, rng=rng)
-  else:
-    pre = prefill_compressed(model, scorer, eviction, prompts, max_new_tokens,
-                             importance=importance, rng=rng)
+  pre, moments = _start(model, scorer, eviction, prompts, max_new_tokens,
+                        importance, rng)
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
   hook, state = None, None
-  if eviction.evicts_while_decoding:
-    if not scorer.can_evict_while_decoding:
-      raise ValueError(f"scorer {scorer.name!r} reads prefill attention or the "
-                       "future; it cannot evict during decoding")
+  if moments is not None:
+    hook = _moments.EvictWithMoments(model.config, eviction.budget,
+                                     eviction.protected)
+    state = (scorer.for_budget(eviction.budget), jax.random.fold_in(rng, 1),
+             moments)
+  elif eviction.evicts_while_decoding:
     hook = EvictWhenFull(model.config, eviction.budget, eviction.protected)
-    state = (scorer, jax.random.fold_in(rng, 1))
+    state = (scorer.for_budget(eviction.budget), jax.random.fold_in(rng, 1))
   out, final = inference.decode(
       model.config, model.params, pre.cache, pre.first_logits,
       jnp.asarray(pre.lengths), max_new_tokens=max_new_tokens, eos_id=eos_id,
@@ -236,13 +267,8 @@ def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
   width = inference.bucket_length(n, pad_multiple)
   piece = eviction.decode_interval if eviction.evicts_while_decoding \
       else width
-  if isinstance(contexts, Context):
-    pre = compress_context(model, contexts, scorer, eviction,
-                           min(piece, width), importance=importance, rng=rng)
-  else:
-    pre = prefill_compressed(model, scorer, eviction, contexts,
-                             min(piece, width), importance=importance,
-                             rng=rng)
+  pre, moments = _start(model, scorer, eviction, contexts, min(piece, width),
+                        importance, rng)
   b = len(continuations)
   conts = np.zeros((b, width + 1), np.int32)
   for i, c in enumerate(continuations):
@@ -256,40 +282,65 @@ def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
     stop = min(start + piece, width)
     inp = conts[:, start:stop]
     pos = pre.lengths[:, None] + np.arange(start, stop)[None]
-    out, appended = inference.score_continuation(
-        model.config, model.params, cache, jnp.asarray(inp),
-        jnp.asarray(pos, jnp.int32), jnp.asarray(conts[:, start + 1:stop + 1]))
+    args = (model.config, model.params, cache, jnp.asarray(inp),
+            jnp.asarray(pos, jnp.int32),
+            jnp.asarray(conts[:, start + 1:stop + 1]))
+    if moments is None:
+      out, appended = inference.score_continuation(*args)
+      captured = None
+    else:
+      out, appended, captured = _score_piece(*args)
     ll.append(np.asarray(out))
     if stop < width and piece < width:
-      cache = _evict_appended(model, appended, pos, scorer, eviction,
-                              jax.random.fold_in(rng, steps))
+      cache, moments = _evict_appended(model, appended, moments, captured,
+                                       pos, scorer, eviction,
+                                       jax.random.fold_in(rng, steps))
       steps += 1
   ll = np.concatenate(ll, axis=1)
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
   return [ll[i, :len(c)] for i, c in enumerate(continuations)], stats
 
 
-def _evict_appended(model, cache, positions, scorer, eviction, rng):
+def _evict_appended(model, cache, moments, captured, positions, scorer,
+                    eviction, rng):
   """Evicts a cache that a piece of the continuation was appended to back
-  to the budget, with room for the next piece (protocol "decode")."""
+  to the budget, with room for the next piece (protocol "decode"); running
+  attention moments (or None) follow. Returns (cache, moments)."""
   ctx = jnp.asarray(positions[:, -1] + 1, jnp.int32)
+  if moments is not None:
+    return _moments.evict_appended(
+        model.config, cache, moments, captured,
+        jnp.asarray(positions, jnp.int32), scorer.for_budget(eviction.budget),
+        eviction.budget, eviction.decode_interval, eviction.protected, rng)
   views = tuple(scorers_lib.LayerView.from_cache(
       layer, layer=i, window=model.config.layer_window(i),
       context_length=ctx, logit_softcap=model.config.attn_logit_softcap)
                 for i, layer in enumerate(cache.layers))
   return evict_cache(model.config, cache, views, scorer, eviction, ctx,
-                     eviction.decode_interval, rng)
+                     eviction.decode_interval, rng), None
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _forward_logits(config: DecoderConfig, params, cache: KVCache,
-                    tokens: jax.Array, positions: jax.Array
-                    ) -> tuple[jax.Array, KVCache]:
-  """One forward pass of a chunk through a cache: ([B, T, V] float32 logits
-  at every chunk position, the cache with the chunk appended)."""
+def _score_piece(config: DecoderConfig, params, cache: KVCache,
+                 tokens: jax.Array, positions: jax.Array, targets: jax.Array):
+  """inference.score_continuation, also returning the piece's captured
+  q/k/v for the running moments: (ll, cache, captured)."""
   out = Decoder(config).apply({"params": params}, tokens, positions, cache,
-                              logits_at="all")
-  return out.logits.astype(jnp.float32), out.cache
+                              logits_at="none", capture=True)
+  return (token_log_likelihood(config, params, out.hidden, targets),
+          out.cache, out.captured)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "capture"))
+def _forward_logits(config: DecoderConfig, params, cache: KVCache,
+                    tokens: jax.Array, positions: jax.Array,
+                    capture: bool = False):
+  """One forward pass of a chunk through a cache: ([B, T, V] float32 logits
+  at every chunk position, the cache with the chunk appended, the chunk's
+  captured q/k/v or None)."""
+  out = Decoder(config).apply({"params": params}, tokens, positions, cache,
+                              logits_at="all", capture=capture)
+  return out.logits.astype(jnp.float32), out.cache, out.captured
 
 
 def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
@@ -332,13 +383,8 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
   width = inference.bucket_length(max(map(len, continuations)), pad_multiple)
   piece = eviction.decode_interval if eviction.evicts_while_decoding \
       else width
-  room = min(piece, width)
-  if isinstance(contexts, Context):
-    pre = compress_context(model, contexts, scorer, eviction, room,
-                           importance=importance, rng=rng)
-  else:
-    pre = prefill_compressed(model, scorer, eviction, contexts, room,
-                             importance=importance, rng=rng)
+  pre, moments = _start(model, scorer, eviction, contexts, min(piece, width),
+                        importance, rng)
   conts = np.zeros((len(continuations), width), np.int32)
   for i, c in enumerate(continuations):
     conts[i, :len(c)] = c
@@ -347,12 +393,13 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
   for step, start in enumerate(range(0, width - 1, piece)):
     stop = min(start + piece, width - 1)
     pos = pre.lengths[:, None] + np.arange(start, stop)[None]
-    logits, cache = _forward_logits(
+    logits, cache, captured = _forward_logits(
         model.config, model.params, cache, jnp.asarray(conts[:, start:stop]),
-        jnp.asarray(pos, jnp.int32))
+        jnp.asarray(pos, jnp.int32), capture=moments is not None)
     out.append(logits)
     if stop < width - 1 and piece < width:
-      cache = _evict_appended(model, cache, pos, scorer, eviction,
-                              jax.random.fold_in(rng, step))
+      cache, moments = _evict_appended(model, cache, moments, captured, pos,
+                                       scorer, eviction,
+                                       jax.random.fold_in(rng, step))
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
   return jnp.concatenate(out, axis=1), stats

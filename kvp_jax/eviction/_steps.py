@@ -105,13 +105,16 @@ class EvictWhenFull:
 
   Sliding-window layers with at least `window` slots never need it (a slot
   is reused only after its token left the window). The hook state is
-  (scorer, rng); scorers that need prefill statistics cannot run here.
+  (scorer, rng), returned unchanged; scorers that need prefill statistics
+  run with _moments.EvictWithMoments instead.
   """
   config: DecoderConfig
   budget: int
   protected: cache_lib.Protected
 
-  def __call__(self, cache: KVCache, hook_state) -> KVCache:
+  def __call__(self, cache: KVCache, hook_state, captured=None,
+               positions=None):
+    del captured, positions
     scorer, rng = hook_state
     layers = []
     for i, layer in enumerate(cache.layers):
@@ -131,4 +134,4 @@ class EvictWhenFull:
                                      self.protected)
       full = layer.end % layer.capacity == 0        # The next write wraps.
       layers.append(jax.lax.cond(full, evict, lambda x: x, layer))
-    return KVCache(layers=tuple(layers))
+    return KVCache(layers=tuple(layers)), hook_state

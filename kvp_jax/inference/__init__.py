@@ -6,6 +6,7 @@ from kvp_jax.inference._batching import left_pad
 from kvp_jax.inference._batching import pad_batch
 from kvp_jax.inference._batching import PaddedBatch
 from kvp_jax.inference._generation import decode
+from kvp_jax.inference._generation import decode_with_state
 from kvp_jax.inference._generation import DecodeHook
 from kvp_jax.inference._generation import extend
 from kvp_jax.inference._generation import prefill

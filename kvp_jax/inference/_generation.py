@@ -21,9 +21,13 @@ import jax.numpy as jnp
 from kvp_jax.model import Decoder, DecoderConfig, KVCache, init_cache
 from kvp_jax.model import PAD_ID, token_log_likelihood
 
-# A hook run inside the decode loop after every step: (cache, hook_state) ->
-# cache. kvp_jax.evaluation uses it to evict during decoding.
-DecodeHook = Callable[[KVCache, Any], KVCache]
+# A hook run inside the decode loop after every step:
+#   (cache, hook_state, captured, positions) -> (cache, hook_state)
+# captured: the step's per-layer Captured q/k/v when the hook's `captures`
+# attribute is true, else None; positions: [batch, 1] int32 of the step's
+# token. The state is carried through the loop (same shapes every step).
+# kvp_jax.eviction uses it to evict during decoding.
+DecodeHook = Callable[[KVCache, Any, Any, jax.Array], tuple[KVCache, Any]]
 
 
 @functools.partial(jax.jit, static_argnames=("config", "capacities",
@@ -58,10 +62,6 @@ def extend(config: DecoderConfig, params, cache: KVCache, tokens: jax.Array,
   return out.logits, out.cache, out.captured
 
 
-# The cache is not donated: callers may decode several times from one cache
-# (a grid of budgets over one prefill); the loop still updates in place.
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens",
-                                             "eos_id", "hook"))
 def decode(config: DecoderConfig, params, cache: KVCache,
            first_logits: jax.Array, next_position: jax.Array, *,
            max_new_tokens: int, eos_id: int, hook: DecodeHook | None = None,
@@ -75,34 +75,54 @@ def decode(config: DecoderConfig, params, cache: KVCache,
     max_new_tokens: tokens to generate per row (static).
     eos_id: a row stops after emitting it; later columns are PAD.
     hook: optional DecodeHook applied to the cache after each step.
+    hook_state: its initial state.
   Returns:
     (tokens [batch, max_new_tokens] int32, final cache).
   """
+  tokens, cache, _ = decode_with_state(
+      config, params, cache, first_logits, next_position,
+      max_new_tokens=max_new_tokens, eos_id=eos_id, hook=hook,
+      hook_state=hook_state)
+  return tokens, cache
+
+
+# The cache is not donated: callers may decode several times from one cache
+# (a grid of budgets over one prefill); the loop still updates in place.
+@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens",
+                                             "eos_id", "hook"))
+def decode_with_state(config: DecoderConfig, params, cache: KVCache,
+                      first_logits: jax.Array, next_position: jax.Array, *,
+                      max_new_tokens: int, eos_id: int,
+                      hook: DecodeHook | None = None, hook_state: Any = None):
+  """decode(), also returning the hook's final state."""
   batch = first_logits.shape[0]
   decoder = Decoder(config)
+  capture = bool(getattr(hook, "captures", False))
 
   def cond(state):
-    step, _, _, _, done, _ = state
+    step, _, _, _, done, _, _ = state
     return (step < max_new_tokens) & ~jnp.all(done)
 
   def body(state):
-    step, out, token, pos, done, cache = state
+    step, out, token, pos, done, cache, hook_state = state
     out = out.at[:, step].set(jnp.where(done, PAD_ID, token))
     done = done | (token == eos_id)
     result = decoder.apply({"params": params}, token[:, None], pos[:, None],
-                           cache, logits_at="last")
+                           cache, logits_at="last", capture=capture)
     cache = result.cache
     if hook is not None:
-      cache = hook(cache, hook_state)
+      cache, hook_state = hook(cache, hook_state, result.captured,
+                               pos[:, None])
     token = jnp.argmax(result.logits, axis=-1).astype(jnp.int32)
-    return step + 1, out, token, pos + 1, done, cache
+    return step + 1, out, token, pos + 1, done, cache, hook_state
 
   first = jnp.argmax(first_logits, axis=-1).astype(jnp.int32)
   state = (jnp.zeros((), jnp.int32),
            jnp.full((batch, max_new_tokens), PAD_ID, jnp.int32), first,
-           next_position.astype(jnp.int32), jnp.zeros((batch,), bool), cache)
-  _, out, _, _, _, cache = jax.lax.while_loop(cond, body, state)
-  return out, cache
+           next_position.astype(jnp.int32), jnp.zeros((batch,), bool), cache,
+           hook_state)
+  _, out, _, _, _, cache, hook_state = jax.lax.while_loop(cond, body, state)
+  return out, cache, hook_state
 
 
 @functools.partial(jax.jit, static_argnames=("config", "score_from"))

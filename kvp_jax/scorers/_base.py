@@ -66,9 +66,11 @@ class Scorer:
 
   @property
   def can_evict_while_decoding(self) -> bool:
-    """The rule needs nothing beyond the cache (and a key), so it can rescore
-    the cache during decoding (protocol "decode")."""
-    return not (self.needs_prefill_attention or self.needs_future)
+    """The rule can rescore the cache during decoding (protocol "decode"):
+    it needs nothing beyond the cache (and a key), or only the attention
+    moments, which the decode keeps running (kvp_jax.eviction._moments).
+    Rules that read prefill queries (TOVA, SnapKV) or the future cannot."""
+    return not ("queries" in self.needs or self.needs_future)
 
   def for_budget(self, budget: int | None) -> "Scorer":
     """The scorer to evict to `budget` with. One ranking serves every budget

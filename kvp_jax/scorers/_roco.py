@@ -74,7 +74,10 @@ class RoCoScorer(Scorer):
   b - |P|, so F = the e lowest-std tokens and RoCo keeps the highest-std
   ones (EasyKV only ever evicts a stride at a time). In a chunked prefill
   the statistics come from the current chunk's queries over the cache's
-  keys (EasyKV's stride), not accumulated over earlier chunks.
+  keys (EasyKV's stride), not accumulated over earlier chunks. Under the
+  "decode" protocol they run: the prompt's moments of the kept tokens, then
+  every generated query's attention added (kvp_jax.eviction._moments), and
+  each eviction drops the decode_interval tokens the rule picks.
 
   budget=None (any budget; an approximation): one ranking that keeps the
   about recent_ratio b newest tokens and, before them in the interleave,

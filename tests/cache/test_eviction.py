@@ -301,8 +301,8 @@ class EvictWhenFull:
   config: model_lib.DecoderConfig
   budget: int
 
-  def __call__(self, kv_cache, hook_state):
-    del hook_state
+  def __call__(self, kv_cache, hook_state, captured, positions):
+    del captured, positions
     scorer = scorers.get_scorer("knorm")
     layers = []
     for i, layer in enumerate(kv_cache.layers):
@@ -315,7 +315,7 @@ class EvictWhenFull:
                                      layer.capacity, P)
       full = layer.end % layer.capacity == 0     # The next write wraps.
       layers.append(jax.lax.cond(full, evict, lambda x: x, layer))
-    return model_lib.KVCache(layers=tuple(layers))
+    return model_lib.KVCache(layers=tuple(layers)), hook_state
 
 
 def test_eviction_inside_decode_hook():
@@ -336,12 +336,12 @@ def test_eviction_inside_decode_hook():
   assert final.capacities == caps
   # The same steps one at a time, with the hook applied between them.
   kv, token, want = small, jnp.full((2,), 5, jnp.int32), []
-  hook_jit = jax.jit(hook, static_argnums=1)
+  hook_jit = jax.jit(lambda kv: hook(kv, None, None, None)[0])
   for step in range(steps):
     want.append(token)
     out, kv, _ = inference.extend(config, params, kv, token[:, None],
                                   (ctx + step)[:, None])
-    kv = hook_jit(kv, None)
+    kv = hook_jit(kv)
     token = jnp.argmax(out, axis=-1).astype(jnp.int32)
   np.testing.assert_array_equal(np.asarray(tokens), np.stack(want, axis=1))
   glob = final.layers[2]

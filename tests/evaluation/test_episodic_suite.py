@@ -47,15 +47,27 @@ def test_episodic_suite_runs_and_resumes(model, tmp_path):
       policy=str(_policy(tmp_path, model)))
   rows = evaluation.evaluate(c, tmp_path, model=model, progress=False)
   cells = {(r["scorer"], str(r["budget"])) for r in rows}
-  # h2o reads attention sums the episodic prefill does not give: skipped.
+  # Every grid scorer as a plain baseline (h2o reads the block's attention),
+  # then EpiCache and EpiCache with KVP blended in.
   assert cells == {("full", "full"), ("kvp", "48"), ("snapkv", "48"),
-                   ("kvp+medoid", "48")}
+                   ("h2o", "48"), ("epicache", "48"), ("epicache+kvp", "48")}
   from kvp_jax.evaluation import _runner
   log = _runner.SampleLog(tmp_path / "eval" / "samples.jsonl")
-  episodic = [r for r in log.rows if r["scorer"] != "full"]
-  assert len(episodic) == 3 * 4                  # 3 cells x 4 questions.
+  episodic = [r for r in log.rows if r["scorer"].startswith("epicache")]
+  assert len(episodic) == 2 * 4                  # 2 cells x 4 questions.
   assert all(0 <= r["episode"] < 3 and "routed_to_fact" in r
              for r in episodic)
+  plain = [r for r in log.rows if r["scorer"] in ("kvp", "snapkv", "h2o")]
+  assert len(plain) == 3 * 4 and all("episode" not in r for r in plain)
+  # Peak memory: one cache of at most budget + block slots per head for a
+  # plain baseline; E caches (here with sensitivity-aware layer budgets)
+  # for EpiCache.
+  peak = {r["scorer"]: r["peak_bytes"] for r in log.rows}
+  assert peak["epicache"] > peak["snapkv"] > 0
+  assert all(r["peak_slots"] <= 48 + 64 for r in plain)
+  text = (tmp_path / "eval" / "results.md").read_text()
+  assert "peak KV cache memory" in text
+  assert "epicache+kvp against the best baseline" in text
   assert (tmp_path / "profile.json").is_file()
   before = len(log.rows)
   evaluation.evaluate(c, tmp_path, model=model, progress=False)
@@ -72,3 +84,29 @@ def test_episodic_suite_needs_conversations(model, tmp_path):
       {"kind": "jsonl", "paths": [str(tmp_path / "x.jsonl")]}]}
   with pytest.raises(ValueError, match="no metadata conversation_id"):
     _suites.build_suite(suite, model.tokenizer)
+
+
+def test_plain_baseline_equals_episodes_of_a_query_free_scorer(model):
+  """A query-free scorer ignores the medoids, so every episode's cache is
+  the plain baseline's one cache: same answers, E times the memory."""
+  from kvp_jax import cache as cache_lib
+  from kvp_jax import eviction as eviction_lib
+  from kvp_jax import scorers as scorers_lib
+  from kvp_jax.samples import long_conversations
+  samples = long_conversations.generate_long_conversations(
+      1, 600, model.tokenizer, 5, max_new_tokens=4)
+  scorer = scorers_lib.get_scorer("keydiff")
+  eviction = eviction_lib.Eviction(48, protocol="chunked", chunk_size=64,
+                                   protected=cache_lib.Protected())
+  plain = eviction_lib.answer_compressed(model, scorer, eviction, samples)
+  settings = eviction_lib.EpisodicSettings(num_episodes=3, utterances=3,
+                                           medoids=1, restarts=2)
+  episodic = eviction_lib.answer_conversation(model, scorer, eviction,
+                                              samples, settings)
+  assert [r["prediction"] for r in plain] == [
+      r["prediction"] for r in episodic]
+  # Per episode (the rings' shared `end` scalars counted once for E rows).
+  assert plain[0]["cache_bytes"] == pytest.approx(episodic[0]["cache_bytes"],
+                                                  rel=1e-3)
+  assert plain[0]["peak_bytes"] < episodic[0]["peak_bytes"] <= (
+      3 * plain[0]["peak_bytes"])

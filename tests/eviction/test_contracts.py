@@ -28,22 +28,14 @@ from kvp_jax import inference
 from kvp_jax import model as model_lib
 from kvp_jax import policy as policy_lib
 from kvp_jax import scorers
+from tests.eviction import conftest
 
 BUDGET = 24
 ROOM = 3                  # Tokens appended after the eviction.
 PROTECTED = cache_lib.Protected()
 
 
-@pytest.fixture(scope="module")
-def tiny():
-  config = model_lib.tiny(sliding_window=16, vocab_size=64)
-  params = model_lib.init_params(config, jax.random.key(0))
-  return model_lib.Pretrained(config, params, None, "x", "random")
-
-
-def _prompts():
-  rng = np.random.default_rng(7)
-  return [list(rng.integers(3, 64, n)) for n in (61, 47)]
+_prompts = conftest.prompts
 
 
 def _importance(model, prompts):
