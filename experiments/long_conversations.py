@@ -26,9 +26,10 @@ policy with the medoid's attention (blend_weight). Run the quickstart first
       --workdir=runs/quickstart \
       --config.eval.output_dir=runs/quickstart/long_conversations
 
-Scale: 3 conversations x 8 questions, sized to run in about an hour on a
-2-core CPU (raise num_conversations on an accelerator; conversation i is
-the same for any count, so a larger run extends the sample log).
+Scale: 2 conversations x 8 questions, sized to run in about an hour on a
+2-core CPU (raise CONVERSATIONS["num_conversations"] on an accelerator;
+conversation i is the same for any count, so a larger run extends the
+sample log).
 
 Departures from EpiCache: windows of the synthetic transcripts, not LoCoMo
 sessions; the observation window is scored by SnapKV's pooled attention (as
@@ -43,7 +44,7 @@ trained on dialogue traces may have seen some of them.
 from experiments import common
 from experiments import quickstart
 
-CONVERSATIONS = {"num_conversations": 3, "target_length": 4096, "seed": 2000,
+CONVERSATIONS = {"num_conversations": 2, "target_length": 4096, "seed": 2000,
                  "num_facts": 8, "max_new_tokens": 16}
 EPISODIC = {"num_episodes": 3, "utterances": 4, "medoids": 2,
             "embedding": "embedding", "route_by": "centroid", "seed": 0}

@@ -148,8 +148,17 @@ def _process_batches(batches: Sequence, log: SampleLog):
     log.merge()
 
 
-def _batches(items: Sequence[_suites.Item], size: int):
-  """Items grouped into batches of similar prompt length (same bucket)."""
+def _batches(items: Sequence[_suites.Item], size: int, kind: str = ""):
+  """Items grouped into batches of similar prompt length (same bucket); an
+  episodic suite's, one conversation a batch (its questions share one
+  compressed state)."""
+  if kind == "episodic":
+    conversations: dict[str, list] = {}
+    for item in items:
+      conversations.setdefault(item.sample.metadata["conversation_id"],
+                               []).append(item)
+    yield from conversations.values()
+    return
   order = sorted(range(len(items)), key=lambda i: (len(items[i].prompt), i))
   for start in range(0, len(order), size):
     yield [items[i] for i in order[start:start + size]]
@@ -577,13 +586,11 @@ def _run_episodic(model, grid, suite_name, batch, log, rng):
     for name, budget, eviction, scorer, by_episode in _episodic_cells(
         grid, settings):
       tag = _tag((name, budget), grid)
-      todo = [i for i in items if not log.has(
-          suite=suite_name, sample=i.sample.id, scorer=name, budget=budget,
-          settings=grid.settings(name), **tag)]
-      if not todo:
-        continue
       base = dict(suite=suite_name, scorer=name, budget=budget,
                   settings=grid.settings(name), metric="accuracy", **tag)
+      todo = [i for i in items if not log.has(sample=i.sample.id, **base)]
+      if not todo:
+        continue
       cell_rng = jax.random.fold_in(rng, _cell_seed(name, budget))
       if by_episode:
         result = eviction_lib.answer_conversation(
@@ -621,7 +628,7 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
   for index, suite in enumerate(suites):
     name = _suites.suite_name(suite, index)
     items = _suites.build_suite(suite, model.tokenizer)
-    batches = list(_batches(items, grid.batch_size))
+    batches = list(_batches(items, grid.batch_size, suite["kind"]))
     bar = tqdm(_process_batches(batches, log), desc=f"evaluating {name}",
                unit="batch", disable=not progress,
                total=len(distributed.process_shard(len(batches), True)))

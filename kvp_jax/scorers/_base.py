@@ -54,8 +54,8 @@ class Scorer:
   @property
   def needs_prefill_attention(self) -> bool:
     """The rule reads prefill queries or attention statistics, so the
-    context must be prefilled with capture (and it cannot rescore during
-    decoding, where no such statistics exist)."""
+    context must be prefilled with capture (during decoding only the
+    attention moments can be kept running; see can_evict_while_decoding)."""
     return bool(self.needs & PREFILL_ATTENTION)
 
   @property

@@ -38,7 +38,7 @@ def _suite(tmp_path):
           "blend_weight": 0.5}
 
 
-def test_episodic_suite_runs_and_resumes(model, tmp_path):
+def test_episodic_suite_runs_and_resumes(model, tmp_path, monkeypatch):
   c = common.base_config()
   c.model = common.model_config("tiny_gemma_vocab", source="random")
   c.eval = common.eval_config(
@@ -70,6 +70,13 @@ def test_episodic_suite_runs_and_resumes(model, tmp_path):
   assert "epicache+kvp against the best baseline" in text
   assert (tmp_path / "profile.json").is_file()
   before = len(log.rows)
+  # A rerun finds every cell in the sample log and recomputes none.
+  from kvp_jax import eviction as eviction_lib
+
+  def recomputed(*args, **kwargs):
+    raise AssertionError("a logged cell was recomputed")
+  monkeypatch.setattr(eviction_lib, "answer_compressed", recomputed)
+  monkeypatch.setattr(eviction_lib, "answer_conversation", recomputed)
   evaluation.evaluate(c, tmp_path, model=model, progress=False)
   assert len(_runner.SampleLog(tmp_path / "eval" / "samples.jsonl").rows) == (
       before)
@@ -110,3 +117,20 @@ def test_plain_baseline_equals_episodes_of_a_query_free_scorer(model):
                                                   rel=1e-3)
   assert plain[0]["peak_bytes"] < episodic[0]["peak_bytes"] <= (
       3 * plain[0]["peak_bytes"])
+
+
+def test_an_episodic_batch_is_one_whole_conversation():
+  """Questions of one conversation share its compressed state, so they are
+  never split across batches (nor mixed by prompt length)."""
+  import types
+  from kvp_jax.evaluation import _runner
+  items = [types.SimpleNamespace(
+      prompt=[0] * n, sample=types.SimpleNamespace(
+          metadata={"conversation_id": c})) for c, n in
+           (("a", 9), ("b", 3), ("a", 1), ("b", 7), ("a", 5))]
+  batches = list(_runner._batches(items, 2, "episodic"))
+  assert [[i.sample.metadata["conversation_id"] for i in b]
+          for b in batches] == [["a", "a", "a"], ["b", "b"]]
+  # Other suites: batches of `size` by prompt length.
+  assert [len(i.prompt) for b in _runner._batches(items, 2) for i in b] == [
+      1, 3, 5, 7, 9]
