@@ -6,7 +6,8 @@ against generation-based accuracy.
       --length=256 --max_new_tokens=8 --budget=32 --repeats=1   # smoke test
 
 Both start from one shared full prefill of --num_samples RULER-style prompts
-at --length tokens (its time is reported, not charged to either):
+at --length tokens, with the attention capture a query-aware --scorer reads
+(its time is reported, not charged to either):
 
   generation  eviction.generate_compressed from the Context: compress to
               --budget with --scorer, then greedy decoding of
@@ -69,8 +70,8 @@ def main(_):
   holder = {}
 
   def prefill():
-    holder["context"] = eviction_lib.prefill_context(model, prompts,
-                                                     capture=False)
+    holder["context"] = eviction_lib.prefill_context(
+        model, prompts, capture=scorer.needs_prefill_attention)
     return holder["context"].cache
 
   prefill_s = _timing.median_seconds(prefill, FLAGS.repeats)

@@ -26,10 +26,10 @@ policy with the medoid's attention (blend_weight). Run the quickstart first
       --workdir=runs/quickstart \
       --config.eval.output_dir=runs/quickstart/long_conversations
 
-Scale: 2 conversations x 8 questions, sized to run in about an hour on a
-2-core CPU (raise CONVERSATIONS["num_conversations"] on an accelerator;
-conversation i is the same for any count, so a larger run extends the
-sample log).
+Scale: 2 conversations x 8 questions, about 30 minutes on a 2-core CPU
+(2026-12-02, experiments/README.md). Raise
+CONVERSATIONS["num_conversations"] on an accelerator: conversation i is the
+same for any count, so a larger run extends the sample log.
 
 Departures from EpiCache: windows of the synthetic transcripts, not LoCoMo
 sessions; the observation window is scored by SnapKV's pooled attention (as

@@ -2,16 +2,36 @@
 random models."""
 
 import os
+import shutil
+import tempfile
 
-from absl import flags
-import jax
-import pytest
+# One persistent XLA compilation cache per test run, shared by the xdist
+# workers and every process they start (sweeps, multi-process jobs, CLIs):
+# they compile the same tiny programs many times. Set before jax is imported
+# so that the subprocesses, which inherit the environment, use it too.
+# The controller sets it first; its xdist workers inherit it. A cache the
+# caller set up is used and left alone.
+_OWN_CACHE = os.path.join(tempfile.gettempdir(),
+                          f"kvp_jax_tests_xla_cache_{os.getpid()}")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _OWN_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
 
 # Libraries that read absl flags (grain's worker processes) need them parsed;
 # pytest owns the command line, so take every flag's default.
 flags.FLAGS.mark_as_parsed()
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_sessionfinish(session):
+  """The controller (not an xdist worker) removes the run's XLA cache."""
+  if (not hasattr(session.config, "workerinput") and
+      os.environ["JAX_COMPILATION_CACHE_DIR"] == _OWN_CACHE):
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
