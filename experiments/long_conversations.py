@@ -26,6 +26,9 @@ policy with the medoid's attention (blend_weight). Run the quickstart first
       --workdir=runs/quickstart \
       --config.eval.output_dir=runs/quickstart/long_conversations
 
+(or, without the quickstart, its committed policy:
+--config.eval.policy=experiments/results/quickstart/policy.kvp).
+
 Scale: 2 conversations x 8 questions, about 30 minutes on a 2-core CPU
 (2026-12-02, experiments/README.md). Raise
 CONVERSATIONS["num_conversations"] on an accelerator: conversation i is the
