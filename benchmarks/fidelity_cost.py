@@ -19,7 +19,7 @@ at --length tokens, with the attention capture a query-aware --scorer reads
               against the full cache's logits (computed once per batch,
               reported separately), what the fidelity cell runs.
 
-Medians of --repeats runs after a warm-up (compilation). Target (issue): the
+Medians of --repeats runs after a warm-up (compilation). Target: the
 fidelity cell >= 4x cheaper than the generation cell.
 """
 
