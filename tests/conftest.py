@@ -5,11 +5,10 @@ import os
 import shutil
 import tempfile
 
-# One persistent XLA compilation cache per test run, shared by the xdist
-# workers and every process they start (sweeps, multi-process jobs, CLIs):
-# they compile the same tiny programs many times. Set before jax is imported
-# so that the subprocesses, which inherit the environment, use it too.
-# The controller sets it first; its xdist workers inherit it. A cache the
+# One persistent XLA compilation cache per test run: they compile the same
+# tiny programs many times. The pytest controller sets it before jax is
+# imported; its xdist workers and every process they start (sweeps,
+# multi-process jobs, CLIs) inherit it through the environment. A cache the
 # caller set up is used and left alone.
 _OWN_CACHE = os.path.join(tempfile.gettempdir(),
                           f"kvp_jax_tests_xla_cache_{os.getpid()}")
