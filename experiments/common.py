@@ -133,6 +133,9 @@ def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
   field is documented there)."""
   defaults = configs.to_config_dict(evaluation.EvalConfig()).to_dict()
   # List fields stay lists, so that --config.eval.budgets=[64,256] works.
+  # eval.policies is a mapping, so that a config sets {name: path} and the
+  # command line overrides one entry (--config.eval.policies.kvp_x=PATH).
+  defaults["policies"] = {}
   c = ml_collections.ConfigDict({
       k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()})
   c.suites = list(suites)

@@ -154,16 +154,17 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False
                       ) -> None:
   """Checks the `eval` section before any model loads: every field and
   suite (kvp_jax.evaluation.EvalConfig), and (unless an earlier stage makes
-  it) the KVP policy file.
+  it) the KVP policy file, and every file of eval.policies.
 
   Raises:
     ValueError naming the field and the bad entry.
   """
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
   ec = evaluation.EvalConfig.from_config(config)
-  if "kvp" in ec.scorers and not policy_made_later:
-    from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
-    policy_lib.load_artifact(ec.policy or Path(workdir) / "policy.kvp")
+  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  for name, path in ec.policy_paths(str(Path(workdir) / "policy.kvp")).items():
+    if name != "kvp" or not policy_made_later:
+      policy_lib.load_artifact(path)
 
 
 def check_sample_files(sources) -> None:

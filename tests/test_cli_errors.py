@@ -106,6 +106,12 @@ def test_bad_gguf(command, kind, fragment, gguf_files, tmp_path):
       "--output_dir=OUT"], "bad length '0'"),
     (["data_pipelines.needle_depth", "--num_samples=0", "--output_dir=OUT"],
      "--num_samples and --batch_size must be positive"),
+    (["data_pipelines.trace_diagnostics", f"--config={TINY}",
+      "--workdir=OUT", "--num_samples=1"], "--num_samples must be >= 2"),
+    (["data_pipelines.trace_diagnostics", f"--config={TINY}",
+      "--workdir=OUT", "--budgets=64,x"], "--budgets: not integers"),
+    (["data_pipelines.trace_diagnostics", f"--config={TINY}",
+      "--workdir=OUT"], "is not a trace store"),
 ])
 def test_bad_counts_and_names(command, fragment, tmp_path):
   command = [c.replace("OUT", str(tmp_path / "out")) for c in command]

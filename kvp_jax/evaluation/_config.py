@@ -4,6 +4,7 @@ checked once, when the evaluation starts."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Mapping, Optional
 
 from kvp_jax import configs
@@ -18,6 +19,8 @@ PRIMARY_METRICS = ("accuracy", "perplexity", "normalised_cost")
 OPTIONAL_METRICS = ("fidelity", "evicted_share")
 # A grid built without a config (Grid(...)) computes today's metrics only.
 DEFAULT_METRICS = PRIMARY_METRICS
+# Scorer names of the extra policies (eval.policies): "kvp_" + a label.
+POLICY_NAME = re.compile(r"kvp_[A-Za-z0-9_]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +79,13 @@ class EvalConfig:
   Attributes:
     scorers: names (kvp_jax.scorers); "kvp" reads `policy`.
     policy: the exported policy ("" = <workdir>/policy.kvp).
+    policies: more exported policies evaluated in the same grid, as a
+      mapping {scorer name: artifact path}, each name "kvp_" + a label
+      (e.g. {"kvp_contrast": "experiments/results/ruler_agents_contrast/
+      policy.kvp"}). They run after `scorers`, share every baseline cell
+      (and its log rows) with "kvp", and each gets the paired verdicts
+      against the best baselines and against "kvp". Every policy must
+      protect the same tokens.
     budgets: tokens kept per (layer, KV head), the protected ones included.
     protocol: "once" (the paper), "chunked" or "decode".
     allocation: "uniform" (the paper), "layer" or "model".
@@ -96,6 +106,7 @@ class EvalConfig:
                               "keydiff", "lagkv", "h2o", "tova", "snapkv",
                               "oracle")
   policy: str = ""
+  policies: Any = dataclasses.field(default_factory=dict)
   budgets: tuple[int, ...] = (64, 128, 256, 512, 1024)
   protocol: str = "once"
   allocation: str = "uniform"
@@ -112,8 +123,10 @@ class EvalConfig:
     known = scorers_lib.available_scorers()
     for name in self.scorers:
       if name not in known:
+        hint = (" (a policy's name goes in config.eval.policies, with its "
+                "path)" if POLICY_NAME.fullmatch(name) else "")
         raise ValueError(f"config.eval.scorers: unknown scorer {name!r}; "
-                         f"known scorers: {', '.join(known)}")
+                         f"known scorers: {', '.join(known)}{hint}")
     if self.protocol not in eviction_lib.PROTOCOLS:
       raise ValueError(f"config.eval.protocol: {self.protocol!r} is not one "
                        f"of {eviction_lib.PROTOCOLS}")
@@ -133,6 +146,20 @@ class EvalConfig:
       if b < 1:
         raise ValueError(f"config.eval.budgets: {b} is not a positive "
                          "integer")
+    object.__setattr__(self, "policies", _policy_pairs(self.policies))
+
+  def policy_paths(self, default: str) -> dict[str, str]:
+    """{scorer name: artifact path} of every policy in the grid: "kvp"
+    (`policy`, else `default`) when it is one of the scorers, then
+    `policies`."""
+    out = {"kvp": self.policy or default} if "kvp" in self.scorers else {}
+    out.update(self.policies)
+    return out
+
+  @property
+  def all_scorers(self) -> tuple[str, ...]:
+    """`scorers`, then the extra policies' names."""
+    return tuple(self.scorers) + tuple(name for name, _ in self.policies)
 
   @classmethod
   def from_config(cls, config) -> EvalConfig:
@@ -146,3 +173,27 @@ class EvalConfig:
     """The suites as plain dicts (what build_suite reads)."""
     return [s.to_dict() if hasattr(s, "to_dict") else dict(s)
             for s in self.suites]
+
+
+def _policy_pairs(policies) -> tuple[tuple[str, str], ...]:
+  """config.eval.policies as ((name, path), ...), every entry checked."""
+  if policies is None:
+    return ()
+  if isinstance(policies, tuple) and all(
+      isinstance(p, tuple) and len(p) == 2 for p in policies):
+    items = policies                    # Already normalised (a replace()).
+  elif hasattr(policies, "items"):
+    items = tuple(policies.items())
+  else:
+    raise ValueError("config.eval.policies: expected a mapping {scorer name:"
+                     f" policy path}}, got {type(policies).__name__} "
+                     f"{policies!r}")
+  for name, path in items:
+    if not isinstance(name, str) or not POLICY_NAME.fullmatch(name):
+      raise ValueError(f"config.eval.policies: {name!r} is not a policy's "
+                       "scorer name: use 'kvp_' + letters, digits or _ "
+                       "(e.g. kvp_contrast)")
+    if not isinstance(path, str) or not path:
+      raise ValueError(f"config.eval.policies.{name}: expected the path of "
+                       f"an exported policy, got {path!r}")
+  return tuple((str(n), str(p)) for n, p in items)

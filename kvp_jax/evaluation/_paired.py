@@ -45,6 +45,13 @@ FAMILIES = {"query_free": QUERY_FREE, "query_aware": QUERY_AWARE,
             "episodic": (EPICACHE,)}
 # Methods compared beside KVP, each against its own families.
 OTHER_METHODS = {EPICACHE_KVP: {"episodic": (EPICACHE,)}}
+# The scorer names of a grid's extra policies (eval.policies).
+EXTRA_POLICY_PREFIX = "kvp_"
+
+
+def is_extra_policy(scorer: str) -> bool:
+  """An extra policy of the grid ("kvp_<label>", eval.policies)."""
+  return scorer.startswith(EXTRA_POLICY_PREFIX)
 
 # Resampled indices held in memory at once (bounds the [m, n] index block).
 _CHUNK_ELEMENTS = 1 << 22

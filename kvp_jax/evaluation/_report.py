@@ -19,6 +19,7 @@ import numpy as np
 
 from kvp_jax import _files
 from kvp_jax.evaluation import _evicted_share
+from kvp_jax.evaluation._paired import EXTRA_POLICY_PREFIX
 
 FULL = "full"
 # The tables and plots of today read these; the other metrics (fidelity,
@@ -109,7 +110,8 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
     for b in sorted({r["budget"] for r in srows}, key=_budget_sort):
       cell = {r["scorer"]: r["value"] for r in srows if r["budget"] == b}
       others = {k: v for k, v in cell.items()
-                if k not in ("kvp", "oracle", FULL)}
+                if k not in ("kvp", "oracle", FULL) and
+                not k.startswith(EXTRA_POLICY_PREFIX)}
       if "kvp" not in cell or not others:
         continue
       name = (min if lower else max)(others, key=others.get)
@@ -197,7 +199,8 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
                    if r["scorer"] == scorer and r["budget"].isdigit())
       if pts:
         style = dict(linestyle=":", color="black") if scorer == "oracle" \
-            else dict(marker="o", linewidth=2.2 if scorer == "kvp" else 1.2)
+            else dict(marker="o", linewidth=2.2 if scorer == "kvp" or
+                      scorer.startswith(EXTRA_POLICY_PREFIX) else 1.2)
         ax.plot(*zip(*pts), label=scorer, **style)
     for r in srows:
       if r["scorer"] == FULL:

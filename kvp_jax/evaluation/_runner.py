@@ -34,7 +34,7 @@ import json
 import os
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -65,20 +65,37 @@ FULL = "full"   # The uncompressed cache's scorer / budget label.
 FIDELITY_METRICS = ("agreement", "kl", "fidelity_ll")
 
 
-def make_scorers(names: Sequence[str], policy_path: str | os.PathLike[str],
-                 model: Pretrained
+def make_scorers(names: Sequence[str],
+                 policies: Mapping[str, str | os.PathLike[str]] | str |
+                 os.PathLike[str], model: Pretrained
                  ) -> tuple[dict[str, scorers_lib.Scorer],
                             cache_lib.Protected | None]:
-  """Scorers by name; "kvp" loads the policy artifact (checked against the
-  model it will score). Also returns the policy's protected set (None
-  without "kvp")."""
-  out, protected = {}, None
+  """Scorers by name; a policy's name ("kvp", or a name of eval.policies)
+  loads its artifact from `policies` ({name: path}; a single path is
+  "kvp"'s), checked against the model it will score. Also returns the
+  policies' protected set (None without a policy).
+
+  Raises:
+    ValueError: two policies protect different tokens (their cells would
+      not be comparable).
+  """
+  if isinstance(policies, (str, os.PathLike)):
+    policies = {"kvp": policies}
+  out, protected, first = {}, None, None
   for name in names:
-    if name == "kvp":
-      out[name], artifact = scorers_lib.load_policy(policy_path, model)
-      protected = artifact.protected
-    else:
+    if name not in policies:
       out[name] = scorers_lib.get_scorer(name)
+      continue
+    out[name], artifact = scorers_lib.load_policy(policies[name], model)
+    if protected is None:
+      protected, first = artifact.protected, name
+    elif artifact.protected != protected:
+      raise ValueError(
+          f"policies {first!r} and {name!r} protect different tokens "
+          f"({protected.num_sinks} sinks and {protected.num_recent} recent "
+          f"against {artifact.protected.num_sinks} and "
+          f"{artifact.protected.num_recent}); evaluate them in separate "
+          "grids")
   return out, protected
 
 
@@ -659,9 +676,10 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
              ) -> list[dict]:
   """The `eval` section of an experiment config, run in a workdir.
 
-  The KVP policy is `eval.policy`, else <workdir>/policy.kvp; results go to
+  The KVP policy is `eval.policy`, else <workdir>/policy.kvp, and
+  `eval.policies` add more (scorers "kvp_<label>"); results go to
   `eval.output_dir`, else <workdir>/eval. The protected tokens are the
-  policy's (a config whose `input` section names other ones is refused),
+  policies' (a config whose `input` section names other ones is refused),
   else the config's.
   """
   from kvp_jax.model import load_model  # pylint: disable=g-import-not-at-top
@@ -670,16 +688,18 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   model = model or load_model(config.model)
   if model.tokenizer is None:
     raise ValueError("evaluation needs a model with a tokenizer")
-  policy = ec.policy or workdir / "policy.kvp"
+  policies = ec.policy_paths(str(workdir / "policy.kvp"))
   identity = {"model": model.fingerprint}
-  if "kvp" in ec.scorers and Path(policy).is_file():
-    identity["kvp"] = hashlib.sha256(Path(policy).read_bytes()).hexdigest()
-  scorers, protected = make_scorers(list(ec.scorers), policy, model)
+  for name, path in policies.items():
+    if Path(path).is_file():
+      identity[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+  scorers, protected = make_scorers(list(ec.all_scorers), policies, model)
   configured = _configured_protected(config)
   if protected is None:
     protected = configured or cache_lib.Protected()
   elif configured is not None:
-    configured.check_same(protected, f"the policy {policy}")
+    configured.check_same(protected, "the policies "
+                          + ", ".join(map(str, policies.values())))
   grid = Grid(
       scorers=scorers, protected=protected,
       budgets=ec.budgets, protocol=ec.protocol, allocation=ec.allocation,

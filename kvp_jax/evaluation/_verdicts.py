@@ -9,7 +9,8 @@ right (accuracy 100), x100. Per sample it is a row of metric "retention"
 Paired comparisons: per (suite, budget, metric) KVP minus the best
 query-free and the best query-aware baseline over the samples both have
 (_paired.kvp_against_baselines), with a seeded 95% percentile bootstrap of
-NUM_RESAMPLES resamples, for PAIRED_METRICS. Rows with a non-finite value
+NUM_RESAMPLES resamples, for PAIRED_METRICS; each extra policy of the grid
+(eval.policies, "kvp_<label>") likewise, and also against "kvp". Rows with a non-finite value
 (an evicted share where no head holds more than the budget) are left out.
 
 Everything here is written beside results.jsonl, never into it:
@@ -71,6 +72,13 @@ def paired_comparisons(samples: Sequence[dict]) -> list[dict]:
           and str(r["budget"]) != FULL and math.isfinite(r["value"])]
   out = _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
                                       seed=SEED)
+  # More policies of one grid (eval.policies): each against the baselines
+  # and against "kvp".
+  for method in sorted({r["scorer"] for r in rows
+                        if _paired.is_extra_policy(r["scorer"])}):
+    out += _paired.kvp_against_baselines(
+        rows, kvp=method, families=dict(_paired.FAMILIES, kvp=("kvp",)),
+        num_resamples=NUM_RESAMPLES, seed=SEED)
   for method, families in _paired.OTHER_METHODS.items():
     out += _paired.kvp_against_baselines(
         rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,

@@ -26,6 +26,7 @@ from kvp_jax.training._features import stored_features
 from kvp_jax.training._history import plot_history
 from kvp_jax.training._history import read_history
 from kvp_jax.training._job import policy_config
+from kvp_jax.training._job import prepare
 from kvp_jax.training._job import store_path
 from kvp_jax.training._loop import train_and_evaluate
 from kvp_jax.training._loop import TrainingDiverged
@@ -43,6 +44,7 @@ from kvp_jax.training._state import create_state
 from kvp_jax.training._state import learning_rate_schedule
 from kvp_jax.training._state import make_optimizer
 from kvp_jax.training._state import TrainState
+from kvp_jax.training._step import agent_inputs
 from kvp_jax.training._step import make_train_step
 from kvp_jax.training._step import train_step
 from kvp_jax.training._validation import BASELINES
