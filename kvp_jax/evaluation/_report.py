@@ -19,7 +19,7 @@ import numpy as np
 
 from kvp_jax import _files
 from kvp_jax.evaluation import _evicted_share
-from kvp_jax.evaluation._paired import EXTRA_POLICY_PREFIX
+from kvp_jax.evaluation._paired import is_extra_policy
 
 FULL = "full"
 # The tables and plots of today read these; the other metrics (fidelity,
@@ -111,7 +111,7 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
       cell = {r["scorer"]: r["value"] for r in srows if r["budget"] == b}
       others = {k: v for k, v in cell.items()
                 if k not in ("kvp", "oracle", FULL) and
-                not k.startswith(EXTRA_POLICY_PREFIX)}
+                not is_extra_policy(k)}
       if "kvp" not in cell or not others:
         continue
       name = (min if lower else max)(others, key=others.get)
@@ -200,7 +200,7 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
       if pts:
         style = dict(linestyle=":", color="black") if scorer == "oracle" \
             else dict(marker="o", linewidth=2.2 if scorer == "kvp" or
-                      scorer.startswith(EXTRA_POLICY_PREFIX) else 1.2)
+                      is_extra_policy(scorer) else 1.2)
         ax.plot(*zip(*pts), label=scorer, **style)
     for r in srows:
       if r["scorer"] == FULL:
