@@ -12,6 +12,9 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["kvp_jax", "kvp_jax.*", "data_pipelines", "data_pipelines.*",
                  "experiments", "launch"]),
+    # The trained policies that ship with the package (kvp_jax.policy.
+    # shipped_policy): --scorer=kvp works with no training run.
+    package_data={"kvp_jax.policy": ["shipped/index.json", "shipped/*.kvp"]},
     install_requires=[
         "jax>=0.5",
         "flax>=0.10",

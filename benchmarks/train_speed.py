@@ -186,7 +186,8 @@ def main(argv):
       step_fn = training.make_train_step(
           mesh, state_sh, policy=pcfg, optimizer=optimizer,
           features=features_fn, num_samples=tc.num_samples,
-          ema_decay=tc.ema_decay, ema_start=tc.ema_start, windows=windows)
+          ema_decay=tc.ema_decay, ema_start=tc.ema_start, windows=windows,
+          weighting=tc.budget_weighting)
       result = {}
       for source, next_batch in (("memory", lambda: memory_batch),
                                  ("pipeline", lambda: put(next(iterator)))):

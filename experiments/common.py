@@ -48,7 +48,8 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
   store: the store directory ("" = <workdir>/traces).
   max_new_tokens: greedy continuation length (the paper uses ~300).
   continuation: "greedy" (the paper) or "reference" (a sample's own
-    continuation text, for dialogues and documents).
+    continuation text, for dialogues and documents; a RULER-style sample's
+    reference answers, samples.reference_continuation).
   num_random_splits: extra split points per trace, uniform in
     [min_prompt_length, T) (the paper's Algorithm 1, for dialogues).
   max_length: longest trace the store holds (prompt + continuation).

@@ -71,7 +71,9 @@ def define_eviction_flags() -> None:
                        "sinks and recent included; default: the full cache.",
                        lower_bound=1)
   flags.DEFINE_string("policy", None, "An exported KVP policy "
-                      "(python -m kvp_jax.export); implies --scorer=kvp.")
+                      "(python -m kvp_jax.export); implies --scorer=kvp. "
+                      "--scorer=kvp without it: the policy shipped for the "
+                      "model.")
   flags.DEFINE_string("scorer", None, "Eviction rule: kvp, random, "
                       "streaming_llm, knorm, keydiff, lagkv, h2o, tova, snapkv.")
   flags.DEFINE_enum("protocol", "once", ["once", "chunked", "decode"],
@@ -111,11 +113,9 @@ def check_eviction_flags():
     fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
   protected = cache_lib.Protected()
   if name == "kvp":
-    if not f.policy:
-      fail("--scorer=kvp needs --policy=<exported policy>")
     from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
-    # ArtifactError names a bad file.
-    protected = policy_lib.load_artifact(f.policy).protected
+    # ArtifactError names a bad file, or says that no policy ships.
+    protected = policy_lib.load_artifact(_policy_path(f.policy)).protected
   elif name not in scorers.available_scorers():
     fail(f"--scorer={name}: unknown scorer; known scorers: "
          f"{', '.join(n for n in scorers.available_scorers() if n != 'oracle')}")
@@ -123,12 +123,20 @@ def check_eviction_flags():
       protected.num_sinks if f.num_sinks is None else f.num_sinks,
       protected.num_recent if f.num_recent is None else f.num_recent)
   if name == "kvp":
-    given.check_same(protected, f"the policy {f.policy}")
+    given.check_same(protected, f"the policy {_policy_path(f.policy)}")
   eviction = eviction_lib.Eviction(
       f.budget, protocol=f.protocol, allocation=f.allocation,
       chunk_size=f.chunk_size, decode_interval=f.decode_interval,
       protected=given)
   return name, eviction
+
+
+def _policy_path(policy: str | None) -> str:
+  """--policy, else the policy shipped for the CLIs' model (its fingerprint
+  is checked when the model has loaded)."""
+  from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  return policy_lib.resolve_policy_path(policy, model_lib.gemma3_270m().name)
 
 
 def eviction_from_flags(model: model_lib.Pretrained):
@@ -137,8 +145,8 @@ def eviction_from_flags(model: model_lib.Pretrained):
   name, eviction = check_eviction_flags()
   if eviction is None:
     return None, None
-  if name == "kvp":
-    scorer, _ = scorers.load_policy(flags.FLAGS.policy, model)
+  if name == "kvp":   # No --policy: the one shipped for this model.
+    scorer, _ = scorers.load_policy(flags.FLAGS.policy or None, model)
   else:
     scorer = scorers.get_scorer(name)
   return scorer, eviction
@@ -162,9 +170,11 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
   ec = evaluation.EvalConfig.from_config(config)
   from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  model_name = (config.get("model") or {}).get("name", "gemma3_270m")
   for name, path in ec.policy_paths(str(Path(workdir) / "policy.kvp")).items():
     if name != "kvp" or not policy_made_later:
-      policy_lib.load_artifact(path)
+      policy_lib.load_artifact(policy_lib.resolve_policy_path(path,
+                                                              model_name))
 
 
 def check_sample_files(sources) -> None:

@@ -9,6 +9,9 @@ continuations, normalised future-attention cost). Writes
 <workdir>/eval/{samples.jsonl, results.jsonl, results.md, <suite>.png};
 rerunning continues an interrupted evaluation. One evaluation writes an
 output directory at a time: a second one stops at once, naming the first.
+--report_only writes the files from the samples logged so far and computes
+nothing (the tables of a long grid part-way; their sample counts say how
+far it is).
 
 Started as N processes (launch/README.md), each evaluates its share of
 the batches; process 0 merges the rows and writes every file.
@@ -26,6 +29,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Write results.md, results.jsonl, the verdicts "
+    "and the plots from the samples already in the log; compute nothing.")
 distributed.define_flags()
 
 
@@ -40,7 +46,8 @@ def main(argv):
   out = _cli.eval_output_dir(config, _WORKDIR.value)
   with _locks.acquire(out, distributed.writer_role(),
                       what="evaluation output"):
-    evaluation.evaluate(config, _WORKDIR.value)
+    evaluation.evaluate(config, _WORKDIR.value,
+                        compute=not _REPORT_ONLY.value)
   if not distributed.is_primary():
     return
   print((out / "results.md").read_text(encoding="utf-8"))

@@ -78,7 +78,8 @@ class EvalConfig:
 
   Attributes:
     scorers: names (kvp_jax.scorers); "kvp" reads `policy`.
-    policy: the exported policy ("" = <workdir>/policy.kvp).
+    policy: the exported policy ("" = <workdir>/policy.kvp; "shipped" =
+      the policy shipped for the model, kvp_jax.policy.shipped_policy).
     policies: more exported policies evaluated in the same grid, as a
       mapping {scorer name: artifact path}, each name "kvp_" + a label
       (e.g. {"kvp_contrast": "experiments/results/ruler_agents_contrast/

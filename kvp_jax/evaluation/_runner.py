@@ -46,6 +46,7 @@ from kvp_jax import distributed
 from kvp_jax import cache as cache_lib
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import objective
+from kvp_jax import policy as policy_lib
 from kvp_jax import scorers as scorers_lib
 from kvp_jax import traces as traces_lib
 from kvp_jax.evaluation import _evicted_share as evicted_share_lib
@@ -632,9 +633,12 @@ RUNNERS["episodic"] = _run_episodic
 
 def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
              output_dir: str | os.PathLike[str], *,
-             progress: bool = True, title: str = "") -> list[dict]:
+             progress: bool = True, title: str = "",
+             compute: bool = True) -> list[dict]:
   """Runs every suite, then writes results.jsonl, results.md and plots.
 
+  With compute=False nothing runs: the files are written from the samples
+  the log holds so far (a look at a long grid part-way).
   Returns the aggregated result rows.
   """
   out = Path(output_dir)
@@ -642,7 +646,7 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
   multi = jax.process_count() > 1
   log = (MergedLog if multi else SampleLog)(out / "samples.jsonl")
   rng = jax.random.key(grid.seed)
-  for index, suite in enumerate(suites):
+  for index, suite in enumerate(suites if compute else ()):
     name = _suites.suite_name(suite, index)
     items = _suites.build_suite(suite, model.tokenizer)
     batches = list(_batches(items, grid.batch_size, suite["kind"]))
@@ -672,15 +676,17 @@ def _configured_protected(config) -> cache_lib.Protected | None:
 
 
 def evaluate(config, workdir: str | os.PathLike[str], *,
-             model: Pretrained | None = None, progress: bool = True
-             ) -> list[dict]:
+             model: Pretrained | None = None, progress: bool = True,
+             compute: bool = True) -> list[dict]:
   """The `eval` section of an experiment config, run in a workdir.
 
-  The KVP policy is `eval.policy`, else <workdir>/policy.kvp, and
+  The KVP policy is `eval.policy` ("shipped": the one shipped for the
+  model, kvp_jax.policy.shipped_policy), else <workdir>/policy.kvp, and
   `eval.policies` add more (scorers "kvp_<label>"); results go to
   `eval.output_dir`, else <workdir>/eval. The protected tokens are the
   policies' (a config whose `input` section names other ones is refused),
-  else the config's.
+  else the config's. compute=False writes the report of the samples
+  logged so far and runs nothing (run_grid).
   """
   from kvp_jax.model import load_model  # pylint: disable=g-import-not-at-top
   ec = EvalConfig.from_config(config)       # Before the model loads.
@@ -688,7 +694,10 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   model = model or load_model(config.model)
   if model.tokenizer is None:
     raise ValueError("evaluation needs a model with a tokenizer")
-  policies = ec.policy_paths(str(workdir / "policy.kvp"))
+  policies = {name: policy_lib.resolve_policy_path(
+      path, model.config.name, model.fingerprint)
+              for name, path in ec.policy_paths(
+                  str(workdir / "policy.kvp")).items()}
   identity = {"model": model.fingerprint}
   for name, path in policies.items():
     if Path(path).is_file():
@@ -713,4 +722,8 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
   out = Path(ec.output_dir) if ec.output_dir else workdir / "eval"
   title = (f"{model.config.name}: protocol {grid.protocol}, allocation "
            f"{grid.allocation}")
-  return run_grid(model, grid, suites, out, progress=progress, title=title)
+  if not compute:
+    title += (" (report of the samples logged so far; the grid is not "
+              "necessarily complete)")
+  return run_grid(model, grid, suites, out, progress=progress, title=title,
+                  compute=compute)

@@ -37,9 +37,11 @@ from kvp_jax.objective._plackett_luce import gumbel_sort
 from kvp_jax.objective._plackett_luce import log_prob
 from kvp_jax.objective._reward import _TINY
 from kvp_jax.objective._reward import _safe_ratio
+from kvp_jax.objective._reward import BudgetWeighting
 from kvp_jax.objective._reward import expected_random_cost
 from kvp_jax.objective._reward import oracle_cost
 from kvp_jax.objective._reward import ranking_cost
+from kvp_jax.objective._reward import UNIFORM
 
 MIN_REWARD = -200.0
 ADVANTAGE_CLIP = 2.0
@@ -89,7 +91,9 @@ def rloo_loss(key: jax.Array, scores: jax.Array, importance: jax.Array,
               valid: jax.Array, num_samples: int, *,
               min_reward: float = MIN_REWARD,
               clip: float = ADVANTAGE_CLIP,
-              eps: float = STD_EPS) -> tuple[jax.Array, dict[str, jax.Array]]:
+              eps: float = STD_EPS,
+              weighting: BudgetWeighting = UNIFORM
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The RLOO policy-gradient loss of a batch of traces.
 
   Rankings are drawn with `gumbel_sort(key, scores, valid, num_samples)`
@@ -104,6 +108,8 @@ def rloo_loss(key: jax.Array, scores: jax.Array, importance: jax.Array,
     num_samples: K. 1: the group is the batch axis B; K > 1: K samples per
       trace, one group per trace.
     min_reward / clip / eps: see `rloo_advantages`.
+    weighting: the budgets the reward (and every cost metric) sums over
+      (kvp_jax.objective.BudgetWeighting; default: all, the paper).
   Returns:
     loss: scalar float32, the sum over the leading axes of
       -sum_{b,k} A_{b,k} log pi(sigma_{b,k}) / sum_{b,k} P_b.
@@ -132,8 +138,8 @@ def rloo_loss(key: jax.Array, scores: jax.Array, importance: jax.Array,
   importance_k = jnp.broadcast_to(importance[..., None, :], sample_shape)
 
   n_items = jnp.sum(valid.astype(jnp.float32), axis=-1)       # [..., B]
-  oracle = oracle_cost(importance, valid)                     # [..., B]
-  cost = ranking_cost(orders, importance_k, valid_k)          # [..., B, K]
+  oracle = oracle_cost(importance, valid, weighting)          # [..., B]
+  cost = ranking_cost(orders, importance_k, valid_k, weighting)  # [..., B, K]
   norm_cost = _safe_ratio(cost, oracle[..., None])            # [..., B, K]
   rewards = -norm_cost                                        # [..., B, K]
 
@@ -154,9 +160,10 @@ def rloo_loss(key: jax.Array, scores: jax.Array, importance: jax.Array,
   has_items = (n_items >= 1.0)                                # [..., B]
   sg = jax.lax.stop_gradient
   det_cost = _safe_ratio(
-      ranking_cost(deterministic_order(sg(scores), valid), importance, valid),
-      oracle)                                                 # [..., B]
-  rand_cost = _safe_ratio(expected_random_cost(importance, valid), oracle)
+      ranking_cost(deterministic_order(sg(scores), valid), importance, valid,
+                   weighting), oracle)                        # [..., B]
+  rand_cost = _safe_ratio(expected_random_cost(importance, valid, weighting),
+                          oracle)
   w_k = has_items[..., None]
   per_group_reward = _masked_mean(rewards, w_k, (-2, -1))
   per_group_det = _masked_mean(det_cost, has_items, -1)

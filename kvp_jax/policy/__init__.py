@@ -18,3 +18,9 @@ from kvp_jax.policy._artifact import ArtifactError
 from kvp_jax.policy._artifact import load_artifact
 from kvp_jax.policy._artifact import PolicyArtifact
 from kvp_jax.policy._artifact import save_artifact
+from kvp_jax.policy._artifact import trim_position_rows
+from kvp_jax.policy._shipped import resolve_policy_path
+from kvp_jax.policy._shipped import SHIPPED
+from kvp_jax.policy._shipped import shipped_policies
+from kvp_jax.policy._shipped import shipped_policy
+from kvp_jax.policy._shipped import ShippedPolicy

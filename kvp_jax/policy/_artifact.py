@@ -100,6 +100,33 @@ class PolicyArtifact:
           f"{self.head_dim}): " + "; ".join(diffs))
 
 
+def trim_position_rows(artifact: PolicyArtifact) -> PolicyArtifact:
+  """The same policy with its position and age embeddings cut to the rows
+  inference can read.
+
+  With trained_max_position and trained_max_age recorded, positions and ages
+  are clamped to them (kvp_jax.policy.Agent), so the rows past
+  max(trained_max_position, trained_max_age) are never read: dropping them
+  changes no score and shrinks the file (6000 rows of a 2k-trace training
+  run are most of its bytes). An artifact without the trained range, or
+  with nothing to drop, comes back as it is.
+  """
+  cfg = artifact.agent_config
+  if cfg.trained_max_position is None or cfg.trained_max_age is None:
+    return artifact
+  rows = max(cfg.trained_max_position, cfg.trained_max_age) + 1
+  if rows >= cfg.max_position:
+    return artifact
+  agents = dict(artifact.params["agents"])
+  for name in ("position_embed", "age_embed"):
+    if name in agents:
+      agents[name] = {"embedding":
+                      np.asarray(agents[name]["embedding"])[:, :rows]}
+  return dataclasses.replace(
+      artifact, agent_config=cfg.replace(max_position=rows),
+      params={**artifact.params, "agents": agents})
+
+
 def _leaf_shapes(params) -> dict[str, tuple[int, ...] | None]:
   """{"agents/mlp_0/kernel": shape} of a params tree (None: not an array)."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]

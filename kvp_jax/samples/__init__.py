@@ -25,6 +25,7 @@ from kvp_jax.samples.schema import parse_length
 from kvp_jax.samples.schema import prompt_text
 from kvp_jax.samples.schema import read_sample_files
 from kvp_jax.samples.schema import read_samples
+from kvp_jax.samples.schema import reference_continuation
 from kvp_jax.samples.schema import Sample
 from kvp_jax.samples.schema import sample_length
 from kvp_jax.samples.schema import SampleError

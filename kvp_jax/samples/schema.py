@@ -154,6 +154,17 @@ def prompt_text(sample: Sample) -> str:
       sample.answer_prefix)
 
 
+def reference_continuation(sample: Sample) -> str | None:
+  """The text a teacher-forced trace continues the prompt with: the
+  sample's `continuation`, else its reference answers as the answer prefix
+  expects them (" a, b." after "... is"), else None."""
+  if sample.continuation:
+    return sample.continuation
+  if sample.answers:
+    return " " + ", ".join(sample.answers) + "."
+  return None
+
+
 def count_tokens(tokenizer: TokenizerLike, text: str) -> int:
   """Tokens of `text` without BOS (`tokenizer.count` when it has one)."""
   count = getattr(tokenizer, "count", None)

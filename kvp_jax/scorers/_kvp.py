@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from kvp_jax.policy import AgentConfig, PolicyArtifact, agent_slice
 from kvp_jax.policy import apply_agents, load_artifact
+from kvp_jax.policy import resolve_policy_path
 from kvp_jax.scorers._base import register, Scorer
 
 
@@ -65,11 +66,14 @@ class KVPScorer(Scorer):
     return swap(scores)
 
 
-def load_policy(path: str | os.PathLike[str], model
+def load_policy(path: str | os.PathLike[str] | None, model
                 ) -> tuple[KVPScorer, PolicyArtifact]:
   """A policy artifact checked against the decoder it will score (a
-  `Pretrained`), and its scorer. ArtifactError for another decoder."""
-  artifact = load_artifact(path)
+  `Pretrained`), and its scorer. `path` None (or "shipped") is the policy
+  shipped for that decoder (kvp_jax.policy.shipped_policy). ArtifactError
+  for another decoder, or when none ships for it."""
+  artifact = load_artifact(resolve_policy_path(
+      path, model.config.name, model.fingerprint))
   c = model.config
   artifact.check_model(model.fingerprint, c.num_layers, c.num_kv_heads,
                        c.head_dim)

@@ -83,10 +83,12 @@ def plan_batches(samples: Sequence[samples_lib.Sample], tokenizer,
   for sample, prompt in zip(samples, prompts):
     cont = None
     if cfg.continuation == "reference":
-      if not sample.continuation:
-        raise ValueError(f"sample {sample.id!r} has no continuation text, "
-                         "needed with traces.continuation='reference'")
-      cont = tuple(tokenizer.encode(sample.continuation)[:cfg.max_new_tokens])
+      text = samples_lib.reference_continuation(sample)
+      if not text:
+        raise ValueError(f"sample {sample.id!r} has neither a continuation "
+                         "nor reference answers, needed with "
+                         "traces.continuation='reference'")
+      cont = tuple(tokenizer.encode(text)[:cfg.max_new_tokens])
     elif cfg.continuation != "greedy":
       raise ValueError("traces.continuation must be 'greedy' or 'reference', "
                        f"got {cfg.continuation!r}")

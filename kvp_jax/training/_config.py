@@ -6,6 +6,7 @@ import dataclasses
 from typing import Optional
 
 from kvp_jax import configs
+from kvp_jax import objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,13 @@ class TrainConfig:
       validation step (the paper's choice) in <workdir>/best_per_agent; the
       default (False) keeps one best step for all agents, the one whose mean
       cost is lowest, so the exported agents come from one checkpoint.
+    reward_budgets: which budgets the training reward sums over
+      (kvp_jax.objective.BudgetWeighting): "uniform" (every budget, the
+      paper), "truncated" (budgets <= reward_max_budget) or "harmonic"
+      (budget b weighted 1 / (b + 1)). Validation, best-step selection
+      and evaluation always use the paper's all-budget cost, so runs with
+      different rewards are compared on one scale.
+    reward_max_budget: the largest budget "truncated" counts.
   """
   steps: int = 4000
   learning_rate: float = 5e-5
@@ -51,6 +59,8 @@ class TrainConfig:
   stop_after: Optional[int] = None
   mesh_heads: int = 1
   best_per_agent: bool = False
+  reward_budgets: str = "uniform"
+  reward_max_budget: int = 512
 
   def __post_init__(self):
     for name in ("steps", "eval_every", "checkpoint_every", "log_every",
@@ -66,6 +76,18 @@ class TrainConfig:
     if not 0 <= self.ema_decay < 1:
       raise ValueError(f"config.train.ema_decay: must be in [0, 1), got "
                        f"{self.ema_decay}")
+    if self.reward_budgets not in objective.WEIGHTINGS:
+      raise ValueError(f"config.train.reward_budgets: {self.reward_budgets!r}"
+                       f" is not one of {', '.join(objective.WEIGHTINGS)}")
+    if self.reward_max_budget < 1:
+      raise ValueError("config.train.reward_max_budget: must be >= 1, got "
+                       f"{self.reward_max_budget}")
+
+  @property
+  def budget_weighting(self) -> objective.BudgetWeighting:
+    """The reward's BudgetWeighting."""
+    return objective.BudgetWeighting(self.reward_budgets,
+                                     self.reward_max_budget)
 
   @property
   def last_step(self) -> int:

@@ -18,7 +18,8 @@ from kvp_jax.training._job import store_path
 
 def export_policy(workdir: str | Path, output: str | Path | None = None,
                   which: str = "best", ema: bool = True) -> Path:
-  """Writes the artifact of a training run; returns its path.
+  """Writes the artifact of a training run; returns its path. Its position
+  embeddings keep only the rows inference reads (trim_position_rows).
 
   Args:
     which: "best" (default: the step of the best mean validation reward),
@@ -54,7 +55,8 @@ def export_policy(workdir: str | Path, output: str | Path | None = None,
   if which == "best_per_agent":
     artifact.info["agent_steps"] = summary.get("best_per_agent", {}).get(
         "step")
-  return policy_lib.save_artifact(output or workdir / "policy.kvp", artifact)
+  return policy_lib.save_artifact(output or workdir / "policy.kvp",
+                                  policy_lib.trim_position_rows(artifact))
 
 
 def _trained_range(agent_config: policy_lib.AgentConfig, config, store

@@ -274,7 +274,8 @@ def prepare(config, tc: TrainConfig, workdir: str | Path) -> Job:
   step_fn = _step.make_train_step(
       mesh, state_sh, policy=pcfg, optimizer=optimizer, features=features,
       num_samples=tc.num_samples, ema_decay=tc.ema_decay,
-      ema_start=tc.ema_start, windows=windows)
+      ema_start=tc.ema_start, windows=windows,
+      weighting=tc.budget_weighting)
   names = [f"L{l}H{h}" for l in range(*layers)
            for h in range(lay.num_kv_heads)]
   return Job(store=store, train_input=in_cfg, eval_input=eval_cfg,

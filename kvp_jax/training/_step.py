@@ -59,7 +59,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
                feature_params=None, *, policy: AgentConfig,
                optimizer: optax.GradientTransformation, features: Callable,
                num_samples: int, ema_decay: float, ema_start: int,
-               windows: tuple[int, ...] | None = None):
+               windows: tuple[int, ...] | None = None,
+               weighting: objective.BudgetWeighting = objective.UNIFORM):
   """One optimisation step.
 
   Args:
@@ -71,6 +72,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
       passed as an argument, never baked into the program as constants.
     features: (batch, feature_params) -> (keys, values) [A, B, T, H].
     windows: per agent, its layer's sliding window (0: global).
+    weighting: the budgets the reward sums over (default: all, the paper).
   Returns:
     (new state, metrics): scalar metrics plus "per_agent_reward" [A] and
     "finite" (loss and params all finite).
@@ -83,7 +85,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
                           inputs["valid"], inputs["context_length"],
                           inputs["held"])
     return objective.rloo_loss(key, scores, inputs["importance"],
-                               inputs["valid"], num_samples)
+                               inputs["valid"], num_samples,
+                               weighting=weighting)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
@@ -103,7 +106,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
 def make_train_step(mesh: Mesh, state_sharding, *, policy: AgentConfig,
                     optimizer: optax.GradientTransformation,
                     features: Callable, num_samples: int, ema_decay: float,
-                    ema_start: int, windows: tuple[int, ...] | None = None
+                    ema_start: int, windows: tuple[int, ...] | None = None,
+                    weighting: objective.BudgetWeighting = objective.UNIFORM
                     ) -> Callable:
   """`train_step` jitted over a (data, heads) mesh.
 
@@ -119,6 +123,6 @@ def make_train_step(mesh: Mesh, state_sharding, *, policy: AgentConfig,
       functools.partial(train_step, policy=policy, optimizer=optimizer,
                         features=features, num_samples=int(num_samples),
                         ema_decay=float(ema_decay), ema_start=int(ema_start),
-                        windows=windows),
+                        windows=windows, weighting=weighting),
       in_shardings=(state_sharding, None, replicated, replicated),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))

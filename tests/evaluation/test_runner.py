@@ -139,6 +139,32 @@ def test_rerun_resumes(tmp_path, model):
   assert len(keys) == len(set(keys)) == len(lines)
 
 
+def test_report_only_reads_the_log_and_computes_nothing(tmp_path, model):
+  config = _config(tmp_path, model)
+  evaluation.evaluate(config, tmp_path / "run", model=model, progress=False)
+  out = tmp_path / "run" / "eval"
+  log = out / "samples.jsonl"
+  lines = log.read_text().splitlines()
+  rows = [json.loads(l) for l in lines]
+  # Keep the toy suite's rows of sample q0 only (a grid stopped part-way).
+  kept = [l for l, r in zip(lines, rows)
+          if r["suite"] != "toy" or r["sample"] == "q0"]
+  assert len(kept) < len(lines)
+  log.write_text("".join(l + "\n" for l in kept))
+  partial = evaluation.evaluate(config, tmp_path / "run", model=model,
+                                progress=False, compute=False)
+  assert log.read_text().splitlines() == kept       # Nothing ran.
+  toy = [r for r in partial if r["suite"] == "toy" and r["group"] == "mean"]
+  assert toy and all(r["num_samples"] == 1 for r in toy)
+  q0 = {(r["scorer"], str(r["budget"]), r["metric"]): r["value"]
+        for r in rows if r["suite"] == "toy" and r["sample"] == "q0"}
+  for r in toy:
+    assert r["value"] == pytest.approx(q0[(r["scorer"], r["budget"],
+                                           r["metric"])])
+  assert "report of the samples logged so far" in (
+      out / "results.md").read_text()
+
+
 def test_errors(tmp_path, model):
   config = _config(tmp_path, model)
   config.eval.budgets = [8]

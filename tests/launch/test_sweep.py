@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from launch import sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +57,28 @@ def test_bad_grid(tmp_path):
        f"--root={tmp_path}", "--config=experiments/tiny.py"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "not KEY=V1,V2" in proc.stderr
+
+
+def test_every_shipped_sweep_file_parses_against_its_configs(monkeypatch):
+  """Each point of each launch/ sweep file is a valid override set of its
+  config, as the pipeline would parse it (a renamed field fails here)."""
+  monkeypatch.chdir(REPO)
+  for path in ("launch/ablation.py", "launch/cross_eval.py",
+               "launch/method_ablations.py"):
+    points = sweep.load_sweep(path)
+    assert points, path
+    for point in points:
+      overrides = {k: v for k, v in point.items() if k not in ("config",
+                                                               "name")}
+      sweep.check_point(point["config"], overrides, sweep.point_name(point))
+
+
+def test_method_ablation_families(monkeypatch):
+  from launch import method_ablations  # pylint: disable=g-import-not-at-top
+  names = [p["name"] for p in method_ablations.points(["reward"])]
+  assert names == ["reward_truncated512", "reward_harmonic"]
+  monkeypatch.setenv("KVP_ABLATION", "samples,position")
+  assert {p["name"] for p in method_ablations.get_sweep()} == {
+      "samples_k4", "position_age", "position_both", "position_none"}
+  with pytest.raises(ValueError, match="unknown ablation families"):
+    method_ablations.points(["nope"])

@@ -128,3 +128,75 @@ def test_reward_is_scale_invariant():
   r2 = objective.reward(orders, importance * 1e-6, valid)
   assert np.all(np.asarray(r1) < -1.0)
   np.testing.assert_allclose(r1, r2, rtol=1e-5)
+
+
+def _np_budget_weights(kind, p, max_budget):
+  """w_b for b = 0..p-1, written from the definition (not from W)."""
+  b = np.arange(p, dtype=np.float64)
+  if kind == "uniform":
+    return np.ones(p)
+  if kind == "truncated":
+    return (b <= max_budget).astype(np.float64)
+  return 1.0 / (b + 1.0)
+
+
+@pytest.mark.parametrize("kind,max_budget", [("uniform", 512),
+                                             ("truncated", 0),
+                                             ("truncated", 2),
+                                             ("harmonic", 512)])
+def test_weighted_cost_is_the_weighted_sum_of_evicted_mass(kind, max_budget):
+  """Every order of 5 valid items among 7: the weighted cost is
+  sum_b w_b * (importance evicted at b), the oracle is the smallest over all
+  orders, and a random ranking's expected cost is the mean over orders."""
+  rng = np.random.default_rng(7)
+  p, n = 7, 5
+  valid = np.zeros(p, bool)
+  valid[rng.permutation(p)[:n]] = True
+  importance = rng.gamma(0.5, size=p).astype(np.float32)
+  weighting = objective.BudgetWeighting(kind, max_budget)
+  orders = _all_orders(valid)
+  w = _np_budget_weights(kind, p, max_budget)
+  expected = np.array([w @ _np_evicted_per_budget(o, importance, valid)
+                       for o in orders])
+  got = np.asarray(objective.ranking_cost(orders, importance[None],
+                                          valid[None], weighting))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  oracle = float(objective.oracle_cost(importance, valid, weighting))
+  np.testing.assert_allclose(oracle, expected.min(), rtol=1e-5)
+  np.testing.assert_allclose(
+      float(objective.expected_random_cost(importance, valid, weighting)),
+      expected.mean(), rtol=1e-5)
+  norm = np.asarray(objective.normalised_cost(orders, importance[None],
+                                              valid[None], weighting))
+  np.testing.assert_allclose(norm, expected / expected.min(), rtol=1e-5)
+
+
+def test_truncated_cost_ignores_budgets_past_the_cut():
+  """Reordering items ranked past max_budget + 1 changes no truncated cost,
+  while the paper's cost sees it."""
+  importance = jnp.asarray([5.0, 4.0, 3.0, 2.0, 1.0])
+  valid = jnp.ones(5, bool)
+  a, b = jnp.asarray([0, 1, 2, 3, 4]), jnp.asarray([0, 1, 4, 3, 2])
+  cut = objective.BudgetWeighting("truncated", 1)
+  assert float(objective.ranking_cost(a, importance, valid, cut)) == float(
+      objective.ranking_cost(b, importance, valid, cut))
+  assert float(objective.ranking_cost(a, importance, valid)) < float(
+      objective.ranking_cost(b, importance, valid))
+
+
+def test_mean_rank_weight_closed_forms_match_sums():
+  for kind in objective.WEIGHTINGS:
+    weighting = objective.BudgetWeighting(kind, 3)
+    for n in range(0, 12):
+      ranks = jnp.arange(1, n + 1, dtype=jnp.float32)
+      want = float(jnp.mean(weighting.rank_weight(ranks))) if n else 0.0
+      got = float(weighting.mean_rank_weight(jnp.float32(n)))
+      assert got == pytest.approx(want, rel=1e-5, abs=1e-6), (kind, n)
+
+
+def test_bad_weighting_is_refused():
+  with pytest.raises(ValueError, match="must be one of uniform"):
+    objective.BudgetWeighting("small")
+  from kvp_jax import training  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="config.train.reward_budgets"):
+    training.TrainConfig(reward_budgets="small")

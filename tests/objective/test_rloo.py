@@ -82,19 +82,23 @@ def test_rloo_advantages_match_numpy_reference():
   np.testing.assert_array_equal(adv[2], 0.0)
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def _sampled_rewards_and_log_probs(key, scores, importance, valid, k):
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _sampled_rewards_and_log_probs(key, scores, importance, valid, k,
+                                   weighting=objective.UNIFORM):
   orders = objective.gumbel_sort(key, scores, valid, num_samples=k)
   shape = orders.shape
   sk = jnp.broadcast_to(scores[..., None, :], shape)
   vk = jnp.broadcast_to(valid[..., None, :], shape)
   ik = jnp.broadcast_to(importance[..., None, :], shape)
-  return objective.reward(orders, ik, vk), objective.log_prob(sk, orders, vk)
+  return (objective.reward(orders, ik, vk, weighting),
+          objective.log_prob(sk, orders, vk))
 
 
-def _manual_loss(key, scores, importance, valid, k):
+def _manual_loss(key, scores, importance, valid, k,
+                 weighting=objective.UNIFORM):
   """The loss from its definition, groups built by hand in numpy."""
-  r, lp = _sampled_rewards_and_log_probs(key, scores, importance, valid, k)
+  r, lp = _sampled_rewards_and_log_probs(key, scores, importance, valid, k,
+                                         weighting)
   r = np.asarray(r, np.float64)                                   # [A, B, K]
   lp = np.asarray(lp, np.float64)
   n_items = np.asarray(valid).sum(-1)                             # [A, B]
@@ -136,6 +140,20 @@ def test_rloo_loss_matches_definition_in_both_grouping_modes():
     assert float(metrics["deterministic_normalised_cost"]) >= 1.0
     for name, value in metrics.items():
       assert np.all(np.isfinite(value)), name
+
+
+def test_rloo_loss_with_weighted_budgets_matches_definition():
+  scores, importance, valid = _batch(2)
+  key = _key(5)
+  for weighting in (objective.BudgetWeighting("truncated", 2),
+                    objective.BudgetWeighting("harmonic")):
+    for k in (1, 3):
+      loss, _ = objective.rloo_loss(key, scores, importance, valid, k,
+                                    weighting=weighting)
+      expected = _manual_loss(key, scores, importance, valid, k, weighting)
+      np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-6)
+      uniform, _ = objective.rloo_loss(key, scores, importance, valid, k)
+      assert abs(float(loss) - float(uniform)) > 1e-6   # The weights count.
 
 
 def test_rloo_loss_gradient_has_no_nans_and_skips_padding():

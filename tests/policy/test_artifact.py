@@ -17,17 +17,23 @@ def test_export_round_trip(tmp_path):
   path = training.export_policy(tmp_path / "run", tmp_path / "p.kvp")
   art = policy_lib.load_artifact(path)
   want, step = training.restore_params(tmp_path / "run", which="best")
+  # The checkpoint's params, the embeddings cut to the trained range.
   for a, b in zip(jax.tree_util.tree_leaves(art.params),
                   jax.tree_util.tree_leaves(want)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_array_equal(a, b[tuple(slice(0, n) for n in a.shape)])
   fingerprint = training.model_identity(cfg.model)["fingerprint"]
   assert art.info["step"] == step and art.model_fingerprint == fingerprint
   assert art.model_name == "tiny"
   # The run's config plus the trained range the export records.
-  assert art.agent_config.replace(
-      trained_max_position=None, trained_max_age=None) == \
-      training.policy_config(cfg)
-  assert art.agent_config.trained_max_position is not None
+  ac = art.agent_config
+  assert ac.trained_max_position is not None
+  assert ac.max_position == min(
+      training.policy_config(cfg).max_position,
+      max(ac.trained_max_position, ac.trained_max_age) + 1)
+  assert ac.replace(trained_max_position=None, trained_max_age=None,
+                    max_position=training.policy_config(cfg).max_position
+                    ) == training.policy_config(cfg)
   assert (art.layer_start, art.layer_stop, art.num_kv_heads) == (0, 2, 1)
   assert art.agent_index(1) == (1, 2)
   art.check_model(fingerprint, 2, 1, 8)

@@ -69,6 +69,39 @@ def test_clamped_scores_equal_the_last_trained_row():
   assert not np.allclose(scores[21:], scores[20])
 
 
+def _artifact(config, params):
+  return policy_lib.PolicyArtifact(
+      agent_config=config, params=params, model_name="tiny",
+      model_fingerprint="f", num_layers=1, num_kv_heads=1, head_dim=8,
+      layer_start=0, layer_stop=1, info={})
+
+
+def test_trimming_the_unread_rows_changes_no_score(tmp_path):
+  config = policy_lib.AgentConfig(**BASE, trained_max_position=20,
+                                  trained_max_age=30)
+  params = policy_lib.init_agents(config, 1, 8, jax.random.key(2))
+  trimmed = policy_lib.trim_position_rows(_artifact(config, params))
+  assert trimmed.agent_config.max_position == 31
+  assert trimmed.params["agents"]["age_embed"]["embedding"].shape == (1, 31, 4)
+  trimmed.check_params()
+  positions = np.arange(60)            # Past both trained maxima.
+  np.testing.assert_array_equal(
+      _score(config, params, positions, 60),
+      _score(trimmed.agent_config, trimmed.params, positions, 60))
+  # Saved and loaded, it is smaller and scores the same.
+  full = policy_lib.save_artifact(tmp_path / "full.kvp",
+                                  _artifact(config, params))
+  cut = policy_lib.save_artifact(tmp_path / "cut.kvp", trimmed)
+  assert cut.stat().st_size < full.stat().st_size
+  again = policy_lib.load_artifact(cut)
+  np.testing.assert_array_equal(
+      _score(again.agent_config, again.params, positions, 60),
+      _score(config, params, positions, 60))
+  # Without a recorded range nothing is dropped.
+  old = _artifact(policy_lib.AgentConfig(**BASE), params)
+  assert policy_lib.trim_position_rows(old) is old
+
+
 def test_bad_range_is_an_error():
   with pytest.raises(ValueError, match="trained_max_age"):
     policy_lib.AgentConfig(trained_max_age=-1)

@@ -41,6 +41,17 @@ def test_prompt_text_joins_context_question_and_prefix():
   assert samples_lib.prompt_text(continuation) == "A: hi\n"
 
 
+def test_reference_continuation_prefers_the_text_then_the_answers():
+  base = dict(id="a", task="t", context="c", question="q",
+              answer_prefix=" The numbers are", max_new_tokens=8)
+  assert samples_lib.reference_continuation(
+      Sample(answers=["12", "34"], **base)) == " 12, 34."
+  assert samples_lib.reference_continuation(
+      Sample(answers=["12"], continuation=" next turn", **base)) == (
+          " next turn")
+  assert samples_lib.reference_continuation(Sample(answers=[], **base)) is None
+
+
 def test_sample_length_counts_bos_prompt_and_new_tokens():
   # "Some context.\nWhat is it? It is" -> Some context . What is it ? It is
   assert samples_lib.sample_length(_sample(), WordTokenizer()) == 1 + 9 + 8

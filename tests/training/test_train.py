@@ -36,6 +36,26 @@ def test_training_reaches_the_oracle(tmp_path):
   assert jax.tree_util.tree_leaves(params)[0].shape[0] == 2
 
 
+def test_the_reward_weighting_reaches_the_step(tmp_path):
+  """train.reward_budgets changes the gradients (a cut at budget 4 of ~100
+  ranked tokens), and the validation still reports the paper's cost."""
+  synthetic.make_store(tmp_path / "traces", num_traces=16)
+  params = {}
+  for kind in ("uniform", "truncated"):
+    config = synthetic.tiny_config(tmp_path / "traces", steps=6, eval_every=6,
+                                   checkpoint_every=6, reward_budgets=kind,
+                                   reward_max_budget=4)
+    summary = training.train_and_evaluate(config, tmp_path / kind,
+                                          progress=False)
+    assert np.all(np.asarray(summary["last_validation"]["policy"]) >= 1.0)
+    params[kind], _ = training.restore_params(tmp_path / kind, which="latest",
+                                             ema=False)
+  diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree_util.tree_leaves(params["uniform"]),
+                             jax.tree_util.tree_leaves(params["truncated"])))
+  assert diff > 1e-6
+
+
 def test_killed_and_resumed_run_ends_with_the_same_params(tmp_path):
   synthetic.make_store(tmp_path / "traces", num_traces=32)
   cfg = lambda **kw: synthetic.tiny_config(

@@ -1,0 +1,67 @@
+r"""The ablations of what KVP's agents are trained to predict and how, on the
+RULER-style traces of experiments/ruler_agents.py with its schedule; each
+point trains and exports, and the held-out grid evaluates them all on the
+same samples (experiments/heldout_ablations.py, paired intervals against
+"kvp" and against every baseline).
+
+  python -m launch.sweep --sweep=launch/method_ablations.py \
+      --root=runs/sweeps/method --stages=traces,train,export
+  python -m kvp_jax.evaluate --config=experiments/heldout_ablations.py \
+      --workdir=runs/heldout
+
+One family at a time: KVP_ABLATION=reward python -m launch.sweep ... (or
+futures, samples, position, comma-separated; default: every family). Every point but "futures=reference" shares one trace store
+(their traces settings are the same); that one records its own, with each
+sample's reference answer teacher-forced as the continuation.
+
+Families (issue #12, item 1):
+  reward:   the budgets the reward sums over: every budget (the paper),
+            only b <= 512 ("truncated"), every halving of the budget equally
+            (w_b = 1 / (b + 1), "harmonic"); kvp_jax.objective.BudgetWeighting.
+  futures:  the model's greedy continuation (the paper) vs the reference
+            answer teacher-forced (traces.continuation = "reference").
+  samples:  K = 1 ranking per trace, grouped across the batch, vs K = 4 per
+            trace in the leave-one-out baseline (train.num_samples).
+  position: absolute, age ("relative"), both, none.
+Key contrast on and off (item 1e) needs no run here: it is "kvp"
+(experiments/ruler_agents_contrast.py) against "kvp_paper"
+(experiments/ruler_agents.py) in the held-out grid, same traces and
+schedule (their max_position differs, which the position clamp makes
+irrelevant: no row past the longest training trace is read).
+The base point of every family is ruler_agents.py as committed (uniform
+reward, greedy futures, K = 1, absolute position, no contrast); it is the
+"kvp_paper" of the held-out grid, so it is not trained again here.
+"""
+
+import os
+
+BASE = "experiments/ruler_agents.py"
+
+FAMILIES = {
+    "reward": [
+        {"name": "reward_truncated512", "train.reward_budgets": "truncated",
+         "train.reward_max_budget": 512},
+        {"name": "reward_harmonic", "train.reward_budgets": "harmonic"}],
+    "futures": [
+        {"name": "futures_reference", "traces.continuation": "reference"}],
+    "samples": [{"name": "samples_k4", "train.num_samples": 4}],
+    "position": [
+        {"name": "position_age", "policy.position_mode": "relative"},
+        {"name": "position_both", "policy.position_mode": "both"},
+        {"name": "position_none", "policy.use_position": False}],
+}
+
+
+def points(families=None) -> list[dict]:
+  """The points of the named families (all when None), each on BASE."""
+  names = list(FAMILIES) if families is None else list(families)
+  unknown = [n for n in names if n not in FAMILIES]
+  if unknown:
+    raise ValueError(f"unknown ablation families {unknown}; known: "
+                     f"{', '.join(FAMILIES)}")
+  return [{"config": BASE, **p} for n in names for p in FAMILIES[n]]
+
+
+def get_sweep():
+  chosen = os.environ.get("KVP_ABLATION")
+  return points(chosen.split(",") if chosen else None)
