@@ -50,6 +50,9 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
   continuation: "greedy" (the paper) or "reference" (a sample's own
     continuation text, for dialogues and documents; a RULER-style sample's
     reference answers, samples.reference_continuation).
+  target: what the importance measures: "attention" (the paper's future
+    attention mass) or "value_weighted" (each query head's attention times
+    ||W_O^g v_j||, the size of what the token writes through that head).
   num_random_splits: extra split points per trace, uniform in
     [min_prompt_length, T) (the paper's Algorithm 1, for dialogues).
   max_length: longest trace the store holds (prompt + continuation).
@@ -58,7 +61,7 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
   """
   c = ml_collections.ConfigDict({
       "store": "", "sources": list(sources), "max_new_tokens": 64,
-      "continuation": "greedy", "num_random_splits": 0,
+      "continuation": "greedy", "target": "attention", "num_random_splits": 0,
       "min_prompt_length": 64, "batch_size": 4, "pad_multiple": 256,
       "max_length": 4096 + 512, "with_kv": True, "kv_dtype": "bfloat16",
       "split_fractions": (0.8, 0.1, 0.1), "seed": 0})

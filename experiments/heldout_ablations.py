@@ -8,17 +8,16 @@ per-sample log, so only the new policies' cells run.
   python -m kvp_jax.evaluate --config=experiments/heldout_ablations.py \
       --workdir=runs/heldout
 
-A point's policy is read from experiments/results/ablations/<name>/policy.kvp
-when committed there, else from <root>/<name>/policy.kvp (root: the
-environment's KVP_ABLATION_ROOT, default runs/sweeps/method). Points not
-trained yet are left out.
+Every <name>/policy.kvp under experiments/results/ablations/ (committed
+points) and under the sweep's root (the environment's KVP_ABLATION_ROOT,
+default runs/sweeps/method) joins as "kvp_<name>", the committed one first
+when both exist; points not trained yet are simply not there.
 """
 
 import os
 from pathlib import Path
 
 from experiments import heldout
-from launch import method_ablations
 
 COMMITTED = Path(heldout.RESULTS) / "ablations"
 
@@ -26,13 +25,9 @@ COMMITTED = Path(heldout.RESULTS) / "ablations"
 def ablation_policies(root: str | os.PathLike[str]) -> dict[str, str]:
   """{"kvp_<name>": artifact path} of the ablation points trained so far."""
   found = {}
-  for point in method_ablations.points():
-    name = point["name"]
-    for path in (COMMITTED / name / "policy.kvp",
-                 Path(root) / name / "policy.kvp"):
-      if path.is_file():
-        found[f"kvp_{name}"] = str(path)
-        break
+  for base in (COMMITTED, Path(root)):
+    for path in sorted(base.glob("*/policy.kvp")):
+      found.setdefault(f"kvp_{path.parent.name}", str(path))
   return found
 
 

@@ -15,6 +15,7 @@ status 2:
 * OSError: a missing file, a read-only directory, no space left.
 
 Ctrl-C ends with "interrupted" and exit status 130 (rerun to continue).
+Compiled programs persist on disk between runs (kvp_jax._compilation_cache).
 With --debug the exception propagates with its traceback instead.
 """
 
@@ -28,6 +29,7 @@ from typing import Callable, NoReturn, Sequence
 from absl import app
 from absl import flags
 
+from kvp_jax import _compilation_cache
 from kvp_jax import _config_args
 
 _PROJECT_PACKAGES = ("kvp_jax", "data_pipelines", "launch")
@@ -88,6 +90,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def _guarded(main: Callable[[list[str]], object]):
   def wrapped(argv):
     try:
+      _compilation_cache.enable()     # After --help, before any compile.
       return main(argv)
     except KeyboardInterrupt:
       if flags.FLAGS["debug"].value:

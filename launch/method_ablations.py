@@ -10,9 +10,10 @@ same samples (experiments/heldout_ablations.py, paired intervals against
       --workdir=runs/heldout
 
 One family at a time: KVP_ABLATION=reward python -m launch.sweep ... (or
-futures, samples, position, comma-separated; default: every family). Every point but "futures=reference" shares one trace store
-(their traces settings are the same); that one records its own, with each
-sample's reference answer teacher-forced as the continuation.
+futures, samples, position, target, comma-separated; default: every
+family). Every point but "futures_reference" and "target_value_weighted"
+shares one trace store (their traces settings are the same); those two
+record their own.
 
 Families (issue #12, item 1):
   reward:   the budgets the reward sums over: every budget (the paper),
@@ -23,6 +24,10 @@ Families (issue #12, item 1):
   samples:  K = 1 ranking per trace, grouped across the batch, vs K = 4 per
             trace in the leave-one-out baseline (train.num_samples).
   position: absolute, age ("relative"), both, none.
+  target:   the paper's future attention mass vs each query head's attention
+            weighted by ||W_O^g v_j||, the size of what the token writes
+            through that head (traces.target = "value_weighted", its own
+            trace store).
 Key contrast on and off (item 1e) needs no run here: it is "kvp"
 (experiments/ruler_agents_contrast.py) against "kvp_paper"
 (experiments/ruler_agents.py) in the held-out grid, same traces and
@@ -49,6 +54,8 @@ FAMILIES = {
         {"name": "position_age", "policy.position_mode": "relative"},
         {"name": "position_both", "policy.position_mode": "both"},
         {"name": "position_none", "policy.use_position": False}],
+    "target": [
+        {"name": "target_value_weighted", "traces.target": "value_weighted"}],
 }
 
 

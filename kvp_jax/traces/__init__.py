@@ -2,8 +2,10 @@
 job that records a config's samples into a store (resumably)."""
 
 from kvp_jax.traces._capture import record_traces
+from kvp_jax.traces._capture import TARGETS
 from kvp_jax.traces._capture import Trace
 from kvp_jax.traces._importance import future_importance
+from kvp_jax.traces._importance import value_write_norms
 from kvp_jax.traces._store import RecordInfo
 from kvp_jax.traces._store import SPLITS
 from kvp_jax.traces._store import StoreError

@@ -21,6 +21,11 @@ from kvp_jax import inference
 from kvp_jax.model import Decoder, DecoderConfig, KVCache, Pretrained
 from kvp_jax.model import EOS_ID
 from kvp_jax.traces._importance import future_importance
+from kvp_jax.traces._importance import value_write_norms
+
+# What a trace's importance measures (traces.target): the paper's future
+# attention mass, or that mass weighted by each token's write through W_O.
+TARGETS = ("attention", "value_weighted")
 
 
 @dataclasses.dataclass
@@ -52,14 +57,15 @@ def _position_order(positions: jax.Array) -> jax.Array:
   return jnp.argsort(key, axis=1, stable=True)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "with_kv"))
+@functools.partial(jax.jit, static_argnames=("config", "with_kv", "target"))
 def _trace_arrays(config: DecoderConfig, params, cache: KVCache,
                   prompt_captured, prompt_positions: jax.Array,
                   continuation: jax.Array, continuation_positions: jax.Array,
-                  split_points: jax.Array, with_kv: bool):
+                  split_points: jax.Array, with_kv: bool,
+                  target: str = "attention"):
   """Captures the continuation through the prompt cache; importance of all
-  layers. Returns position-ordered tokens [B, T], importance
-  [B, L, K, R, T] and (with_kv) keys/values [B, L, K, T, H]."""
+  layers (`target`: TARGETS). Returns position-ordered tokens [B, T],
+  importance [B, L, K, R, T] and (with_kv) keys/values [B, L, K, T, H]."""
   out = Decoder(config).apply({"params": params}, continuation,
                               continuation_positions, cache, logits_at="none",
                               capture=True)
@@ -69,13 +75,17 @@ def _trace_arrays(config: DecoderConfig, params, cache: KVCache,
   for layer, (pc, cc) in enumerate(zip(prompt_captured, out.captured)):
     q = jnp.concatenate([pc.q, cc.q], axis=1)
     k = jnp.concatenate([pc.k, cc.k], axis=1)                     # [B, T, K, H]
+    v = jnp.concatenate([pc.v, cc.v], axis=1)
+    norms = value_write_norms(
+        v, params[f"layer_{layer}"]["attn"]["o_proj"]["kernel"]) if (
+            target == "value_weighted") else None                 # [B, T, K, G]
     imp = future_importance(q, k, positions, split_points,
                             config.layer_window(layer),
-                            config.attn_logit_softcap)            # [B, R, K, T]
+                            config.attn_logit_softcap,
+                            value_norms=norms)                    # [B, R, K, T]
     imp = jnp.take_along_axis(imp, order[:, None, None, :], axis=3)
     importance.append(jnp.swapaxes(imp, 1, 2))                    # [B, K, R, T]
     if with_kv:
-      v = jnp.concatenate([pc.v, cc.v], axis=1)
       for arr, dst in ((k, keys), (v, values)):
         arr = jnp.take_along_axis(arr, order[:, :, None, None], axis=1)
         dst.append(jnp.swapaxes(arr, 1, 2))                       # [B, K, T, H]
@@ -90,8 +100,8 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
                   kv_dtype=jnp.bfloat16, pad_multiple: int = 128,
                   continuations: Sequence[Sequence[int]] | None = None,
                   num_random_splits: int = 0, min_prompt_length: int = 32,
-                  rngs: Sequence[np.random.Generator] | None = None
-                  ) -> list[Trace]:
+                  rngs: Sequence[np.random.Generator] | None = None,
+                  target: str = "attention") -> list[Trace]:
   """Records traces for a batch of prompts.
 
   Args:
@@ -107,9 +117,14 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
     num_random_splits: random split points drawn uniformly in
       [min_prompt_length, T) per trace (the paper's Algorithm 1 for dialogues).
     rngs: one numpy Generator per prompt for those draws.
+    target: what the importance measures: "attention" (the paper's future
+      attention mass) or "value_weighted" (that mass, each query head's
+      weighted by ||W_O^g v_j||; kvp_jax.traces._importance).
   Returns:
     B Traces.
   """
+  if target not in TARGETS:
+    raise ValueError(f"target {target!r}: must be one of {', '.join(TARGETS)}")
   config, params = model.config, model.params
   b = len(prompts)
   batch, logits, cache, captured = inference.prefill_prompts(
@@ -144,7 +159,7 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
   importance, keys, values = _trace_arrays(
       config, params, cache, captured, jnp.asarray(positions),
       jnp.asarray(cont), jnp.asarray(cont_pos), jnp.asarray(split_arr),
-      with_kv)
+      with_kv, target)
   importance = np.asarray(importance)
   if with_kv:
     keys = np.asarray(keys.astype(kv_dtype))

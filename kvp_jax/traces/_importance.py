@@ -9,6 +9,16 @@ For a KV head with G query heads (method section 2):
 
 Softmax rows do not depend on P, so one pass over the rows gives I for any
 number of split points P: I_P = sum_t [t >= P] A[t, :].
+
+The value-weighted target (beyond the paper, an ablation of what the agents
+predict) weighs each head's attention by the size of what the token writes
+through that head's output projection:
+
+  A^v[t, j] = max_g W_g[t, j] * ||W_O^g v_j||
+
+(W_O^g: query head g's rows of the output projection, `value_write_norms`).
+Gemma normalises the attention output after W_O, so this is the size of
+token j's share of the pre-norm write, not of the residual update itself.
 """
 
 from __future__ import annotations
@@ -19,10 +29,29 @@ import jax.numpy as jnp
 from kvp_jax.model import attention_mask
 
 
+def value_write_norms(v: jax.Array, o_kernel: jax.Array) -> jax.Array:
+  """||W_O^g v_j|| for every token j and query head g of its KV head.
+
+  Args:
+    v: [batch, T, kv_heads, head_dim] values as cached.
+    o_kernel: [heads, head_dim, width] the layer's output projection (query
+      head n = kv_head * G + g, as the model groups them).
+  Returns:
+    [batch, T, kv_heads, G] float32.
+  """
+  n, h, d = o_kernel.shape
+  kv = v.shape[2]
+  w = o_kernel.astype(jnp.float32).reshape(kv, n // kv, h, d)   # [K, G, H, D]
+  out = jnp.einsum("btkh,kghd->btkgd", v.astype(jnp.float32), w,
+                   precision=jax.lax.Precision.HIGHEST)
+  return jnp.sqrt(jnp.sum(out * out, axis=-1))
+
+
 def future_importance(q: jax.Array, k: jax.Array, positions: jax.Array,
                       split_points: jax.Array, window: int | None,
                       softcap: float | None = None,
-                      query_block: int = 512) -> jax.Array:
+                      query_block: int = 512,
+                      value_norms: jax.Array | None = None) -> jax.Array:
   """Future importance of every token of one layer, for several split points.
 
   Args:
@@ -36,6 +65,9 @@ def future_importance(q: jax.Array, k: jax.Array, positions: jax.Array,
     softcap: attention logit soft-cap, as in the model.
     query_block: rows processed at a time (bounds memory to
       [batch, heads, query_block, T]).
+    value_norms: [batch, T, kv_heads, G] per column and query head, the
+      weights of the value-weighted target (`value_write_norms`); None: the
+      paper's attention mass.
   Returns:
     [batch, P, kv_heads, T] float32 importance, in the columns' order.
   """
@@ -50,6 +82,10 @@ def future_importance(q: jax.Array, k: jax.Array, positions: jax.Array,
   qb = jnp.moveaxis(qp.reshape(b, nb, query_block, kv, n // kv, h), 1, 0)
   pb = jnp.moveaxis(pp.reshape(b, nb, query_block), 1, 0)
 
+  # [B, K, G, 1, T]: each query head's weight on each column.
+  weights = None if value_norms is None else jnp.transpose(
+      value_norms.astype(jnp.float32), (0, 2, 3, 1))[:, :, :, None, :]
+
   def block(acc, args):
     qc, pc = args                                  # [B, c, K, G, H], [B, c]
     s = jnp.einsum("bckgh,bksh->bkgcs", qc, keys,
@@ -61,6 +97,8 @@ def future_importance(q: jax.Array, k: jax.Array, positions: jax.Array,
     w = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
     w = jnp.where(mask, w, 0.0)
     w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    if weights is not None:
+      w = w * weights
     a = jnp.max(w, axis=2)                                       # [B, K, c, T]
     rows = (pc[:, None, :] >= split_points[:, :, None]) & (pc[:, None, :] >= 0)
     return acc + jnp.einsum("bpc,bkcs->bpks", rows.astype(jnp.float32), a,

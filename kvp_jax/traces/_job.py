@@ -37,6 +37,7 @@ from kvp_jax import samples as samples_lib
 from kvp_jax.samples import sources as sources_lib
 from kvp_jax import inference
 from kvp_jax.traces._capture import record_traces
+from kvp_jax.traces._capture import TARGETS
 from kvp_jax.traces._store import StoreError
 from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
@@ -112,7 +113,7 @@ def plan_batches(samples: Sequence[samples_lib.Sample], tokenizer,
 def recording_settings(cfg) -> dict[str, Any]:
   """The `traces` section's settings that decide a trace's content (the
   store records them; training checks its config against them)."""
-  return {
+  settings = {
       "generation": {"max_new_tokens": int(cfg.max_new_tokens),
                      "continuation": str(cfg.continuation),
                      "num_random_splits": int(cfg.num_random_splits),
@@ -120,6 +121,17 @@ def recording_settings(cfg) -> dict[str, Any]:
       "split_fractions": [float(x) for x in cfg.split_fractions],
       "seed": int(cfg.seed),
   }
+  # Stores of the paper's target predate the setting: recorded only when
+  # it differs, so their metadata still matches.
+  if trace_target(cfg) != "attention":
+    settings["target"] = trace_target(cfg)
+  return settings
+
+
+def trace_target(cfg) -> str:
+  """traces.target ("attention" when the section predates it)."""
+  return str(cfg.get("target", "attention")) if hasattr(cfg, "get") else (
+      "attention")
 
 
 def store_metadata(model: Pretrained, cfg) -> dict[str, Any]:
@@ -197,7 +209,8 @@ def _record_batch(model: Pretrained, cfg, batch: Sequence[PlannedSample]):
       kv_dtype=cfg.kv_dtype, pad_multiple=int(cfg.pad_multiple),
       continuations=given, num_random_splits=int(cfg.num_random_splits),
       min_prompt_length=int(cfg.min_prompt_length),
-      rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows])
+      rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows],
+      target=trace_target(cfg))
   return recorded[:len(batch)]
 
 
@@ -261,6 +274,9 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
     another writer's batches are missing).
   """
   role = role or distributed.writer_role()
+  if trace_target(cfg) not in TARGETS:
+    raise ValueError(f"traces.target={trace_target(cfg)!r}: must be one of "
+                     f"{', '.join(TARGETS)}")
   if samples is None:
     samples = sources_lib.build_samples(cfg.sources, model.tokenizer)
   if not samples:

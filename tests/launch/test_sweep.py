@@ -77,8 +77,23 @@ def test_method_ablation_families(monkeypatch):
   from launch import method_ablations  # pylint: disable=g-import-not-at-top
   names = [p["name"] for p in method_ablations.points(["reward"])]
   assert names == ["reward_truncated512", "reward_harmonic"]
-  monkeypatch.setenv("KVP_ABLATION", "samples,position")
+  monkeypatch.setenv("KVP_ABLATION", "samples,target")
   assert {p["name"] for p in method_ablations.get_sweep()} == {
-      "samples_k4", "position_age", "position_both", "position_none"}
+      "samples_k4", "target_value_weighted"}
   with pytest.raises(ValueError, match="unknown ablation families"):
     method_ablations.points(["nope"])
+
+
+def test_the_ablation_grid_finds_the_trained_points(tmp_path, monkeypatch):
+  from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
+  (tmp_path / "reward_harmonic").mkdir()
+  (tmp_path / "reward_harmonic" / "policy.kvp").write_bytes(b"x")
+  (tmp_path / "samples_k4").mkdir()           # Not exported yet.
+  found = heldout_ablations.ablation_policies(tmp_path)
+  assert "kvp_samples_k4" not in found
+  if not (heldout_ablations.COMMITTED / "reward_harmonic").is_dir():
+    assert found["kvp_reward_harmonic"] == str(
+        tmp_path / "reward_harmonic" / "policy.kvp")
+  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path))
+  policies = dict(heldout_ablations.get_config().eval.policies)
+  assert {"kvp_paper", "kvp_reward_harmonic"} <= set(policies)

@@ -10,10 +10,12 @@ from kvp_jax import model as model_lib
 from kvp_jax import traces
 
 
-def brute_force_importance(q, k, split, window, g):
-  """I[kv, j] = sum_{t >= split} max_g softmax_t(q_g[t] . k[j]), float64.
+def brute_force_importance(q, k, split, window, g, value_norms=None):
+  """I[kv, j] = sum_{t >= split} max_g softmax_t(q_g[t] . k[j]) (times
+  value_norms[j, kv, g] when given), float64.
 
-  q [T, N, H], k [T, K, H] in position order, no padding.
+  q [T, N, H], k [T, K, H] in position order, no padding; value_norms
+  [T, K, G].
   """
   t_len, n, _ = q.shape
   kv = k.shape[1]
@@ -26,6 +28,8 @@ def brute_force_importance(q, k, split, window, g):
         s = np.array([q[t, gq] @ k[j, head] for j in vis], np.float64)
         w = np.exp(s - s.max())
         w /= w.sum()
+        if value_norms is not None:
+          w = w * value_norms[vis, head, gq - head * g]
         best[vis] = np.maximum(best[vis], w)
       out[head] += best
   out[:, split:] = 0.0
@@ -118,3 +122,59 @@ def test_recorded_traces_match_a_full_forward():
                                       config.group_size)
         np.testing.assert_allclose(trace.importance[layer, :, s], want,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_value_weighted_importance_matches_brute_force():
+  """The value-weighted target: each head's weight times ||W_O^g v_j||,
+  against the loops above and a per-token numpy norm."""
+  rng = np.random.default_rng(4)
+  t, n, kv, h, d = 13, 4, 2, 8, 6
+  q = rng.normal(size=(1, t, n, h)).astype(np.float32)
+  k = rng.normal(size=(1, t, kv, h)).astype(np.float32)
+  v = rng.normal(size=(1, t, kv, h)).astype(np.float32)
+  o = rng.normal(size=(n, h, d)).astype(np.float32)
+  norms = np.asarray(traces.value_write_norms(jnp.asarray(v), jnp.asarray(o)))
+  g = n // kv
+  for j in range(t):
+    for head in range(kv):
+      for gq in range(g):
+        want = np.linalg.norm(v[0, j, head] @ o[head * g + gq])
+        np.testing.assert_allclose(norms[0, j, head, gq], want, rtol=1e-5)
+  pos = jnp.arange(t, dtype=jnp.int32)[None]
+  got = np.asarray(traces.future_importance(
+      jnp.asarray(q), jnp.asarray(k), pos, jnp.asarray([[6]]), None,
+      query_block=4, value_norms=jnp.asarray(norms)))[0, 0]
+  want = brute_force_importance(q[0], k[0], 6, None, g, norms[0])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  plain = np.asarray(traces.future_importance(
+      jnp.asarray(q), jnp.asarray(k), pos, jnp.asarray([[6]]), None))[0, 0]
+  assert not np.allclose(got, plain)
+
+
+def test_recorded_value_weighted_traces_weigh_by_the_output_projection():
+  config = model_lib.tiny()
+  params = model_lib.init_params(config, jax.random.key(0))
+  model = model_lib.Pretrained(config, params, None, "x", "random")
+  prompt = list(np.random.default_rng(3).integers(3, config.vocab_size, 17))
+  (trace,) = traces.record_traces(model, [prompt], None, max_new_tokens=5,
+                                  kv_dtype=jnp.float32, pad_multiple=8,
+                                  target="value_weighted")
+  ids = jnp.asarray(trace.tokens)[None]
+  pos = jnp.arange(trace.length, dtype=jnp.int32)[None]
+  out = model_lib.Decoder(config).apply({"params": params}, ids, pos,
+                                        capture=True, logits_at="none")
+  for layer, cap in enumerate(out.captured):
+    o = np.asarray(params[f"layer_{layer}"]["attn"]["o_proj"]["kernel"])
+    g = config.group_size
+    v = np.asarray(cap.v[0])                                 # [T, K, H]
+    norms = np.stack([[[np.linalg.norm(v[j, kh] @ o[kh * g + gq])
+                        for gq in range(g)] for kh in range(v.shape[1])]
+                      for j in range(v.shape[0])])           # [T, K, G]
+    want = brute_force_importance(np.asarray(cap.q[0]), np.asarray(cap.k[0]),
+                                  len(prompt), config.layer_window(layer), g,
+                                  norms)
+    np.testing.assert_allclose(trace.importance[layer, :, 0], want,
+                               rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="target 'nope'"):
+    traces.record_traces(model, [prompt], None, max_new_tokens=2,
+                         target="nope")

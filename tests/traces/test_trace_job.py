@@ -147,3 +147,13 @@ def test_reference_continuations(tiny_gemma_vocab, tmp_path):
     data = store.read(rec.index)
     cont = data["tokens"][rec.prompt_length:].tolist()
     assert cont == tok.encode("the end of it")[:5]
+
+
+def test_the_target_is_in_the_store_settings_only_when_not_the_papers():
+  section = common.base_config().traces
+  assert "target" not in traces_lib.recording_settings(section)
+  section.target = "value_weighted"
+  assert traces_lib.recording_settings(section)["target"] == "value_weighted"
+  section.target = "nope"
+  with pytest.raises(ValueError, match="traces.target='nope'"):
+    traces_lib.generate_traces(None, section, "unused")
