@@ -8,8 +8,9 @@ line therefore keeps its compiled programs in JAX's own disk cache
 (https://docs.jax.dev/en/latest/persistent_compilation_cache.html), so a
 rerun, a resumed job or the next grid with the same shapes loads them.
 
-Where: $KVP_COMPILATION_CACHE, else <the model cache>/xla (by default
-~/.cache/kvp_jax/xla); KVP_COMPILATION_CACHE=off turns it off. JAX's own
+Where: $KVP_COMPILATION_CACHE, else <the default model cache>/xla
+($KVP_JAX_CACHE/xla, else ~/.cache/kvp_jax/xla; a --model_cache_dir flag
+does not move it); KVP_COMPILATION_CACHE=off turns it off. JAX's own
 JAX_COMPILATION_CACHE_DIR, when set, is left to JAX. Only programs that
 took >= 1 s to compile are kept (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS
 overrides). A cached program is the same executable, so results do not

@@ -11,7 +11,8 @@ rerunning continues an interrupted evaluation. One evaluation writes an
 output directory at a time: a second one stops at once, naming the first.
 --report_only writes the files from the samples logged so far and computes
 nothing (the tables of a long grid part-way; their sample counts say how
-far it is).
+far it is). It takes the output's lock like any evaluation, so stop a
+running one first (Ctrl-C; rerunning continues it).
 
 Started as N processes (launch/README.md), each evaluates its share of
 the batches; process 0 merges the rows and writes every file.

@@ -55,7 +55,9 @@ class BudgetWeighting:
   Attributes:
     kind: "uniform" (every budget 0..n-1, the paper), "truncated" (budgets
       <= max_budget only) or "harmonic" (budget b weighted 1 / (b + 1)).
-    max_budget: the largest budget "truncated" counts.
+    max_budget: the largest budget "truncated" counts. Budgets here count
+      the ranked tokens only: the protected sinks and recent tokens come on
+      top (max_budget 512 with 4 + 16 protected is a cache of 532).
   """
   kind: str = "uniform"
   max_budget: int = 512
@@ -64,9 +66,9 @@ class BudgetWeighting:
     if self.kind not in WEIGHTINGS:
       raise ValueError(f"budget weighting {self.kind!r}: must be one of "
                        f"{', '.join(WEIGHTINGS)}")
-    if self.max_budget < 0:
+    if self.max_budget < 1:
       raise ValueError(f"budget weighting max_budget={self.max_budget}: must "
-                       "be >= 0")
+                       "be >= 1")
 
   def rank_weight(self, rank: jax.Array) -> jax.Array:
     """W(rank) = sum_{b < rank} w_b for 1-indexed ranks (float, >= 1)."""

@@ -112,6 +112,13 @@ def check_store(config, store: traces_lib.TraceStore,
     logging.warning("cannot tell the fingerprint of config.model (the shipped "
                     "model package is not installed); checking its name only")
   diffs = metadata_differences(store.metadata, expected)
+  # The target is in a store's metadata only when it is not the paper's.
+  stored_target = store.metadata.get("target", "attention")
+  wanted = traces_lib.trace_target(config.traces)
+  if stored_target != wanted and not any(d.startswith("target")
+                                         for d in diffs):
+    diffs.append(f"target: store has {stored_target!r}, config has "
+                 f"{wanted!r}")
   if diffs:
     raise traces_lib.StoreError(
         f"{store.path} was recorded with another model or other settings "

@@ -151,11 +151,18 @@ class _Loop:
     return start, stop
 
 
+# A run directory whose config.json predates one of these fields was made
+# with this value (the config test checks each is still a config field).
+ADDED_FIELD_DEFAULTS = {"traces.target": "attention"}
+
+
 def _claim_workdir(config, workdir: Path) -> None:
   """`_rundir.claim_workdir` on process 0; the others check the workdir's
   config.json too (so that every process stops on a mismatch)."""
   defaults = {f"train.{k}": v
               for k, v in dataclasses.asdict(TrainConfig()).items()}
+  # Fields added to other sections since a run began: their old meaning.
+  defaults.update(ADDED_FIELD_DEFAULTS)
   if distributed.is_primary():
     _rundir.claim_workdir(config, workdir, defaults=defaults)
     return

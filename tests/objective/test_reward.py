@@ -141,7 +141,7 @@ def _np_budget_weights(kind, p, max_budget):
 
 
 @pytest.mark.parametrize("kind,max_budget", [("uniform", 512),
-                                             ("truncated", 0),
+                                             ("truncated", 1),
                                              ("truncated", 2),
                                              ("harmonic", 512)])
 def test_weighted_cost_is_the_weighted_sum_of_evicted_mass(kind, max_budget):
@@ -197,6 +197,8 @@ def test_mean_rank_weight_closed_forms_match_sums():
 def test_bad_weighting_is_refused():
   with pytest.raises(ValueError, match="must be one of uniform"):
     objective.BudgetWeighting("small")
+  with pytest.raises(ValueError, match="max_budget=0: must be >= 1"):
+    objective.BudgetWeighting("truncated", 0)
   from kvp_jax import training  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="config.train.reward_budgets"):
     training.TrainConfig(reward_budgets="small")

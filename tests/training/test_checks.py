@@ -63,6 +63,38 @@ def test_train_refuses_other_recording_settings(tmp_path):
                                 progress=False)
 
 
+@pytest.mark.parametrize("recorded,wanted", [("attention", "value_weighted"),
+                                             ("value_weighted", "attention")])
+def test_train_refuses_a_store_of_the_other_target(tmp_path, recorded, wanted):
+  """The target is in a store's metadata only when it is not the paper's;
+  either way round, a mismatch is refused."""
+  config = _config(tmp_path / "traces")
+  config.traces.target = recorded
+  metadata = training.expected_store_metadata(config)
+  del metadata["layout"]
+  synthetic.make_store(tmp_path / "traces", num_traces=8, metadata=metadata)
+  config.traces.target = wanted
+  with pytest.raises(traces_lib.StoreError,
+                     match=rf"target: store has .*{recorded}.*, config has "
+                           rf".*{wanted}"):
+    training.train_and_evaluate(config, tmp_path / "run", progress=False)
+
+
+def test_a_run_from_before_traces_target_resumes():
+  from kvp_jax.training import _loop, _rundir  # pylint: disable=g-import-not-at-top
+  config = _config("unused")
+  new = json.loads(config.to_json_best_effort())
+  old = json.loads(config.to_json_best_effort())
+  del old["traces"]["target"]
+  assert _rundir.config_differences(old, new,
+                                    _loop.ADDED_FIELD_DEFAULTS) == []
+  new["traces"]["target"] = "value_weighted"
+  assert _rundir.config_differences(old, new, _loop.ADDED_FIELD_DEFAULTS)
+  for field in _loop.ADDED_FIELD_DEFAULTS:     # Each is still a field.
+    section, name = field.split(".")
+    assert name in config[section], field
+
+
 def test_refused_train_leaves_config_json_untouched(run, tmp_path):
   store, workdir = run
   before = (workdir / "config.json").read_bytes()
