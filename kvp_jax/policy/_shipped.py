@@ -11,6 +11,7 @@ checks the artifact against the decoder as any policy file is checked.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,7 +82,17 @@ def shipped_policy(model_name: str, fingerprint: str | None = None
 def resolve_policy_path(path: str | None, model_name: str,
                         fingerprint: str | None = None) -> str:
   """`path`, or for None / "" / "shipped" the policy shipped for the model
-  (shipped_policy's errors)."""
+  (shipped_policy's errors; ArtifactError when its file is not the one the
+  index names, e.g. a damaged install)."""
   if path and str(path) != SHIPPED:
     return str(path)
-  return str(shipped_policy(model_name, fingerprint).path)
+  entry = shipped_policy(model_name, fingerprint)
+  if not entry.path.is_file():
+    raise ArtifactError(f"the shipped policy {entry.path} is missing "
+                        "(reinstall the package)")
+  digest = hashlib.sha256(entry.path.read_bytes()).hexdigest()
+  if digest != entry.sha256:
+    raise ArtifactError(f"the shipped policy {entry.path} has sha256 "
+                        f"{digest[:16]}..., its index {entry.sha256[:16]}... "
+                        "(a damaged install: reinstall the package)")
+  return str(entry.path)

@@ -32,6 +32,21 @@ def test_the_index_describes_its_artifacts():
     assert entry.path.stat().st_size < 20 * 2**20      # Small enough to ship.
 
 
+def test_a_damaged_shipped_file_is_refused(tmp_path, monkeypatch):
+  from kvp_jax.policy import _shipped  # pylint: disable=g-import-not-at-top
+  (entry,) = policy_lib.shipped_policies()
+  (tmp_path / "index.json").write_text(_shipped.INDEX.read_text())
+  (tmp_path / entry.file).write_bytes(entry.path.read_bytes()[:-1])
+  monkeypatch.setattr(_shipped, "SHIPPED_DIR", tmp_path)
+  monkeypatch.setattr(_shipped, "INDEX", tmp_path / "index.json")
+  with pytest.raises(policy_lib.ArtifactError, match="damaged install"):
+    policy_lib.resolve_policy_path(None, "gemma3_270m")
+  (tmp_path / entry.file).unlink()
+  with pytest.raises(policy_lib.ArtifactError, match="is missing"):
+    policy_lib.resolve_policy_path("shipped", "gemma3_270m")
+  assert policy_lib.resolve_policy_path("my.kvp", "gemma3_270m") == "my.kvp"
+
+
 def test_shipped_artifact_matches_the_shipped_models_fingerprint():
   # The shipped model's fingerprint, computed without loading its weights
   # (its GGUF's hash is known), as a decoder in float32 would have it.
