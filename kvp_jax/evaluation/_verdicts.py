@@ -183,7 +183,9 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
                    c.get("method", "kvp") == method)
       x, mean, low, high = zip(*pts)
       name = "KVP" if method == "kvp" else method
-      line, = ax.plot(x, mean, marker="o", label=f"{name} - best {family}")
+      # The family "kvp" is the one policy "kvp" itself, not a best-of.
+      other = "kvp" if family == "kvp" else f"best {family}"
+      line, = ax.plot(x, mean, marker="o", label=f"{name} - {other}")
       ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
     ax.axhline(0.0, color="gray", linestyle="--")
     ax.set_xscale("log", base=2)
