@@ -115,7 +115,8 @@ def check_eviction_flags():
   if name == "kvp":
     from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
     # ArtifactError names a bad file, or says that no policy ships.
-    protected = policy_lib.load_artifact(_policy_path(f.policy)).protected
+    policy_path = _policy_path(f.policy)
+    protected = policy_lib.load_artifact(policy_path).protected
   elif name not in scorers.available_scorers():
     fail(f"--scorer={name}: unknown scorer; known scorers: "
          f"{', '.join(n for n in scorers.available_scorers() if n != 'oracle')}")
@@ -123,7 +124,7 @@ def check_eviction_flags():
       protected.num_sinks if f.num_sinks is None else f.num_sinks,
       protected.num_recent if f.num_recent is None else f.num_recent)
   if name == "kvp":
-    given.check_same(protected, f"the policy {_policy_path(f.policy)}")
+    given.check_same(protected, f"the policy {policy_path}")
   eviction = eviction_lib.Eviction(
       f.budget, protocol=f.protocol, allocation=f.allocation,
       chunk_size=f.chunk_size, decode_interval=f.decode_interval,
