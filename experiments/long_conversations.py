@@ -27,7 +27,8 @@ policy with the medoid's attention (blend_weight). Run the quickstart first
       --config.eval.output_dir=runs/quickstart/long_conversations
 
 (or, without the quickstart, its committed policy:
---config.eval.policy=experiments/results/quickstart/policy.kvp).
+--config.eval.policy=experiments/results/long_conversations/policy.kvp,
+the quickstart policy the committed results were computed with).
 
 Scale: 2 conversations x 8 questions, about 30 minutes on a 2-core CPU
 (2026-12-02, experiments/README.md). Raise
