@@ -276,11 +276,17 @@ def _pending_fidelity(grid, suite_name, batch, log):
 
 
 def _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
-                  prompts, conts, importance):
+                  prompts, conts, importance, perplexity=False):
   """Teacher-forced fidelity of every cell to the full cache on `conts`
   (the full cache's answers, or the references): agreement (% top-1
   agreement), kl (mean KL(full || compressed), nats), fidelity_ll (mean
-  log-likelihood per token of conts under the compressed cache)."""
+  log-likelihood per token of conts under the compressed cache).
+
+  perplexity=True (conts are the references of a perplexity suite): the
+  same pass also logs each cell's perplexity row (nll, tokens, value =
+  exp(nll / tokens)), where it is missing, so no second teacher-forced
+  pass over the references is needed.
+  """
   full, _ = eviction_lib.continuation_logits(
       model, _scorer_of(grid, FULL), eviction_lib.Eviction(
           None, protected=grid.protected), context, conts)    # [B, W, V]
@@ -298,6 +304,12 @@ def _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
     m = {k: np.asarray(v) for k, v in fidelity_lib.fidelity_metrics(
         full, logits, jnp.asarray(tokens), jnp.asarray(mask)).items()}
     del logits
+    if perplexity:
+      log.add(_perplexity_row(suite_name, item, grid, (name, budget),
+                              -float(m["log_likelihood"][i]),
+                              int(m["tokens"][i]),
+                              stats["cache_bytes"] / len(batch))
+              for i, item in enumerate(batch))
     log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
                  scorer=name, budget=budget, settings=grid.settings(name),
                  **_tag((name, budget), grid), metric=metric,
@@ -398,7 +410,8 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
       eviction_lib.prefill_context(model, [list(i.prompt) for i in batch],
                                    capture=needs_capture))
   importance = None
-  for name, budget, eviction in cells:
+  # A cell with fidelity pending gets its perplexity from that pass.
+  for name, budget, eviction in [c for c in cells if c not in fidelity]:
     scorer = _scorer_of(grid, name)
     if scorer.needs_future and importance is None:
       importance = _oracle_importance(model, batch, conts, max(map(len, conts)))
@@ -409,19 +422,31 @@ def _run_perplexity(model, grid, suite_name, batch, log, rng):
     ll, stats = eviction_lib.continuation_log_likelihood(
         model, scorer, eviction, source, conts, importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
-    log.add(dict(suite=suite_name, sample=item.sample.id, group=item.group,
-                 scorer=name, budget=budget, settings=grid.settings(name),
-                 **_tag((name, budget), grid),
-                 metric="perplexity", nll=float(-np.sum(x)), tokens=len(x),
-                 value=float(np.exp(-np.mean(x))),
-                 cache_bytes=stats["cache_bytes"] / len(batch))
+    log.add(_perplexity_row(suite_name, item, grid, (name, budget),
+                            float(-np.sum(x)), len(x),
+                            stats["cache_bytes"] / len(batch),
+                            value=float(np.exp(-np.mean(x))))
             for item, x in zip(batch, ll))
   if fidelity:
     if importance is None and any(_scorer_of(grid, n).needs_future
                                   for n, _, _ in fidelity):
       importance = _oracle_importance(model, batch, conts, max(map(len, conts)))
     _log_fidelity(model, grid, suite_name, batch, log, rng, fidelity, context,
-                  [list(i.prompt) for i in batch], conts, importance)
+                  [list(i.prompt) for i in batch], conts, importance,
+                  perplexity=True)
+
+
+def _perplexity_row(suite_name, item, grid, cell, nll, tokens, cache_bytes,
+                    value=None):
+  """One sample's perplexity row of a (scorer, budget) cell: nll is the
+  summed negative log-likelihood of its `tokens` reference tokens; value
+  exp(nll / tokens) unless given."""
+  name, budget = cell
+  return dict(suite=suite_name, sample=item.sample.id, group=item.group,
+              scorer=name, budget=budget, settings=grid.settings(name),
+              **_tag(cell, grid), metric="perplexity", nll=nll, tokens=tokens,
+              value=float(np.exp(nll / tokens)) if value is None else value,
+              cache_bytes=cache_bytes)
 
 
 def _run_attention_cost(model, grid, suite_name, batch, log, rng):

@@ -234,3 +234,49 @@ def test_fidelity_with_eviction_while_reading(tmp_path, model, protocol):
   got = {(r["suite"], r["metric"]) for r in rows if r["budget"] == "24"}
   assert got >= {(s, m) for s in ("toy", "doc")
                  for m in ("agreement", "kl", "fidelity_ll")}
+
+
+@pytest.mark.parametrize("protocol", ["once", "chunked", "decode"])
+def test_perplexity_from_the_fidelity_pass(tmp_path, model, protocol):
+  """With fidelity on, a perplexity suite's compressed cells take their
+  perplexity from the fidelity pass; it equals the separate log-likelihood
+  pass of a grid without fidelity, per sample."""
+  config = _config(tmp_path, model)
+  config.eval.suites = config.eval.suites[1:2]
+  other = tmp_path / "doc2.txt"        # Two samples, of unequal lengths.
+  other.write_text(" ".join(np.random.default_rng(1).choice(
+      "red blue green seven apple river stone lamp".split(), 300)))
+  config.eval.suites[0]["text_files"] = [
+      config.eval.suites[0]["text_files"][0], str(other)]
+  config.eval.suites[0]["continuation_tokens"] = 40
+  # SnapKV reads the prompt's queries: it cannot evict while decoding.
+  scorers = ["knorm", "snapkv" if protocol != "decode" else "h2o", "random"]
+  config.eval.update(scorers=scorers, budgets=[24, 48],
+                     chunk_size=64, decode_interval=4, protocol=protocol)
+  evaluation.evaluate(config, tmp_path / "one", model=model, progress=False)
+  config.eval.metrics = list(common.PRIMARY_METRICS)
+  evaluation.evaluate(config, tmp_path / "two", model=model, progress=False)
+
+  def perplexity_rows(run):
+    rows = [json.loads(l) for l in
+            (tmp_path / run / "eval" / "samples.jsonl").read_text().splitlines()]
+    return {(r["sample"], r["scorer"], str(r["budget"])): r for r in rows
+            if r["metric"] == "perplexity"}, rows
+
+  one, one_rows = perplexity_rows("one")
+  two, _ = perplexity_rows("two")
+  assert set(one) == set(two) and len(one) == 2 * (1 + 3 * 2)
+  for key, row in one.items():
+    assert row["tokens"] == two[key]["tokens"]
+    np.testing.assert_allclose(row["nll"], two[key]["nll"], rtol=2e-5,
+                               err_msg=str(key))
+    np.testing.assert_allclose(row["value"], two[key]["value"], rtol=2e-5)
+    # The cache also holds the continuation, padded to 16 tokens in the
+    # fidelity pass and to 64 in the log-likelihood pass.
+    assert 0 < row["cache_bytes"] <= two[key]["cache_bytes"]
+  # ...and is exp(-fidelity_ll) of the same cell.
+  ll = {(r["sample"], r["scorer"], str(r["budget"])): r["value"]
+        for r in one_rows if r["metric"] == "fidelity_ll"}
+  assert len(ll) == 2 * 3 * 2
+  for key, value in ll.items():
+    np.testing.assert_allclose(one[key]["value"], np.exp(-value), rtol=1e-5)
