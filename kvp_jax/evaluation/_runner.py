@@ -279,13 +279,15 @@ def _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
                   prompts, conts, importance, perplexity=False):
   """Teacher-forced fidelity of every cell to the full cache on `conts`
   (the full cache's answers, or the references): agreement (% top-1
-  agreement), kl (mean KL(full || compressed), nats), fidelity_ll (mean
-  log-likelihood per token of conts under the compressed cache).
+  agreement with the full cache's token), kl (mean KL(full || compressed),
+  nats), fidelity_ll (mean log-likelihood per token of conts under the
+  compressed cache).
 
-  perplexity=True (conts are the references of a perplexity suite): the
-  same pass also logs each cell's perplexity row (nll, tokens, value =
-  exp(nll / tokens)), where it is missing, so no second teacher-forced
-  pass over the references is needed.
+  perplexity=True (conts are the references of a perplexity suite, not the
+  full cache's tokens): agreement is with the full cache's argmax at each
+  position, and the same pass also logs each cell's perplexity row (nll,
+  tokens, value = exp(nll / tokens)) where it is missing, so no second
+  teacher-forced pass over the references is needed.
   """
   full, _ = eviction_lib.continuation_logits(
       model, _scorer_of(grid, FULL), eviction_lib.Eviction(
@@ -302,7 +304,8 @@ def _log_fidelity(model, grid, suite_name, batch, log, rng, cells, context,
         importance=importance,
         rng=jax.random.fold_in(rng, _cell_seed(name, budget)))
     m = {k: np.asarray(v) for k, v in fidelity_lib.fidelity_metrics(
-        full, logits, jnp.asarray(tokens), jnp.asarray(mask)).items()}
+        full, logits, jnp.asarray(tokens), jnp.asarray(mask),
+        agree_with="full_argmax" if perplexity else "tokens").items()}
     del logits
     if perplexity:
       log.add(_perplexity_row(suite_name, item, grid, (name, budget),

@@ -8,7 +8,7 @@ import pytest
 from kvp_jax.evaluation import _fidelity
 
 
-def _reference(full, comp, tokens, mask):
+def _reference(full, comp, tokens, mask, agree_with="tokens"):
   """Per position with float64 log-softmaxes, then per row by loops."""
   def log_softmax(x):
     x = x.astype(np.float64)
@@ -18,7 +18,9 @@ def _reference(full, comp, tokens, mask):
   out = {k: [] for k in ("top1_agreement", "kl", "log_likelihood", "tokens")}
   for b in range(full.shape[0]):
     ts = [t for t in range(full.shape[1]) if mask[b, t]]
-    agree = [np.argmax(comp[b, t]) == tokens[b, t] for t in ts]
+    target = lambda t: (tokens[b, t] if agree_with == "tokens"
+                        else np.argmax(full[b, t]))
+    agree = [np.argmax(comp[b, t]) == target(t) for t in ts]
     kl = [np.sum(np.exp(lf[b, t]) * (lf[b, t] - lc[b, t])) for t in ts]
     out["top1_agreement"].append(100 * np.mean(agree) if ts else np.nan)
     out["kl"].append(np.mean(kl) if ts else np.nan)
@@ -66,6 +68,30 @@ def test_matches_a_numpy_reference_on_random_logits():
                              rtol=1e-5, atol=1e-4)
   # The random perturbation gives real disagreement and a positive KL.
   assert 0 < got["top1_agreement"][0] < 100 and got["kl"][0] > 0.05
+
+
+def test_agreement_with_the_full_argmax_for_a_reference_text():
+  """A perplexity suite reads a reference text: agreement is counted against
+  the full cache's argmax there, not against the text's tokens."""
+  full, comp, tokens, mask = _inputs(5)
+  tokens = np.random.default_rng(6).integers(0, full.shape[-1], tokens.shape)
+  got = {k: np.asarray(v) for k, v in _fidelity.fidelity_metrics(
+      full, comp, tokens, mask, agree_with="full_argmax").items()}
+  ref = _reference(full, comp, tokens, mask, agree_with="full_argmax")
+  np.testing.assert_allclose(got["top1_agreement"], ref["top1_agreement"],
+                             rtol=1e-6, equal_nan=True)
+  np.testing.assert_allclose(got["log_likelihood"], ref["log_likelihood"],
+                             rtol=1e-5, atol=1e-4)
+  by_tokens = np.asarray(_fidelity.fidelity_metrics(
+      full, comp, tokens, mask)["top1_agreement"])
+  assert got["top1_agreement"][0] > by_tokens[0] + 20     # Not the same count.
+  # The full cache agrees with itself everywhere, whatever the text.
+  itself = _fidelity.fidelity_metrics(full, full, tokens, mask,
+                                      agree_with="full_argmax")
+  np.testing.assert_array_equal(np.asarray(itself["top1_agreement"])[:-1],
+                                100.0)
+  with pytest.raises(ValueError, match="agree_with"):
+    _fidelity.fidelity_metrics(full, comp, tokens, mask, agree_with="x")
 
 
 def test_mask_handling():

@@ -251,7 +251,8 @@ def test_perplexity_from_the_fidelity_pass(tmp_path, model, protocol):
   config.eval.suites[0]["continuation_tokens"] = 40
   # SnapKV reads the prompt's queries: it cannot evict while decoding.
   scorers = ["knorm", "snapkv" if protocol != "decode" else "h2o", "random"]
-  config.eval.update(scorers=scorers, budgets=[24, 48],
+  # 200 > context + continuation (150 + 40 tokens): nothing is evicted.
+  config.eval.update(scorers=scorers, budgets=[24, 200],
                      chunk_size=64, decode_interval=4, protocol=protocol)
   evaluation.evaluate(config, tmp_path / "one", model=model, progress=False)
   config.eval.metrics = list(common.PRIMARY_METRICS)
@@ -280,3 +281,13 @@ def test_perplexity_from_the_fidelity_pass(tmp_path, model, protocol):
   assert len(ll) == 2 * 3 * 2
   for key, value in ll.items():
     np.testing.assert_allclose(one[key]["value"], np.exp(-value), rtol=1e-5)
+  # Agreement is with the full cache's own prediction at each position, not
+  # with the reference text (which the random model rarely predicts): a
+  # cache that keeps everything agrees everywhere.
+  agreement = {(r["sample"], r["scorer"], str(r["budget"])): r["value"]
+               for r in one_rows if r["metric"] == "agreement"}
+  assert len(agreement) == 2 * 3 * 2
+  for (_, scorer, budget), value in agreement.items():
+    if budget == "200":
+      assert value == 100.0, (scorer, value)
+  assert min(agreement.values()) < 100.0
