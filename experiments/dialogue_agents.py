@@ -11,15 +11,17 @@ the zero-shot claim, on RULER-style tasks (launch/cross_eval.py).
       --workdir=runs/dialogues
   python -m kvp_jax.train --config=experiments/dialogue_agents.py --workdir=runs/dialogues
 
-CPU-scale departures from the paper as in experiments/ruler_agents.py.
+The project's default agent (key contrast, experiments/common.policy_config)
+with the schedule of experiments/ruler_agents_contrast.py; CPU-scale
+departures from the paper as in experiments/ruler_agents.py.
 """
 
 from experiments import common
-from experiments import ruler_agents
+from experiments import ruler_agents_contrast
 
 
 def get_config():
-  c = ruler_agents.get_config()
+  c = ruler_agents_contrast.get_config()
   c.traces = common.traces_config(
       sources=[common.dialogue_source(lengths=(2048,), num_samples=160,
                                       seed=1000, pool="train")],

@@ -15,7 +15,7 @@ family). Every point but "futures_reference" and "target_value_weighted"
 shares one trace store (their traces settings are the same); those two
 record their own.
 
-Families (issue #12, item 1):
+Families (issue #12, item 1), each one change to the base:
   reward:   the budgets the reward sums over: every budget (the paper),
             only b <= 512 ("truncated"), every halving of the budget equally
             (w_b = 1 / (b + 1), "harmonic"); kvp_jax.objective.BudgetWeighting.
@@ -23,24 +23,24 @@ Families (issue #12, item 1):
             answer teacher-forced (traces.continuation = "reference").
   samples:  K = 1 ranking per trace, grouped across the batch, vs K = 4 per
             trace in the leave-one-out baseline (train.num_samples).
-  position: absolute, age ("relative"), both, none.
+  position: absolute + age (the base), absolute only, age only, none.
   target:   the paper's future attention mass vs each query head's attention
             weighted by ||W_O^g v_j||, the size of what the token writes
             through that head (traces.target = "value_weighted", its own
             trace store).
-Key contrast on and off (item 1e) needs no run here: it is "kvp"
-(experiments/ruler_agents_contrast.py) against "kvp_paper"
-(experiments/ruler_agents.py) in the held-out grid, same traces and
-schedule (their max_position differs, which the position clamp makes
-irrelevant: no row past the longest training trace is read).
-The base point of every family is ruler_agents.py as committed (uniform
-reward, greedy futures, K = 1, absolute position, no contrast); it is the
-"kvp_paper" of the held-out grid, so it is not trained again here.
+The base is the project's default agent, experiments/ruler_agents_contrast.py
+as committed (key contrast, position "both", uniform reward, greedy futures,
+K = 1); it is "kvp" of the held-out grid, so it is not trained again here,
+and every point's paired verdicts against "kvp" are its ablation result.
+Key contrast off (item 1e) needs no run either: it is "kvp_paper"
+(experiments/ruler_agents.py: same traces and schedule; its max_position
+differs, which the position clamp makes irrelevant: no row past the longest
+training trace is read).
 """
 
 import os
 
-BASE = "experiments/ruler_agents.py"
+BASE = "experiments/ruler_agents_contrast.py"
 
 FAMILIES = {
     "reward": [
@@ -51,8 +51,8 @@ FAMILIES = {
         {"name": "futures_reference", "traces.continuation": "reference"}],
     "samples": [{"name": "samples_k4", "train.num_samples": 4}],
     "position": [
+        {"name": "position_absolute", "policy.position_mode": "absolute"},
         {"name": "position_age", "policy.position_mode": "relative"},
-        {"name": "position_both", "policy.position_mode": "both"},
         {"name": "position_none", "policy.use_position": False}],
     "target": [
         {"name": "target_value_weighted", "traces.target": "value_weighted"}],
