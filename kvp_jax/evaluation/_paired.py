@@ -16,6 +16,8 @@ lower is better for perplexity, the normalised cost, KL and evicted shares.
                                     the best query-free and the best
                                     query-aware baseline
   comparisons_markdown(comparisons) a markdown table of the latter
+  summary_markdown(comparisons)     the same at a glance: one row per
+                                    (method, family), one column per budget
 """
 
 from __future__ import annotations
@@ -275,5 +277,60 @@ def comparisons_markdown(comparisons: Sequence[Mapping],
           f"{c['baseline']} | {c['num_samples']} | {c['kvp_mean']:.3f} | "
           f"{c['baseline_mean']:.3f} | {c['difference']:+.3f} "
           f"[{c['low']:+.3f}, {c['high']:+.3f}] | {name} {c['verdict']} |")
+    lines.append("")
+  return lines
+
+
+_MARK = {BETTER: "▲", WORSE: "▼", TIE: "="}
+SUMMARY_METRICS = ("agreement", "retention")
+
+
+def summary_markdown(comparisons: Sequence[Mapping],
+                     metrics: Sequence[str] = SUMMARY_METRICS,
+                     confidence: float = 0.95) -> list[str]:
+  """The comparisons at a glance (the ablation table of a grid with several
+  policies): per (suite, metric, protocol, allocation) one row per (method,
+  family), one column per budget, each cell the difference with its
+  interval and a mark (▲ better, ▼ worse, = not distinguishable, for the
+  method); empty without entries of `metrics`. Headings name the protocol
+  and allocation only when the comparisons hold more than one.
+
+  A row "kvp_x - kvp" is the policy kvp_x against the grid's "kvp" (an
+  ablation against its base); "kvp - query_free" is KVP against the best
+  query-free baseline of each budget, which the mark's verdict is about.
+  """
+  rows = [c for c in comparisons if c["metric"] in metrics]
+  if not rows:
+    return []
+  tables = collections.defaultdict(list)
+  for c in rows:
+    tables[(c["suite"], c["metric"], str(c.get("protocol")),
+            str(c.get("allocation")))].append(c)
+  methods = lambda m: (m != "kvp", m)
+  lines = [f"## The paired comparisons at a glance (difference "
+           f"[{confidence:.0%} interval]; ▲ better, ▼ worse, = not "
+           "distinguishable)", ""]
+  for (suite, metric, protocol, allocation), cells in sorted(tables.items()):
+    budgets = sorted({str(c["budget"]) for c in cells},
+                     key=lambda b: (0, int(b)) if b.isdigit() else (1, b))
+    where = "" if len({k[2:] for k in tables}) == 1 else (
+        f", protocol {protocol}, allocation {allocation}")
+    lines += [f"### {suite}: {metric}{where}", "",
+              "| method - family | " + " | ".join(
+                  f"b={b}" for b in budgets) + " |",
+              "|---" * (len(budgets) + 1) + "|"]
+    families = ["kvp", *FAMILIES]
+    keys = sorted({(c.get("method", "kvp"), c["family"]) for c in cells},
+                  key=lambda k: (methods(k[0]), families.index(k[1])
+                                 if k[1] in families else len(families),
+                                 k[1]))
+    for method, family in keys:
+      by_budget = {str(c["budget"]): c for c in cells
+                   if (c.get("method", "kvp"), c["family"]) == (method,
+                                                                family)}
+      lines.append(f"| {method} - {family} | " + " | ".join(
+          (f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] "
+           f"{_MARK[c['verdict']]}") if (c := by_budget.get(b)) else ""
+          for b in budgets) + " |")
     lines.append("")
   return lines

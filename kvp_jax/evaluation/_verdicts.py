@@ -220,4 +220,5 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   return (retention_markdown(aggregated, retention) +
           fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
           memory_markdown(aggregated) +
+          _paired.summary_markdown(comparisons) +
           _paired.comparisons_markdown(comparisons))

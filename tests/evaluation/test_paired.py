@@ -177,3 +177,52 @@ def test_duplicate_rows_in_a_cell_are_an_error():
   rows = _rows("ruler", "accuracy", 64, "kvp", [1.0, 2.0]) * 2
   with pytest.raises(ValueError, match="two rows"):
     _paired.kvp_against_baselines(rows)
+
+
+def test_summary_table_has_one_row_per_method_and_family():
+  rng = np.random.default_rng(3)
+  n = 20
+  kvp = rng.uniform(80, 90, n)
+  rows = []
+  for budget, shift in ((64, 0.0), (128, 3.0)):
+    rows += (_rows("ruler", "agreement", budget, "kvp", kvp + shift) +
+             _rows("ruler", "agreement", budget, "knorm", kvp - 2) +
+             _rows("ruler", "agreement", budget, "h2o", kvp + 5))
+  # An extra policy ("kvp_<label>"), only at budget 64, 1 point below kvp
+  # with noise: against kvp it is worse, the interval from its differences.
+  below = kvp - 1 + rng.normal(0, 0.1, n)
+  rows += _rows("ruler", "agreement", 64, "kvp_paper", below)
+  rows += _rows("ruler", "kl", 64, "kvp", kvp)       # Not a summary metric.
+  rows += _rows("ruler", "kl", 64, "knorm", kvp)
+  comparisons = _paired.kvp_against_baselines(rows, num_resamples=2000,
+                                              seed=0)
+  comparisons += _paired.kvp_against_baselines(
+      rows, kvp="kvp_paper", families={"kvp": ("kvp",)},
+      num_resamples=2000, seed=0)
+  lines = _paired.summary_markdown(comparisons)
+  assert "### ruler: agreement" in lines
+  assert not any(line.startswith("### ruler: kl") for line in lines)
+  table = [line for line in lines if line.startswith("| ")]
+  assert table[0] == "| method - family | b=64 | b=128 |"
+  body = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[1:]}
+  assert list(body) == ["kvp - query_free", "kvp - query_aware",
+                        "kvp_paper - kvp"]
+  # kvp - knorm: +2 at 64 and +5 at 128 on every sample (interval a point).
+  assert body["kvp - query_free"][0] == "+2.00 [+2.00, +2.00] ▲"
+  assert body["kvp - query_free"][1] == "+5.00 [+5.00, +5.00] ▲ |"
+  assert body["kvp - query_aware"][0] == "-5.00 [-5.00, -5.00] ▼"
+  # kvp_paper has no cell at 128: that column is blank.
+  (paper,) = [c for c in comparisons if c["method"] == "kvp_paper"]
+  assert paper["verdict"] == _paired.WORSE
+  assert body["kvp_paper - kvp"] == [
+      f"{paper['difference']:+.2f} [{paper['low']:+.2f}, "
+      f"{paper['high']:+.2f}] ▼", " |"]
+  assert _paired.summary_markdown(
+      [c for c in comparisons if c["metric"] == "kl"]) == []
+  # Two protocols in one grid: each heading names its own.
+  chunked = [dict(c, protocol="chunked") for c in comparisons]
+  headings = [line for line in _paired.summary_markdown(comparisons + chunked)
+              if line.startswith("### ")]
+  assert headings == [
+      "### ruler: agreement, protocol chunked, allocation uniform",
+      "### ruler: agreement, protocol once, allocation uniform"]
