@@ -291,8 +291,9 @@ def summary_markdown(comparisons: Sequence[Mapping],
   """The comparisons at a glance (the ablation table of a grid with several
   policies): per (suite, metric, protocol, allocation) one row per (method,
   family), one column per budget, each cell the difference with its
-  interval and a mark (▲ better, ▼ worse, = not distinguishable, for the
-  method); empty without entries of `metrics`. Headings name the protocol
+  interval (two decimals; three in a table whose numbers are all below 1)
+  and a mark (▲ better, ▼ worse, = not distinguishable, for the method);
+  empty without entries of `metrics`. Headings name the protocol
   and allocation only when the comparisons hold more than one.
 
   A row "kvp_x - kvp" is the policy kvp_x against the grid's "kvp" (an
@@ -324,13 +325,16 @@ def summary_markdown(comparisons: Sequence[Mapping],
                   key=lambda k: (methods(k[0]), families.index(k[1])
                                  if k[1] in families else len(families),
                                  k[1]))
+    # Two decimals, three where every number of the table is below 1 (KL).
+    digits = 2 if max(max(abs(c["low"]), abs(c["high"]))
+                      for c in cells) >= 1 else 3
     for method, family in keys:
       by_budget = {str(c["budget"]): c for c in cells
                    if (c.get("method", "kvp"), c["family"]) == (method,
                                                                 family)}
       lines.append(f"| {method} - {family} | " + " | ".join(
-          (f"{c['difference']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] "
-           f"{_MARK[c['verdict']]}") if (c := by_budget.get(b)) else ""
-          for b in budgets) + " |")
+          (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
+           f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]}")
+          if (c := by_budget.get(b)) else "" for b in budgets) + " |")
     lines.append("")
   return lines

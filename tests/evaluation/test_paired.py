@@ -226,3 +226,12 @@ def test_summary_table_has_one_row_per_method_and_family():
   assert headings == [
       "### ruler: agreement, protocol chunked, allocation uniform",
       "### ruler: agreement, protocol once, allocation uniform"]
+
+
+def test_summary_table_of_small_numbers_has_three_decimals():
+  kvp = np.linspace(0.1, 0.2, 10)
+  rows = (_rows("dialogues", "kl", 64, "kvp", kvp) +
+          _rows("dialogues", "kl", 64, "random", kvp + 0.0125))
+  comparisons = _paired.kvp_against_baselines(rows, num_resamples=2000)
+  lines = _paired.summary_markdown(comparisons, metrics=("kl",))
+  assert "| kvp - query_free | -0.013 [-0.013, -0.013] ▲ |" in lines
