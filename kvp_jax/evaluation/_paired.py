@@ -249,9 +249,14 @@ def kvp_against_baselines(
   return out
 
 
+def _budget_order(budget: str) -> tuple:
+  """Numeric budgets first, in order; then the named ones ("full", "all")."""
+  return (0, int(budget)) if budget.isdigit() else (1, budget)
+
+
 def _cell_order(key: tuple) -> tuple:
   suite, budget, *rest = key
-  return (suite, (0, int(budget)) if budget.isdigit() else (1, budget), *rest)
+  return (suite, _budget_order(budget), *rest)
 
 
 def comparisons_markdown(comparisons: Sequence[Mapping],
@@ -307,24 +312,25 @@ def summary_markdown(comparisons: Sequence[Mapping],
   for c in rows:
     tables[(c["suite"], c["metric"], str(c.get("protocol")),
             str(c.get("allocation")))].append(c)
-  methods = lambda m: (m != "kvp", m)
+  several_settings = len({key[2:] for key in tables}) > 1
+  families = ["kvp", *FAMILIES]
+  def row_order(key):
+    method, family = key
+    return (method != "kvp", method, families.index(family)
+            if family in families else len(families), family)
   lines = [f"## The paired comparisons at a glance (difference "
            f"[{confidence:.0%} interval]; ▲ better, ▼ worse, = not "
            "distinguishable)", ""]
   for (suite, metric, protocol, allocation), cells in sorted(tables.items()):
-    budgets = sorted({str(c["budget"]) for c in cells},
-                     key=lambda b: (0, int(b)) if b.isdigit() else (1, b))
-    where = "" if len({k[2:] for k in tables}) == 1 else (
-        f", protocol {protocol}, allocation {allocation}")
+    budgets = sorted({str(c["budget"]) for c in cells}, key=_budget_order)
+    where = (f", protocol {protocol}, allocation {allocation}"
+             if several_settings else "")
     lines += [f"### {suite}: {metric}{where}", "",
               "| method - family | " + " | ".join(
                   f"b={b}" for b in budgets) + " |",
               "|---" * (len(budgets) + 1) + "|"]
-    families = ["kvp", *FAMILIES]
     keys = sorted({(c.get("method", "kvp"), c["family"]) for c in cells},
-                  key=lambda k: (methods(k[0]), families.index(k[1])
-                                 if k[1] in families else len(families),
-                                 k[1]))
+                  key=row_order)
     # Two decimals, three where every number of the table is below 1 (KL).
     digits = 2 if max(max(abs(c["low"]), abs(c["high"]))
                       for c in cells) >= 1 else 3
