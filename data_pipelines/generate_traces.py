@@ -17,7 +17,6 @@ every process sees).
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from kvp_jax import _cli
 from kvp_jax import _locks
@@ -25,8 +24,7 @@ from kvp_jax import distributed
 from kvp_jax import model as model_lib
 from kvp_jax import traces as traces_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
-                                          lock_config=False)
+_CONFIG = _cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", None,
                                     "Stop after this many new batches.",
@@ -44,11 +42,7 @@ def store_path(config, workdir: str | None) -> Path:
 
 def main(argv):
   del argv
-  distributed.initialize_from_flags()
-  config = _CONFIG.value
-  if config is None:
-    _cli.fail("--config is required")
-  _cli.quiet_library_logs()
+  config = _cli.start_job(_CONFIG)
   path = store_path(config, _WORKDIR.value)
   _cli.check_sample_files(config.traces.sources)
   # Locked before the model loads, so that a second job stops at once.

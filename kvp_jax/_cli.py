@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from kvp_jax._cli_run import fail
 from kvp_jax._cli_run import one_line
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
   from kvp_jax import model as model_lib
 
 __all__ = ["fail", "one_line", "run"]
+
+
+def define_config_flag():
+  """--config: an experiment config file (its get_config(); any field is
+  overridden with --config.SECTION.FIELD=VALUE). Returns the flag holder."""
+  return config_flags.DEFINE_config_file("config", None, "Experiment config.",
+                                         lock_config=False)
+
+
+def start_job(config_flag) -> Any:
+  """The opening of every config-driven job: joins the multi-controller
+  runtime when its flags ask for it (kvp_jax.distributed), refuses a missing
+  --config, keeps library logs quiet. Returns the config."""
+  from kvp_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize_from_flags()
+  if config_flag.value is None:
+    fail("--config is required")
+  quiet_library_logs()
+  return config_flag.value
 
 
 def define_model_flags() -> None:

@@ -19,15 +19,13 @@ the batches; process 0 merges the rows and writes every file.
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from kvp_jax import _cli
 from kvp_jax import distributed
 from kvp_jax import _locks
 from kvp_jax import evaluation
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
-                                          lock_config=False)
+_CONFIG = _cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 _REPORT_ONLY = flags.DEFINE_bool(
@@ -38,11 +36,7 @@ distributed.define_flags()
 
 def main(argv):
   del argv
-  distributed.initialize_from_flags()
-  if _CONFIG.value is None:
-    _cli.fail("--config is required")
-  _cli.quiet_library_logs()
-  config = _CONFIG.value
+  config = _cli.start_job(_CONFIG)
   _cli.check_eval_config(config, _WORKDIR.value)  # Before the model loads.
   out = _cli.eval_output_dir(config, _WORKDIR.value)
   with _locks.acquire(out, distributed.writer_role(),

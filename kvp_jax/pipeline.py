@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
 
 from kvp_jax import _cli
 from kvp_jax import _locks
@@ -26,8 +25,7 @@ from kvp_jax import distributed
 
 STAGES = ("traces", "train", "export", "evaluate")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
-                                          lock_config=False)
+_CONFIG = _cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 _STAGES = flags.DEFINE_list("stages", list(STAGES), "Stages to run, in order.")
@@ -102,10 +100,7 @@ def _run_stages(config, workdir: Path, stages, progress: bool):
 
 def main(argv):
   del argv
-  distributed.initialize_from_flags()
-  if _CONFIG.value is None:
-    _cli.fail("--config is required")
-  _cli.quiet_library_logs()
+  _cli.start_job(_CONFIG)
   run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
   if "evaluate" in _STAGES.value and distributed.is_primary():
     out = _cli.eval_output_dir(_CONFIG.value, _WORKDIR.value)

@@ -12,7 +12,6 @@ every process's devices; process 0 writes the summaries and tables.
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from kvp_jax import _cli
 from kvp_jax import _locks
@@ -20,8 +19,7 @@ from kvp_jax import distributed
 from kvp_jax import traces as traces_lib
 from kvp_jax import training
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.",
-                                          lock_config=False)
+_CONFIG = _cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.",
                                required=True)
 distributed.define_flags()
@@ -29,10 +27,7 @@ distributed.define_flags()
 
 def main(argv):
   del argv
-  distributed.initialize_from_flags()
-  if _CONFIG.value is None:
-    _cli.fail("--config is required")
-  _cli.quiet_library_logs()
+  _cli.start_job(_CONFIG)
   try:
     # One training job per run directory (a second one stops at once).
     with _locks.acquire(_WORKDIR.value, distributed.writer_role(),
