@@ -97,3 +97,19 @@ def test_the_ablation_grid_finds_the_trained_points(tmp_path, monkeypatch):
   monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path))
   policies = dict(heldout_ablations.get_config().eval.policies)
   assert {"kvp_paper", "kvp_reward_harmonic"} <= set(policies)
+
+
+def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
+                                                             monkeypatch):
+  from experiments import heldout_cross  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path / "none"))
+  monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "missing.kvp"))
+  with pytest.raises(FileNotFoundError, match=r"missing\.kvp; train and "
+                                              r"export one"):
+    heldout_cross.get_config()
+  (tmp_path / "d.kvp").write_bytes(b"x")
+  monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "d.kvp"))
+  config = heldout_cross.get_config()
+  assert config.eval.policies["kvp_dialogue"] == str(tmp_path / "d.kvp")
+  assert "kvp_paper" in config.eval.policies
+  assert config.eval.output_dir.endswith("results/heldout")
