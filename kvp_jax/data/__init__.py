@@ -5,6 +5,7 @@ from kvp_jax.data._pipeline import elements
 from kvp_jax.data._pipeline import eval_batches
 from kvp_jax.data._pipeline import InputConfig
 from kvp_jax.data._pipeline import mixed_iterator
+from kvp_jax.data._pipeline import padded_eval_chunks
 from kvp_jax.data._pipeline import ReadElement
 from kvp_jax.data._pipeline import SPLIT_MODES
 from kvp_jax.data._pipeline import stack

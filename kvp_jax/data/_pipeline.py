@@ -184,17 +184,27 @@ def eval_batches(store: TraceStore, cfg: InputConfig,
   bucket is padded with copies, marked by `weight` = 0."""
   elems, _ = elements(store, split, cfg)
   reader = ReadElement(store, cfg)
+  for chunk, weight in padded_eval_chunks(elems, cfg.batch_size, max_batches):
+    batch = stack([reader.map(e) for e in chunk])
+    batch["weight"] = weight
+    yield batch
+
+
+def padded_eval_chunks(elems: Sequence[Element], batch_size: int,
+                       max_batches: int | None = None
+                       ) -> Iterator[tuple[list[Element], np.ndarray]]:
+  """The evaluation order of `elems`: bucket by bucket, batch_size at a
+  time; a bucket's last chunk padded with copies of its first element.
+  Yields (chunk of batch_size elements, weight [batch_size] float32: 1 for
+  a real element, 0 for a copy), at most max_batches of them."""
   count = 0
   for bucket in sorted({e.bucket for e in elems}):
     items = [e for e in elems if e.bucket == bucket]
-    for i in range(0, len(items), cfg.batch_size):
-      chunk = items[i:i + cfg.batch_size]
-      weight = np.zeros(cfg.batch_size, np.float32)
+    for i in range(0, len(items), batch_size):
+      chunk = items[i:i + batch_size]
+      weight = np.zeros(batch_size, np.float32)
       weight[:len(chunk)] = 1
-      chunk = chunk + [chunk[0]] * (cfg.batch_size - len(chunk))
-      batch = stack([reader.map(e) for e in chunk])
-      batch["weight"] = weight
-      yield batch
+      yield chunk + [chunk[0]] * (batch_size - len(chunk)), weight
       count += 1
       if max_batches is not None and count >= max_batches:
         return

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator
 
 import grain
 import jax
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -194,19 +193,11 @@ def eval_rows_batches(store: traces_lib.TraceStore, cfg: data_lib.InputConfig,
   only `rows` are read."""
   elems, _ = data_lib.elements(store, split, cfg)
   read = _read_rows(data_lib.ReadElement(store, cfg), rows)
-  count = 0
-  for bucket in sorted({e.bucket for e in elems}):
-    items = [e for e in elems if e.bucket == bucket]
-    for i in range(0, len(items), cfg.batch_size):
-      chunk = items[i:i + cfg.batch_size]
-      weight = np.zeros(cfg.batch_size, np.float32)
-      weight[:len(chunk)] = 1
-      batch = read(chunk + [chunk[0]] * (cfg.batch_size - len(chunk)))
-      batch["weight"] = weight[rows.start:rows.stop]
-      yield batch
-      count += 1
-      if max_batches is not None and count >= max_batches:
-        return
+  for chunk, weight in data_lib.padded_eval_chunks(elems, cfg.batch_size,
+                                                   max_batches):
+    batch = read(chunk)
+    batch["weight"] = weight[rows.start:rows.stop]
+    yield batch
 
 
 def _open_store(config, workdir: Path) -> traces_lib.TraceStore:
