@@ -344,3 +344,45 @@ def summary_markdown(comparisons: Sequence[Mapping],
           if (c := by_budget.get(b)) else "" for b in budgets) + " |")
     lines.append("")
   return lines
+
+
+def group_markdown(comparisons: Sequence[Mapping],
+                   confidence: float = 0.95) -> list[str]:
+  """Per-group comparisons at a glance (group_comparisons' entries, whose
+  `suite` is "<suite>/<group>"): per (suite, metric, family) one row per
+  group, one column per budget, each cell the difference, its interval, the
+  mark (▲ better, ▼ worse, = not distinguishable) and the group's best
+  baseline. Empty without entries."""
+  if not comparisons:
+    return []
+  tables = collections.defaultdict(list)
+  for c in comparisons:
+    suite, _, group = str(c["suite"]).partition("/")
+    tables[(suite, c["metric"], c["family"])].append(dict(c, group=group))
+  methods = " and ".join(sorted({c.get("method", "kvp")
+                                 for c in comparisons}))
+  lines = [f"## {methods} per group (difference [{confidence:.0%} interval] "
+           "against the group's best baseline of the family, named; "
+           "▲ better, ▼ worse, = not distinguishable)", ""]
+  families = list(FAMILIES)
+  def table_order(key):
+    suite, metric, family = key
+    return (suite, metric, families.index(family)
+            if family in families else len(families), family)
+  for (suite, metric, family), cells in sorted(tables.items(),
+                                               key=lambda t: table_order(t[0])):
+    budgets = sorted({str(c["budget"]) for c in cells}, key=_budget_order)
+    digits = 2 if max(max(abs(c["low"]), abs(c["high"]))
+                      for c in cells) >= 1 else 3
+    lines += [f"### {suite}: {metric}, against the best {family} baseline",
+              "", "| group | n | " + " | ".join(f"b={b}" for b in budgets)
+              + " |", "|---" * (len(budgets) + 2) + "|"]
+    for group in sorted({c["group"] for c in cells}):
+      by_budget = {str(c["budget"]): c for c in cells if c["group"] == group}
+      n = max(c["num_samples"] for c in by_budget.values())
+      lines.append(f"| {group} | {n} | " + " | ".join(
+          (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
+           f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]} {c['baseline']}")
+          if (c := by_budget.get(b)) else "" for b in budgets) + " |")
+    lines.append("")
+  return lines

@@ -86,6 +86,27 @@ def paired_comparisons(samples: Sequence[dict]) -> list[dict]:
   return out
 
 
+GROUP_METRICS = ("agreement",)
+
+
+def group_comparisons(samples: Sequence[dict],
+                      metrics: Sequence[str] = GROUP_METRICS) -> list[dict]:
+  """KVP against the best query-free and query-aware baseline within each
+  group of a suite (a RULER-style task at one length), paired as
+  paired_comparisons, on `metrics`: where a suite's verdict comes from.
+  Each entry's suite is "<suite>/<group>"; suites with one group are left
+  out (their verdicts are the suite's)."""
+  groups: dict[str, set] = {}
+  for r in samples:
+    groups.setdefault(r["suite"], set()).add(r.get("group"))
+  rows = [dict(r, suite=f"{r['suite']}/{r['group']}") for r in samples
+          if r["metric"] in metrics and len(groups[r["suite"]]) > 1
+          and r["scorer"] != FULL and str(r["budget"]) != FULL
+          and math.isfinite(r["value"])]
+  return _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
+                                       seed=SEED)
+
+
 def _table(rows: Sequence[dict], cell) -> list[str]:
   """A scorers x budgets markdown table of the rows; cell(row) -> text."""
   budgets = sorted({str(r["budget"]) for r in rows}, key=_report._budget_sort)
@@ -212,8 +233,10 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   out_dir.mkdir(parents=True, exist_ok=True)
   retention = _report.aggregate(retention_rows(samples))
   comparisons = paired_comparisons(samples)
+  by_group = group_comparisons(samples)
   rows = ([dict(r, kind="retention") for r in retention] +
-          [dict(c, kind="paired") for c in comparisons])
+          [dict(c, kind="paired") for c in comparisons] +
+          [dict(c, kind="paired_group") for c in by_group])
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
   plot_paired(comparisons, out_dir)
@@ -221,4 +244,5 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
           fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
           memory_markdown(aggregated) +
           _paired.summary_markdown(comparisons) +
+          _paired.group_markdown(by_group) +
           _paired.comparisons_markdown(comparisons))

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _report
@@ -81,3 +82,58 @@ def test_non_finite_values_are_left_out():
            for s in ("kvp", "knorm")]
   got = _verdicts.paired_comparisons(rows)
   assert not any(c["suite"] == "cost" for c in got)
+
+
+def _two_task_rows(n=10):
+  """Agreement rows of two tasks: kvp 5 points above keydiff on "a@1k",
+  5 below on "b@1k" (plus noise), at two budgets; snapkv, query-aware,
+  in between."""
+  rng = np.random.default_rng(3)
+  rows = []
+  for task, sign in (("a@1k", 1), ("b@1k", -1)):
+    for i in range(n):
+      for budget in (64, 128):
+        base = 80 + rng.normal()
+        for scorer, value in (("kvp", base + sign * 5 + rng.normal(0, .5)),
+                              ("keydiff", base), ("random", base - 10),
+                              ("snapkv", base + sign * 2)):
+          rows.append(dict(suite="ruler", sample=f"{task}-{i}", group=task,
+                           scorer=scorer, budget=budget, protocol="once",
+                           allocation="uniform", metric="agreement",
+                           value=float(value)))
+  return rows
+
+
+def test_group_verdicts_show_where_the_suite_verdict_comes_from(tmp_path):
+  rows = _two_task_rows()
+  by_group = _verdicts.group_comparisons(rows)
+  cells = {(c["suite"], str(c["budget"]), c["family"]): c for c in by_group}
+  assert len(cells) == len(by_group) == 2 * 2 * 2
+  for budget in (64, 128):
+    better = cells[("ruler/a@1k", str(budget), "query_free")]
+    worse = cells[("ruler/b@1k", str(budget), "query_free")]
+    assert better["baseline"] == worse["baseline"] == "keydiff"
+    assert better["verdict"] == _paired.BETTER and better["num_samples"] == 10
+    assert worse["verdict"] == _paired.WORSE
+    assert better["difference"] == pytest.approx(5, abs=0.5)
+  # The suite as a whole: the two tasks cancel.
+  suite = [c for c in _verdicts.paired_comparisons(rows)
+           if c["family"] == "query_free"]
+  assert {c["verdict"] for c in suite} == {_paired.TIE}
+  md = _paired.group_markdown(by_group)
+  lines = [l for l in md if l.startswith("| a@1k") or l.startswith("| b@1k")]
+  assert len(lines) == 4                  # Two tasks x two families.
+  assert md.index("### ruler: agreement, against the best query_free "
+                  "baseline") < md.index("### ruler: agreement, against the "
+                                         "best query_aware baseline")
+  first = lines[0].split(" | ")
+  assert first[1] == "10" and first[2].endswith("▲ keydiff")
+  # One group: nothing per group (the suite's verdicts say it all).
+  one = [dict(r, group="a@1k") for r in rows if r["group"] == "a@1k"]
+  assert _verdicts.group_comparisons(one) == []
+  assert _paired.group_markdown([]) == []
+  # The report writes them, beside the suite's verdicts.
+  _verdicts.write(rows, _report.aggregate(rows), tmp_path)
+  written = [json.loads(l) for l in
+             (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+  assert sum(r["kind"] == "paired_group" for r in written) == len(by_group)
