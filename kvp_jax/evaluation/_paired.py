@@ -290,6 +290,17 @@ _MARK = {BETTER: "▲", WORSE: "▼", TIE: "="}
 SUMMARY_METRICS = ("agreement", "retention")
 
 
+def _glance_cell(c: Mapping | None, digits: int,
+                 with_baseline: bool = False) -> str:
+  """One comparison as "+d [low, high] mark" (and its baseline's name);
+  empty for a missing one."""
+  if c is None:
+    return ""
+  text = (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
+          f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]}")
+  return f"{text} {c['baseline']}" if with_baseline else text
+
+
 def summary_markdown(comparisons: Sequence[Mapping],
                      metrics: Sequence[str] = SUMMARY_METRICS,
                      confidence: float = 0.95) -> list[str]:
@@ -339,9 +350,7 @@ def summary_markdown(comparisons: Sequence[Mapping],
                    if (c.get("method", "kvp"), c["family"]) == (method,
                                                                 family)}
       lines.append(f"| {method} - {family} | " + " | ".join(
-          (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
-           f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]}")
-          if (c := by_budget.get(b)) else "" for b in budgets) + " |")
+          _glance_cell(by_budget.get(b), digits) for b in budgets) + " |")
     lines.append("")
   return lines
 
@@ -381,8 +390,7 @@ def group_markdown(comparisons: Sequence[Mapping],
       by_budget = {str(c["budget"]): c for c in cells if c["group"] == group}
       n = max(c["num_samples"] for c in by_budget.values())
       lines.append(f"| {group} | {n} | " + " | ".join(
-          (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
-           f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]} {c['baseline']}")
-          if (c := by_budget.get(b)) else "" for b in budgets) + " |")
+          _glance_cell(by_budget.get(b), digits, with_baseline=True)
+          for b in budgets) + " |")
     lines.append("")
   return lines
