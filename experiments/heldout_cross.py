@@ -15,7 +15,9 @@ on the same samples with paired intervals, every baseline cell reused.
 
 The policy is the committed experiments/results/dialogue_agents/policy.kvp
 when there is one, else runs/dialogues/policy.kvp (the environment's
-KVP_DIALOGUE_POLICY overrides both); without either the config refuses.
+KVP_DIALOGUE_POLICY overrides both); without either, evaluate refuses
+before the model loads, naming the missing file (the config itself always
+builds).
 """
 
 import os
@@ -29,16 +31,14 @@ TRAINED = Path("runs/dialogues/policy.kvp")
 
 
 def dialogue_policy() -> Path:
-  """The dialogue-trained policy this grid evaluates."""
+  """The dialogue-trained policy this grid evaluates (the first that
+  exists; else the first looked for)."""
   named = os.environ.get("KVP_DIALOGUE_POLICY")
   candidates = [Path(named)] if named else [COMMITTED, TRAINED]
   for path in candidates:
     if path.is_file():
       return path
-  raise FileNotFoundError(
-      "no dialogue-trained policy: looked for "
-      + " and ".join(str(p) for p in candidates) + "; train and export one "
-      "with the commands in experiments/heldout_cross.py's docstring")
+  return candidates[0]          # Missing: evaluate's config check says so.
 
 
 def get_config():

@@ -104,9 +104,12 @@ def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
   from experiments import heldout_cross  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path / "none"))
   monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "missing.kvp"))
-  with pytest.raises(FileNotFoundError, match=r"missing\.kvp; train and "
-                                              r"export one"):
-    heldout_cross.get_config()
+  from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
+  missing = heldout_cross.get_config()         # The config always builds.
+  assert missing.eval.policies["kvp_dialogue"] == str(tmp_path /
+                                                      "missing.kvp")
+  with pytest.raises(Exception, match=r"missing\.kvp"):
+    _cli.check_eval_config(missing, tmp_path)  # evaluate refuses it.
   (tmp_path / "d.kvp").write_bytes(b"x")
   monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "d.kvp"))
   config = heldout_cross.get_config()
