@@ -249,14 +249,14 @@ def kvp_against_baselines(
   return out
 
 
-def _budget_order(budget: str) -> tuple:
+def budget_order(budget: str) -> tuple:
   """Numeric budgets first, in order; then the named ones ("full", "all")."""
   return (0, int(budget)) if budget.isdigit() else (1, budget)
 
 
 def _cell_order(key: tuple) -> tuple:
   suite, budget, *rest = key
-  return (suite, _budget_order(budget), *rest)
+  return (suite, budget_order(budget), *rest)
 
 
 def comparisons_markdown(comparisons: Sequence[Mapping],
@@ -288,6 +288,17 @@ def comparisons_markdown(comparisons: Sequence[Mapping],
 
 _MARK = {BETTER: "▲", WORSE: "▼", TIE: "="}
 SUMMARY_METRICS = ("agreement", "retention")
+
+
+def _family_rank(family: str, families: Sequence[str]) -> int:
+  """A family's place in `families` (unknown ones last)."""
+  return families.index(family) if family in families else len(families)
+
+
+def _table_digits(cells: Sequence[Mapping]) -> int:
+  """Two decimals, three where every interval end of the table is below 1
+  (KL)."""
+  return 2 if max(max(abs(c["low"]), abs(c["high"])) for c in cells) >= 1 else 3
 
 
 def _glance_cell(c: Mapping | None, digits: int,
@@ -324,16 +335,15 @@ def summary_markdown(comparisons: Sequence[Mapping],
     tables[(c["suite"], c["metric"], str(c.get("protocol")),
             str(c.get("allocation")))].append(c)
   several_settings = len({key[2:] for key in tables}) > 1
-  families = ["kvp", *FAMILIES]
   def row_order(key):
     method, family = key
-    return (method != "kvp", method, families.index(family)
-            if family in families else len(families), family)
+    return (method != "kvp", method, _family_rank(family, ["kvp", *FAMILIES]),
+            family)
   lines = [f"## The paired comparisons at a glance (difference "
            f"[{confidence:.0%} interval]; ▲ better, ▼ worse, = not "
            "distinguishable)", ""]
   for (suite, metric, protocol, allocation), cells in sorted(tables.items()):
-    budgets = sorted({str(c["budget"]) for c in cells}, key=_budget_order)
+    budgets = sorted({str(c["budget"]) for c in cells}, key=budget_order)
     where = (f", protocol {protocol}, allocation {allocation}"
              if several_settings else "")
     lines += [f"### {suite}: {metric}{where}", "",
@@ -342,9 +352,7 @@ def summary_markdown(comparisons: Sequence[Mapping],
               "|---" * (len(budgets) + 1) + "|"]
     keys = sorted({(c.get("method", "kvp"), c["family"]) for c in cells},
                   key=row_order)
-    # Two decimals, three where every number of the table is below 1 (KL).
-    digits = 2 if max(max(abs(c["low"]), abs(c["high"]))
-                      for c in cells) >= 1 else 3
+    digits = _table_digits(cells)
     for method, family in keys:
       by_budget = {str(c["budget"]): c for c in cells
                    if (c.get("method", "kvp"), c["family"]) == (method,
@@ -373,16 +381,13 @@ def group_markdown(comparisons: Sequence[Mapping],
   lines = [f"## {methods} per group (difference [{confidence:.0%} interval] "
            "against the group's best baseline of the family, named; "
            "▲ better, ▼ worse, = not distinguishable)", ""]
-  families = list(FAMILIES)
   def table_order(key):
     suite, metric, family = key
-    return (suite, metric, families.index(family)
-            if family in families else len(families), family)
+    return (suite, metric, _family_rank(family, list(FAMILIES)), family)
   for (suite, metric, family), cells in sorted(tables.items(),
                                                key=lambda t: table_order(t[0])):
-    budgets = sorted({str(c["budget"]) for c in cells}, key=_budget_order)
-    digits = 2 if max(max(abs(c["low"]), abs(c["high"]))
-                      for c in cells) >= 1 else 3
+    budgets = sorted({str(c["budget"]) for c in cells}, key=budget_order)
+    digits = _table_digits(cells)
     lines += [f"### {suite}: {metric}, against the best {family} baseline",
               "", "| group | n | " + " | ".join(f"b={b}" for b in budgets)
               + " |", "|---" * (len(budgets) + 2) + "|"]

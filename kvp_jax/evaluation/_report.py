@@ -19,6 +19,7 @@ import numpy as np
 
 from kvp_jax import _files
 from kvp_jax.evaluation import _evicted_share
+from kvp_jax.evaluation._paired import budget_order
 from kvp_jax.evaluation._paired import is_extra_policy
 
 FULL = "full"
@@ -85,10 +86,6 @@ def _evicted_share_value(members: Sequence[dict]) -> dict:
           "heads_global": int(geo["heads_global"][0])}
 
 
-def _budget_sort(b: str):
-  return (0, int(b)) if b.isdigit() else (1, b)
-
-
 def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   """Markdown table: at each suite's mean and each budget, KVP's mean
   against the best other deployable scorer's (neither the oracle nor the
@@ -107,7 +104,7 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   for suite in sorted({r["suite"] for r in means}):
     srows = [r for r in means if r["suite"] == suite]
     lower = srows[0]["metric"] in ("perplexity", "normalised_cost")
-    for b in sorted({r["budget"] for r in srows}, key=_budget_sort):
+    for b in sorted({r["budget"] for r in srows}, key=budget_order):
       cell = {r["scorer"]: r["value"] for r in srows if r["budget"] == b}
       others = {k: v for k, v in cell.items()
                 if k not in ("kvp", "oracle", FULL) and
@@ -144,7 +141,7 @@ def markdown(rows: Sequence[dict], title: str = "",
     for group in groups:
       grows = [r for r in srows if r["group"] == group]
       budgets = sorted({r["budget"] for r in grows if r["budget"] != FULL},
-                       key=_budget_sort)
+                       key=budget_order)
       full = [r for r in grows if r["scorer"] == FULL]
       n = max(r["num_samples"] for r in grows)
       lines.append(f"### {group} ({n} samples)" +

@@ -99,7 +99,7 @@ def group_comparisons(samples: Sequence[dict],
   groups: dict[str, set] = {}
   for r in samples:
     groups.setdefault(r["suite"], set()).add(r.get("group"))
-  rows = [dict(r, suite=f"{r['suite']}/{r['group']}") for r in samples
+  rows = [dict(r, suite=f"{r['suite']}/{r.get('group')}") for r in samples
           if r["metric"] in metrics and len(groups[r["suite"]]) > 1
           and r["scorer"] != FULL and str(r["budget"]) != FULL
           and math.isfinite(r["value"])]
@@ -109,7 +109,7 @@ def group_comparisons(samples: Sequence[dict],
 
 def _table(rows: Sequence[dict], cell) -> list[str]:
   """A scorers x budgets markdown table of the rows; cell(row) -> text."""
-  budgets = sorted({str(r["budget"]) for r in rows}, key=_report._budget_sort)
+  budgets = sorted({str(r["budget"]) for r in rows}, key=_paired.budget_order)
   lines = ["| scorer | " + " | ".join(f"b={b}" for b in budgets) + " |",
            "|---" * (len(budgets) + 1) + "|"]
   for s in sorted({r["scorer"] for r in rows}):
