@@ -22,6 +22,7 @@ from kvp_jax.eviction._steps import EvictWhenFull
 from kvp_jax.eviction._views import layer_views
 from kvp_jax.model import Decoder, DecoderConfig, KVCache, Pretrained
 from kvp_jax.model import EOS_ID, layer_capacities, token_log_likelihood
+from kvp_jax.model import project_logits
 
 
 @dataclasses.dataclass
@@ -332,15 +333,36 @@ def _score_piece(config: DecoderConfig, params, cache: KVCache,
 
 
 @functools.partial(jax.jit, static_argnames=("config", "capture"))
-def _forward_logits(config: DecoderConfig, params, cache: KVCache,
+def _forward_hidden(config: DecoderConfig, params, cache: KVCache,
                     tokens: jax.Array, positions: jax.Array,
                     capture: bool = False):
-  """One forward pass of a chunk through a cache: ([B, T, V] float32 logits
-  at every chunk position, the cache with the chunk appended, the chunk's
-  captured q/k/v or None)."""
+  """One forward pass of a chunk through a cache, without the vocabulary
+  projection: ([B, T, D] final hidden states, the cache with the chunk
+  appended, the chunk's captured q/k/v or None)."""
   out = Decoder(config).apply({"params": params}, tokens, positions, cache,
-                              logits_at="all", capture=capture)
-  return out.logits.astype(jnp.float32), out.cache, out.captured
+                              logits_at="none", capture=capture)
+  return out.hidden, out.cache, out.captured
+
+
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnums=(0,))
+def _write_logits(logits: jax.Array, config: DecoderConfig, params,
+                  hidden: jax.Array, start: jax.Array) -> jax.Array:
+  """logits [B, W, V] (donated: updated in place) with positions start ..
+  start + T set to the projection of hidden [B, T, D]."""
+  return jax.lax.dynamic_update_slice(
+      logits, project_logits(config, params, hidden), (0, start, 0))
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _write_first(logits: jax.Array, first: jax.Array) -> jax.Array:
+  """logits [B, W, V] (donated) with position 0 set to first [B, V]."""
+  return logits.at[:, 0].set(first.astype(jnp.float32))
+
+
+def _logits_chunk(batch: int, vocab: int) -> int:
+  """Positions projected at a time: a [batch, chunk, vocab] float32
+  temporary of at most 512 MiB beside the [B, W, V] result."""
+  return max(1, (512 << 20) // (4 * batch * vocab))
 
 
 def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
@@ -372,7 +394,8 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
   Returns:
     (logits [B, W, V] float32, W >= max continuation length; positions past
     a row's continuation are padding, stats with cache_bytes and
-    peak_slots). Memory: B x W x V x 4 bytes.
+    peak_slots). Memory: B x W x V x 4 bytes, plus a chunk of positions
+    (at most 512 MiB) while it is written.
   Raises:
     ValueError: an empty continuation.
   """
@@ -388,18 +411,25 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
   conts = np.zeros((len(continuations), width), np.int32)
   for i, c in enumerate(continuations):
     conts[i, :len(c)] = c
-  out = [pre.first_logits.astype(jnp.float32)[:, None]]         # [B, 1, V]
+  # Written in place, a chunk of positions at a time: the peak is one
+  # [B, W, V] array, never a second copy of it.
+  batch, vocab = pre.first_logits.shape
+  out = _write_first(jnp.zeros((batch, width, vocab), jnp.float32),
+                     pre.first_logits)                            # [B, W, V]
+  chunk = _logits_chunk(batch, vocab)
   cache = pre.cache
   for step, start in enumerate(range(0, width - 1, piece)):
     stop = min(start + piece, width - 1)
     pos = pre.lengths[:, None] + np.arange(start, stop)[None]
-    logits, cache, captured = _forward_logits(
+    hidden, cache, captured = _forward_hidden(
         model.config, model.params, cache, jnp.asarray(conts[:, start:stop]),
         jnp.asarray(pos, jnp.int32), capture=moments is not None)
-    out.append(logits)
+    for c in range(0, stop - start, chunk):
+      out = _write_logits(out, model.config, model.params,
+                          hidden[:, c:c + chunk], jnp.int32(start + 1 + c))
     if stop < width - 1 and piece < width:
       cache, moments = _evict_appended(model, cache, moments, captured, pos,
                                        scorer, eviction,
                                        jax.random.fold_in(rng, step))
   stats = {"cache_bytes": pre.cache.num_bytes(), "peak_slots": pre.peak_slots}
-  return jnp.concatenate(out, axis=1), stats
+  return out, stats

@@ -13,6 +13,7 @@ from kvp_jax.model._decoder import Decoder
 from kvp_jax.model._decoder import DecoderOutput
 from kvp_jax.model._decoder import init_params
 from kvp_jax.model._decoder import output_embedding
+from kvp_jax.model._decoder import project_logits
 from kvp_jax.model._decoder import token_log_likelihood
 from kvp_jax.model._gguf import GGUFError
 from kvp_jax.model._kv_cache import attention_mask

@@ -137,6 +137,20 @@ def output_embedding(params: Any) -> jax.Array:
   return params["embedder"]["input_embedding"]
 
 
+def project_logits(config: DecoderConfig, params: Any,
+                   hidden: jax.Array) -> jax.Array:
+  """[..., width] final hidden states (DecoderOutput.hidden) -> [..., vocab]
+  float32 logits: the decoder's tied output projection and final soft-cap,
+  the same operations as Decoder's logits."""
+  emb = output_embedding(params).astype(hidden.dtype)             # [V, D]
+  logits = jnp.einsum("...d,vd->...v", hidden, emb,
+                      preferred_element_type=jnp.float32)
+  if config.final_logit_softcap is not None:
+    cap = config.final_logit_softcap
+    logits = jnp.tanh(logits / cap) * cap
+  return logits
+
+
 def token_log_likelihood(config: DecoderConfig, params: Any,
                          hidden: jax.Array, targets: jax.Array,
                          chunk: int = 256) -> jax.Array:
@@ -152,7 +166,6 @@ def token_log_likelihood(config: DecoderConfig, params: Any,
     [batch, T] float32 log-probabilities.
   """
   b, t, d = hidden.shape
-  emb = output_embedding(params).astype(hidden.dtype)             # [V, D]
   pad = (-t) % chunk
   h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
   y = jnp.pad(targets, ((0, 0), (0, pad)))
@@ -161,11 +174,7 @@ def token_log_likelihood(config: DecoderConfig, params: Any,
 
   def one(args):
     hc, yc = args
-    logits = jnp.einsum("bcd,vd->bcv", hc, emb,
-                        preferred_element_type=jnp.float32)
-    if config.final_logit_softcap is not None:
-      cap = config.final_logit_softcap
-      logits = jnp.tanh(logits / cap) * cap
+    logits = project_logits(config, params, hc)                  # [B, c, V]
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, yc[..., None], axis=-1)[..., 0]
     return picked - lse

@@ -111,6 +111,48 @@ def test_budget_at_least_the_context_is_exact(tiny):
   assert float(np.mean(m["kl"])) > 1e-4    # Eviction does change something.
 
 
+def test_logits_written_a_chunk_at_a_time_are_the_decoders(tiny,
+                                                            monkeypatch):
+  """The [B, W, V] result is written in place a chunk of positions at a
+  time (its peak memory is one copy); every chunking, and the decode
+  protocol's pieces, gives exactly the decoder's own logits."""
+  from kvp_jax.eviction import _runtime  # pylint: disable=g-import-not-at-top
+  prompts, conts = _data(seed=3)
+  knorm = scorers.get_scorer("knorm")
+  context = eviction_lib.prefill_context(tiny, prompts, capture=False)
+  eviction = eviction_lib.Eviction(24)
+  whole, _ = eviction_lib.continuation_logits(tiny, knorm, eviction, context,
+                                              conts)
+  width = whole.shape[1]
+  pre = eviction_lib.compress_context(tiny, context, knorm, eviction, width)
+  tokens = np.zeros((len(conts), width), np.int32)
+  for i, c in enumerate(conts):
+    tokens[i, :len(c)] = c
+  pos = jnp.asarray(pre.lengths[:, None] + np.arange(width - 1)[None],
+                    jnp.int32)
+  ref = model_lib.Decoder(tiny.config).apply(
+      {"params": tiny.params}, jnp.asarray(tokens[:, :-1]), pos, pre.cache,
+      logits_at="all").logits                                     # [B, W-1, V]
+  np.testing.assert_array_equal(np.asarray(whole[:, 0]),
+                                np.asarray(pre.first_logits, np.float32))
+  np.testing.assert_allclose(np.asarray(whole[:, 1:]), np.asarray(ref),
+                             atol=1e-5, rtol=1e-5)
+  for chunk in (1, 3, width + 5):
+    monkeypatch.setattr(_runtime, "_logits_chunk", lambda b, v, c=chunk: c)
+    got, _ = eviction_lib.continuation_logits(tiny, knorm, eviction,
+                                              context, conts)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(whole))
+  monkeypatch.setattr(_runtime, "_logits_chunk", lambda b, v: 2)
+  decode = eviction_lib.Eviction(24, protocol="decode", decode_interval=3)
+  got, _ = eviction_lib.continuation_logits(tiny, knorm, decode, context,
+                                            conts)
+  monkeypatch.undo()
+  want, _ = eviction_lib.continuation_logits(tiny, knorm, decode, context,
+                                             conts)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  assert _runtime._logits_chunk(8, 262144) == 64   # 512 MiB for Gemma 3.
+
+
 def test_empty_continuation_is_refused(tiny):
   with pytest.raises(ValueError, match="non-empty continuation"):
     eviction_lib.continuation_logits(
