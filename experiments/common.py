@@ -58,13 +58,18 @@ def traces_config(sources=(), **overrides) -> ml_collections.ConfigDict:
   max_length: longest trace the store holds (prompt + continuation).
   with_kv: store keys and values ("stored" features) or only what the
     trainer needs to recompute them ("recomputed").
+  reuse: other trace stores whose traces of the same samples, recorded the
+    same way, are copied instead of recorded again (checked: model,
+    generation, splits; kvp_jax.traces.ReusedTraces).
+  A source may name its own num_random_splits and min_prompt_length
+  (kvp_jax.samples.sources).
   """
   c = ml_collections.ConfigDict({
       "store": "", "sources": list(sources), "max_new_tokens": 64,
       "continuation": "greedy", "target": "attention", "num_random_splits": 0,
       "min_prompt_length": 64, "batch_size": 4, "pad_multiple": 256,
       "max_length": 4096 + 512, "with_kv": True, "kv_dtype": "bfloat16",
-      "split_fractions": (0.8, 0.1, 0.1), "seed": 0})
+      "split_fractions": (0.8, 0.1, 0.1), "seed": 0, "reuse": ()})
   c.update(overrides)
   return c
 

@@ -18,6 +18,10 @@ when there is one, else runs/dialogues/policy.kvp (the environment's
 KVP_DIALOGUE_POLICY overrides both); without either, evaluate refuses
 before the model loads, naming the missing file (the config itself always
 builds).
+
+The agents trained on both sources (mixed_agents.py) join as "kvp_mixed"
+once trained: experiments/results/mixed_agents/policy.kvp, else
+runs/mixed/policy.kvp.
 """
 
 import os
@@ -28,6 +32,8 @@ from experiments import heldout_ablations
 
 COMMITTED = Path(heldout.RESULTS) / "dialogue_agents" / "policy.kvp"
 TRAINED = Path("runs/dialogues/policy.kvp")
+MIXED = (Path(heldout.RESULTS) / "mixed_agents" / "policy.kvp",
+         Path("runs/mixed/policy.kvp"))
 
 
 def dialogue_policy() -> Path:
@@ -45,4 +51,7 @@ def get_config():
   c = heldout_ablations.get_config()
   c.eval.policies = {**dict(c.eval.policies),
                      "kvp_dialogue": str(dialogue_policy())}
+  mixed = [p for p in MIXED if p.is_file()]
+  if mixed:
+    c.eval.policies["kvp_mixed"] = str(mixed[0])
   return c

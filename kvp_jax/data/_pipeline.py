@@ -38,7 +38,9 @@ class InputConfig:
     that holds its split point. Elements longer than the last are dropped
     (and counted), so choose the last at least the longest prompt.
   split_mode: "true" (the recorded prompt length), "random" (the stored
-    random split points; dialogues), or "all" (both).
+    random split points; dialogues), or "all" (both). A trace with no
+    random split points of its own (a RULER-style one in a store that also
+    holds dialogues) gives its true split in every mode.
   num_sinks, num_recent: tokens always kept at inference, so left out of the
     ranked set (method section 5); cache.Protected's defaults, and recorded
     in the exported policy.
@@ -89,8 +91,8 @@ def elements(store: TraceStore, split: str, cfg: InputConfig
   """(record, split point) pairs of a data split, and how many were dropped
   for being longer than the last bucket."""
   out, dropped = [], 0
-  num_splits = store.layout.num_splits
   for rec in store.records_in(split):
+    num_splits = rec.num_splits or store.layout.num_splits  # Its own slots.
     data = store.read(rec.index, fields=("split_points",))["split_points"]
     if cfg.split_mode == "true":
       choices = [0]

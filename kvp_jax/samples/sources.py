@@ -10,6 +10,11 @@ A source is a mapping with a `kind`:
    "lengths": [...], "num_samples": n, "seed": s, "pool": ...}
   {"kind": "jsonl", "paths": [...]}           (a user's own samples)
 
+Any source may also say how its traces are split (kvp_jax.traces): its own
+"num_random_splits" and "min_prompt_length", which override the `traces`
+section's for its samples (one store of RULER-style tasks at their true
+split and dialogues at random ones).
+
 Dialogue and document sources draw from a pool: conversations (documents)
 are split once, by a hash of their id, into a training pool (90%) and a
 held-out pool (10%), so traces for training and evaluation suites never share
@@ -60,40 +65,51 @@ def build_samples(sources: Sequence[Mapping[str, Any]],
     ValueError: unknown kind/task/pool, or duplicate sample ids.
     SampleError: a malformed JSONL record (names file and line).
   """
-  out: list[samples_lib.Sample] = []
-  for source in sources:
-    source = dict(source)
-    kind = source.get("kind")
-    if kind not in KINDS:
-      raise ValueError(f"unknown source kind {kind!r}; known: {KINDS}")
-    if kind == "jsonl":
-      out += samples_lib.read_sample_files(list(_get(source, "paths")))
-      continue
-    lengths = [int(x) for x in _get(source, "lengths")]
-    n, seed = int(_get(source, "num_samples")), int(source.get("seed", 0))
-    if kind == "ruler":
-      for task in _get(source, "tasks"):
-        for length in lengths:
-          out += ruler.generate_task(task, n, length, tokenizer, seed)
-    elif kind == "dialogues":
-      pool = source.get("pool", "all")
-      convs = [c for c in dialogues.load_conversations() if in_pool(c.id, pool)]
-      for length in lengths:
-        out += _with_pool(dialogues.generate_dialogues(
-            n, length, tokenizer, seed, conversations=convs), pool)
-    else:
-      pool = source.get("pool", "all")
-      name = _get(source, "source")
-      docs = [d for d in documents.load_documents(name)
-              if in_pool(d.name, pool)]
-      task = f"documents_{documents.source_name(name)}"
-      for length in lengths:
-        out += _with_pool(documents.generate_documents(
-            docs, n, length, tokenizer, seed, task=task), pool)
+  return [s for group in build_samples_per_source(sources, tokenizer)
+          for s in group]
+
+
+def build_samples_per_source(sources: Sequence[Mapping[str, Any]], tokenizer
+                             ) -> list[list[samples_lib.Sample]]:
+  """`build_samples`, one list per source (in the sources' order)."""
+  groups = [_source_samples(dict(source), tokenizer) for source in sources]
   seen: set[str] = set()
-  for s in out:
+  for s in (s for group in groups for s in group):
     if s.id in seen:
       raise ValueError(f"duplicate sample id {s.id!r}: give sources "
                        "different seeds or ids")
     seen.add(s.id)
+  return groups
+
+
+def _source_samples(source: dict[str, Any], tokenizer
+                    ) -> list[samples_lib.Sample]:
+  """The samples of one source."""
+  out: list[samples_lib.Sample] = []
+  kind = source.get("kind")
+  if kind not in KINDS:
+    raise ValueError(f"unknown source kind {kind!r}; known: {KINDS}")
+  if kind == "jsonl":
+    return samples_lib.read_sample_files(list(_get(source, "paths")))
+  lengths = [int(x) for x in _get(source, "lengths")]
+  n, seed = int(_get(source, "num_samples")), int(source.get("seed", 0))
+  if kind == "ruler":
+    for task in _get(source, "tasks"):
+      for length in lengths:
+        out += ruler.generate_task(task, n, length, tokenizer, seed)
+  elif kind == "dialogues":
+    pool = source.get("pool", "all")
+    convs = [c for c in dialogues.load_conversations() if in_pool(c.id, pool)]
+    for length in lengths:
+      out += _with_pool(dialogues.generate_dialogues(
+          n, length, tokenizer, seed, conversations=convs), pool)
+  else:
+    pool = source.get("pool", "all")
+    name = _get(source, "source")
+    docs = [d for d in documents.load_documents(name)
+            if in_pool(d.name, pool)]
+    task = f"documents_{documents.source_name(name)}"
+    for length in lengths:
+      out += _with_pool(documents.generate_documents(
+          docs, n, length, tokenizer, seed, task=task), pool)
   return out

@@ -15,5 +15,7 @@ from kvp_jax.traces._job import generate_traces
 from kvp_jax.traces._job import plan_batches
 from kvp_jax.traces._job import recording_settings
 from kvp_jax.traces._job import PlannedSample
+from kvp_jax.traces._job import ReusedTraces
+from kvp_jax.traces._job import split_settings
 from kvp_jax.traces._job import store_metadata
 from kvp_jax.traces._job import trace_target

@@ -99,7 +99,8 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
                   max_new_tokens: int, with_kv: bool = True,
                   kv_dtype=jnp.bfloat16, pad_multiple: int = 128,
                   continuations: Sequence[Sequence[int]] | None = None,
-                  num_random_splits: int = 0, min_prompt_length: int = 32,
+                  num_random_splits: int | Sequence[int] = 0,
+                  min_prompt_length: int | Sequence[int] = 32,
                   rngs: Sequence[np.random.Generator] | None = None,
                   target: str = "attention") -> list[Trace]:
   """Records traces for a batch of prompts.
@@ -115,7 +116,10 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
     continuations: optional given continuations (e.g. a dialogue's reference
       reply) used instead of greedy decoding.
     num_random_splits: random split points drawn uniformly in
-      [min_prompt_length, T) per trace (the paper's Algorithm 1 for dialogues).
+      [min_prompt_length, T) per trace (the paper's Algorithm 1 for
+      dialogues); one number for every prompt, or one per prompt (a trace
+      with fewer split points than the batch's most has fewer in its Trace).
+    min_prompt_length: the same, one for every prompt or one per prompt.
     rngs: one numpy Generator per prompt for those draws.
     target: what the importance measures: "attention" (the paper's future
       attention mass) or "value_weighted" (that mass, each query head's
@@ -125,6 +129,8 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
   """
   if target not in TARGETS:
     raise ValueError(f"target {target!r}: must be one of {', '.join(TARGETS)}")
+  counts = _per_prompt(num_random_splits, len(prompts))
+  lows = _per_prompt(min_prompt_length, len(prompts))
   config, params = model.config, model.params
   b = len(prompts)
   batch, logits, cache, captured = inference.prefill_prompts(
@@ -149,9 +155,8 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
   splits = []
   for i in range(b):
     row = [int(lengths[i])] + [int(s) for s in (split_points or [[]] * b)[i]]
-    low = min(min_prompt_length, int(totals[i]) - 1)
-    row += [int(s) for s in rngs[i].integers(low, totals[i],
-                                             num_random_splits)]
+    low = min(lows[i], int(totals[i]) - 1)
+    row += [int(s) for s in rngs[i].integers(low, totals[i], counts[i])]
     splits.append(row)
   num_splits = max(map(len, splits))
   split_arr = np.asarray([r + [r[0]] * (num_splits - len(r)) for r in splits],
@@ -175,3 +180,12 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
         keys=keys[i, :, :, :t] if with_kv else None,
         values=values[i, :, :, :t] if with_kv else None))
   return traces
+
+
+def _per_prompt(value: int | Sequence[int], b: int) -> list[int]:
+  """One setting per prompt, from one for all or one per prompt."""
+  if isinstance(value, (int, np.integer)):
+    return [int(value)] * b
+  if len(value) != b:
+    raise ValueError(f"{len(value)} per-prompt settings for {b} prompts")
+  return [int(v) for v in value]

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+import types
 import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,7 +39,9 @@ from kvp_jax.samples import sources as sources_lib
 from kvp_jax import inference
 from kvp_jax.traces._capture import record_traces
 from kvp_jax.traces._capture import TARGETS
+from kvp_jax.traces._capture import Trace
 from kvp_jax.traces._store import StoreError
+from kvp_jax.traces._store import _differences
 from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
 from kvp_jax.model import Pretrained
@@ -47,11 +50,14 @@ from kvp_jax.model import Pretrained
 @dataclasses.dataclass(frozen=True)
 class PlannedSample:
   """A sample ready to record: prompt ids (BOS first), optional given
-  continuation ids, and its train/validation/test split."""
+  continuation ids, its train/validation/test split, and how its trace is
+  split (`split_settings`)."""
   sample: samples_lib.Sample
   prompt: tuple[int, ...]
   continuation: tuple[int, ...] | None
   split: str
+  num_random_splits: int = 0
+  min_prompt_length: int = 0
 
 
 def split_of(sample_id: str, seed: int,
@@ -72,12 +78,41 @@ def sample_rng(sample_id: str, seed: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(sample_id.encode())])
 
 
+def split_settings(cfg, source: Mapping[str, Any] | None = None
+                   ) -> tuple[int, int]:
+  """(num_random_splits, min_prompt_length) of a source's traces: the
+  source's own where it names them, else the `traces` section's.
+
+  Raises ValueError for a negative setting.
+  """
+  source = source or {}
+  n = int(source.get("num_random_splits", cfg.num_random_splits))
+  low = int(source.get("min_prompt_length", cfg.min_prompt_length))
+  if n < 0 or low < 1:
+    raise ValueError(f"num_random_splits={n} and min_prompt_length={low}: "
+                     "need num_random_splits >= 0 and min_prompt_length >= 1"
+                     + (f" (source {dict(source)})" if source else ""))
+  return n, low
+
+
+def max_random_splits(cfg) -> int:
+  """The most random split points any source's traces have (the store's
+  split slots are one more)."""
+  return max([split_settings(cfg)[0]]
+             + [split_settings(cfg, s)[0] for s in cfg.sources])
+
+
 def plan_batches(samples: Sequence[samples_lib.Sample], tokenizer,
-                 cfg) -> list[list[PlannedSample]]:
+                 cfg, settings: Mapping[str, tuple[int, int]] | None = None
+                 ) -> list[list[PlannedSample]]:
   """Batches of samples with prompts in the same length bucket.
 
+  Args:
+    settings: per sample id, its (num_random_splits, min_prompt_length)
+      (default: the `traces` section's for every sample).
   Raises ValueError for a sample whose trace cannot fit the store.
   """
+  default = split_settings(cfg)
   prompts = tokenizer.encode_batch(
       [samples_lib.prompt_text(s) for s in samples], add_bos=True)
   buckets: dict[int, list[PlannedSample]] = {}
@@ -99,9 +134,10 @@ def plan_batches(samples: Sequence[samples_lib.Sample], tokenizer,
           f"{cfg.max_new_tokens} new tokens exceed traces.max_length="
           f"{cfg.max_length}")
     bucket = inference.bucket_length(len(prompt), cfg.pad_multiple)
+    n, low = (settings or {}).get(sample.id, default)
     buckets.setdefault(bucket, []).append(PlannedSample(
         sample, tuple(prompt), cont,
-        split_of(sample.id, cfg.seed, cfg.split_fractions)))
+        split_of(sample.id, cfg.seed, cfg.split_fractions), n, low))
   plan = []
   for bucket in sorted(buckets):
     items = buckets[bucket]
@@ -207,11 +243,76 @@ def _record_batch(model: Pretrained, cfg, batch: Sequence[PlannedSample]):
       model, [list(p.prompt) for p in rows], None,
       max_new_tokens=int(cfg.max_new_tokens), with_kv=bool(cfg.with_kv),
       kv_dtype=cfg.kv_dtype, pad_multiple=int(cfg.pad_multiple),
-      continuations=given, num_random_splits=int(cfg.num_random_splits),
-      min_prompt_length=int(cfg.min_prompt_length),
+      continuations=given,
+      num_random_splits=[p.num_random_splits for p in rows],
+      min_prompt_length=[p.min_prompt_length for p in rows],
       rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows],
       target=trace_target(cfg))
   return recorded[:len(batch)]
+
+
+class ReusedTraces:
+  """Traces already recorded in other stores (the `traces` section's
+  `reuse`) that this job would record the same way: same model, tokenizer,
+  generation, split seed and fractions, target and key/value dtype, and, per
+  sample, the same prompt, data split and split settings. The job copies
+  them instead of recording them again (a store of both RULER-style tasks
+  and dialogues from the stores of each)."""
+
+  def __init__(self, paths: Sequence[str], model: Pretrained, cfg):
+    want = store_metadata(model, cfg)
+    self.stores, self.by_id = [], {}
+    for path in paths:
+      store = TraceStore.open(path)
+      meta = store.metadata
+      diffs = _differences(
+          meta, want, ignore=("data_source", "created", "layout",
+                              "schema_version"))
+      diffs = [d for d in diffs if not d.startswith((
+          "generation.num_random_splits", "generation.min_prompt_length"))]
+      if store.layout.kv_dtype != str(cfg.kv_dtype):
+        diffs.append(f"kv_dtype: store has {store.layout.kv_dtype}, this run "
+                     f"has {cfg.kv_dtype}")
+      if bool(cfg.with_kv) and not store.layout.with_kv:
+        diffs.append("the store holds no keys and values; this run needs them")
+      gen = types.SimpleNamespace(**meta["generation"])
+      ways = {split_settings(gen, src)
+              for src in meta.get("data_source") or [{}]}
+      if len(ways) > 1:
+        diffs.append("its sources split their traces in different ways "
+                     f"{sorted(ways)}")
+      if diffs:
+        raise ValueError(f"traces.reuse: {path} was not recorded as this run "
+                         "records: " + "; ".join(diffs))
+      own = ways.pop()
+      self.stores.append(store)
+      for rec in store.records:
+        self.by_id.setdefault(rec.id, (store, rec, own))
+
+  def find(self, p: PlannedSample) -> Trace | None:
+    """The recorded trace of a planned sample, or None."""
+    hit = self.by_id.get(p.sample.id)
+    if hit is None:
+      return None
+    store, rec, own = hit
+    if (own != (p.num_random_splits, p.min_prompt_length)
+        or rec.split != p.split or rec.prompt_length != len(p.prompt)):
+      return None
+    trace = store.trace(rec.index)
+    if trace.tokens[:rec.prompt_length].tolist() != list(p.prompt):
+      return None
+    return trace
+
+
+def _traces_of(model: Pretrained, cfg, batch: Sequence[PlannedSample],
+               reused: ReusedTraces | None):
+  """The batch's traces: copied where `reused` holds them, else recorded;
+  and how many were copied."""
+  found = [reused.find(p) if reused else None for p in batch]
+  todo = [p for p, t in zip(batch, found) if t is None]
+  recorded = iter(_record_batch(model, cfg, todo) if todo else [])
+  return ([t if t is not None else next(recorded) for t in found],
+          len(batch) - len(todo))
 
 
 def _store_layout(model: Pretrained, cfg) -> StoreLayout:
@@ -219,7 +320,7 @@ def _store_layout(model: Pretrained, cfg) -> StoreLayout:
   return StoreLayout(
       num_layers=c.num_layers, num_kv_heads=c.num_kv_heads,
       head_dim=c.head_dim, max_length=int(cfg.max_length),
-      num_splits=1 + int(cfg.num_random_splits), with_kv=bool(cfg.with_kv),
+      num_splits=1 + max_random_splits(cfg), with_kv=bool(cfg.with_kv),
       kv_dtype=cfg.kv_dtype,
       layer_windows=tuple(c.layer_window(i) or 0
                           for i in range(c.num_layers)))
@@ -263,7 +364,8 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   Args:
     model: the frozen decoder (its tokenizer builds the prompts).
     cfg: the config's `traces` section.
-    samples: samples to record instead of building cfg.sources.
+    samples: samples to record instead of building cfg.sources (each
+      split as the `traces` section says, whatever its sources say).
     max_batches: stop after this many new batches (of the whole job; tests,
       smoke runs).
     role: this writer (default: this process of the JAX job, writer
@@ -277,11 +379,16 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   if trace_target(cfg) not in TARGETS:
     raise ValueError(f"traces.target={trace_target(cfg)!r}: must be one of "
                      f"{', '.join(TARGETS)}")
+  settings = None
   if samples is None:
-    samples = sources_lib.build_samples(cfg.sources, model.tokenizer)
+    groups = sources_lib.build_samples_per_source(cfg.sources,
+                                                  model.tokenizer)
+    settings = {s.id: split_settings(cfg, source)
+                for source, group in zip(cfg.sources, groups) for s in group}
+    samples = [s for group in groups for s in group]
   if not samples:
     raise ValueError("traces.sources produced no samples")
-  plan = plan_batches(samples, model.tokenizer, cfg)
+  plan = plan_batches(samples, model.tokenizer, cfg, settings)
   store, todo, single = _open_for(role, store_path,
                                   store_metadata(model, cfg),
                                   _store_layout(model, cfg), plan,
@@ -293,9 +400,12 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   mine = [(row, b) for k, row, b in todo if k % role.count == role.index]
   bar = tqdm(total=sum(len(b) for _, b in mine), desc="recording traces",
              unit="trace", disable=not progress)
-  start, tokens = time.time(), 0
+  reuse = list(cfg.get("reuse", None) or []) if hasattr(cfg, "get") else []
+  reused = ReusedTraces(reuse, model, cfg) if reuse else None
+  start, tokens, copied = time.time(), 0, 0
   for row, batch in mine:
-    recorded = _record_batch(model, cfg, batch)
+    recorded, n = _traces_of(model, cfg, batch, reused)
+    copied += n
     infos = [{"id": p.sample.id, "task": p.sample.task, "split": p.split}
              for p in batch]
     if single:
@@ -306,6 +416,9 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
     bar.update(len(batch))
     bar.set_postfix(tokens_per_s=f"{tokens / (time.time() - start):.0f}")
   bar.close()
+  if reused:
+    logging.info("%s: %d of %d traces copied from %s", store_path, copied,
+                 bar.total, ", ".join(reuse))
   if not single:
     _merge(store, role)
   return store

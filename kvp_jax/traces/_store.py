@@ -5,7 +5,8 @@ Layout of a store directory:
   metadata.json   schema version, model name + fingerprint, tokenizer,
                   generation settings, layout, seed (written once)
   records.jsonl   one line per committed record: index, id, task, split,
-                  length, prompt_length
+                  length, prompt_length (and num_splits, for a trace with
+                  fewer split points than the store's slots)
   progress.json   {"num_records": n}: records 0..n-1 are complete
   commits/        only while several writers record (or after one was
                   killed): one <first index>.json per committed batch,
@@ -109,13 +110,24 @@ class StoreLayout:
 
 @dataclasses.dataclass(frozen=True)
 class RecordInfo:
-  """What records.jsonl says of one record."""
+  """What records.jsonl says of one record.
+
+  num_splits: how many of the store's split slots are the record's own,
+    when fewer than all (the rest repeat its true split, slot 0); None: all
+    (and not written, so a store whose traces all have every slot reads as
+    before the field existed).
+  """
   index: int
   id: str
   task: str
   split: str
   length: int
   prompt_length: int
+  num_splits: int | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(self).items()
+            if v is not None}
 
 
 def _array_spec(path: Path, shape, dtype: str, shard, chunk, compress: bool,
@@ -303,7 +315,7 @@ class TraceStore:
     new_records = self._write_arrays(traces, infos, start)
     with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
       for r in new_records:
-        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+        f.write(json.dumps(r.to_json()) + "\n")
       f.flush()
       os.fsync(f.fileno())
     _files.atomic_write(self.path / "progress.json", json.dumps(
@@ -328,7 +340,7 @@ class TraceStore:
     commits = self.path / COMMITS_DIR
     commits.mkdir(exist_ok=True)
     _files.atomic_write(_commit_file(self.path, first_index), json.dumps(
-        [dataclasses.asdict(r) for r in new_records]))
+        [r.to_json() for r in new_records]))
     self._add(new_records)
 
   def reserve(self, num_records: int) -> None:
@@ -358,7 +370,7 @@ class TraceStore:
       return False                                   # Holes: wait.
     with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
       for r in pending:
-        f.write(json.dumps(dataclasses.asdict(r)) + "\n")
+        f.write(json.dumps(r.to_json()) + "\n")
       f.flush()
       os.fsync(f.fileno())
     _files.atomic_write(self.path / "progress.json", json.dumps(
@@ -413,7 +425,8 @@ class TraceStore:
               np.asarray(arr).astype(dtype)))
       new_records.append(RecordInfo(
           index=i, id=info["id"], task=info["task"], split=info["split"],
-          length=t, prompt_length=trace.prompt_length))
+          length=t, prompt_length=trace.prompt_length,
+          num_splits=s if s < lay.num_splits else None))
     for f in futures:
       f.result()
     return new_records
@@ -451,6 +464,17 @@ class TraceStore:
     }
     futures = {f: views[f](self._array(f)).read() for f in fields}
     return {f: fut.result() for f, fut in futures.items()}
+
+  def trace(self, index: int) -> Trace:
+    """A committed record as the Trace it was written from (its own split
+    points only; keys and values in the store's dtype)."""
+    rec = self._by_index.get(index)
+    data = self.read(index)
+    own = rec.num_splits or self.layout.num_splits
+    return Trace(tokens=data["tokens"], prompt_length=rec.prompt_length,
+                 split_points=data["split_points"][:own],
+                 importance=data["importance"][:, :, :own],
+                 keys=data.get("keys"), values=data.get("values"))
 
   def records_in(self, split: str) -> list[RecordInfo]:
     return [r for r in self.records if r.split == split]

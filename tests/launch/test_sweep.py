@@ -116,3 +116,36 @@ def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
   assert config.eval.policies["kvp_dialogue"] == str(tmp_path / "d.kvp")
   assert "kvp_paper" in config.eval.policies
   assert config.eval.output_dir.endswith("results/heldout")
+  # The agents trained on both sources join once trained.
+  mixed = (tmp_path / "committed.kvp", tmp_path / "trained.kvp")
+  monkeypatch.setattr(heldout_cross, "MIXED", mixed)
+  assert "kvp_mixed" not in heldout_cross.get_config().eval.policies
+  mixed[1].write_bytes(b"x")
+  assert heldout_cross.get_config().eval.policies["kvp_mixed"] == str(
+      mixed[1])
+
+
+def test_the_mixed_agents_pool_both_sources_each_split_its_own_way():
+  from experiments import dialogue_agents  # pylint: disable=g-import-not-at-top
+  from experiments import mixed_agents  # pylint: disable=g-import-not-at-top
+  from experiments import ruler_agents_contrast  # pylint: disable=g-import-not-at-top
+  from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
+  mixed = mixed_agents.get_config()
+  ruler = ruler_agents_contrast.get_config()
+  dialogues = dialogue_agents.get_config()
+  assert mixed.policy == ruler.policy and mixed.train == ruler.train
+  assert mixed.input == dialogues.input
+  sources = list(mixed.traces.sources)
+  assert len(sources) == 2
+  assert [traces_lib.split_settings(mixed.traces, s) for s in sources] == [
+      traces_lib.split_settings(ruler.traces, ruler.traces.sources[0]),
+      traces_lib.split_settings(dialogues.traces,
+                                dialogues.traces.sources[0])] == [
+                                    (0, 64), (4, 256)]
+  # Recorded as each single-source store was, so their traces can be
+  # copied (traces.reuse): the recording settings are the same.
+  for single in (ruler, dialogues):
+    settings = traces_lib.recording_settings(single.traces)
+    for key in ("max_new_tokens", "continuation"):
+      assert (settings["generation"][key] == traces_lib.recording_settings(
+          mixed.traces)["generation"][key])

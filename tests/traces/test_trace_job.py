@@ -8,6 +8,7 @@ import pytest
 from kvp_jax import samples as samples_lib
 from experiments import common
 from kvp_jax import model as model_lib
+from kvp_jax import data as data_lib
 from kvp_jax import traces as traces_lib
 
 
@@ -157,3 +158,143 @@ def test_the_target_is_in_the_store_settings_only_when_not_the_papers():
   section.target = "nope"
   with pytest.raises(ValueError, match="traces.target='nope'"):
     traces_lib.generate_traces(None, section, "unused")
+
+
+def test_each_source_can_split_its_traces_its_own_way(tiny_gemma_vocab,
+                                                      tmp_path):
+  """One store of traces at their true split (the section's 0 random
+  splits) and traces with 2 random split points each (their source's own):
+  the first keep one split point and say so, every slot they do not use
+  repeats the true split, and the input pipeline reads each record's own
+  split points only."""
+  tok = tiny_gemma_vocab.tokenizer
+  samples = _samples(8)
+  true_only = [s for i, s in enumerate(samples) if i % 2 == 0]
+  random = [s for i, s in enumerate(samples) if i % 2 == 1]
+  paths = [samples_lib.write_samples(tmp_path / f"{n}.jsonl", group)
+           for n, group in (("true", true_only), ("random", random))]
+  cfg = _cfg(num_random_splits=0, sources=[
+      {"kind": "jsonl", "paths": [str(paths[0])]},
+      {"kind": "jsonl", "paths": [str(paths[1])], "num_random_splits": 2,
+       "min_prompt_length": 30}])
+  store = traces_lib.generate_traces(tiny_gemma_vocab, cfg, tmp_path / "s",
+                                    progress=False)
+  assert store.layout.num_splits == 3
+  by_id = {r.id: r for r in store.records}
+  assert len(by_id) == 8
+  # The random source alone, split the same way, in a store of its own.
+  alone = traces_lib.generate_traces(
+      tiny_gemma_vocab, _cfg(min_prompt_length=30), tmp_path / "alone",
+      samples=random, progress=False)
+  for s in true_only:
+    rec = by_id[s.id]
+    data = store.read(rec.index)
+    assert rec.num_splits == 1
+    assert data["split_points"].tolist() == [rec.prompt_length] * 3
+    for j in (1, 2):
+      np.testing.assert_array_equal(data["importance"][:, :, j],
+                                    data["importance"][:, :, 0])
+  for rec in alone.records:
+    mixed = by_id[rec.id]
+    assert mixed.num_splits is None
+    got, want = store.read(mixed.index), alone.read(rec.index)
+    np.testing.assert_array_equal(got["split_points"], want["split_points"])
+    assert np.all(got["split_points"][1:] >= 30)
+    np.testing.assert_allclose(got["importance"], want["importance"],
+                               rtol=1e-5, atol=1e-6)
+  lines = (tmp_path / "s" / "records.jsonl").read_text().splitlines()
+  assert sum('"num_splits"' in line for line in lines) == len(true_only)
+
+  def split_points(mode):
+    cfg_in = data_lib.InputConfig(batch_size=2, buckets=(256,),
+                                  split_mode=mode)
+    out = {}
+    for e in data_lib.elements(store, "train", cfg_in)[0]:
+      out.setdefault(store.records[e.record].id, []).append(e.prompt_length)
+    return out
+
+  every, randoms = split_points("all"), split_points("random")
+  for sid, points in every.items():
+    rec = by_id[sid]
+    own = store.read(rec.index)["split_points"][:rec.num_splits or 3]
+    assert points == own.tolist()
+    assert randoms[sid] == (own[1:] if len(own) > 1 else own).tolist()
+  assert {sid for sid in every if by_id[sid].num_splits == 1} == {
+      s.id for s in true_only if by_id[s.id].split == "train"}
+
+
+def test_split_settings_are_checked():
+  section = _cfg(num_random_splits=1, min_prompt_length=8)
+  assert traces_lib.split_settings(section) == (1, 8)
+  assert traces_lib.split_settings(
+      section, {"kind": "jsonl", "num_random_splits": 4}) == (4, 8)
+  with pytest.raises(ValueError, match="num_random_splits=-1"):
+    traces_lib.split_settings(section, {"num_random_splits": -1})
+  with pytest.raises(ValueError, match="4 per-prompt settings for 2"):
+    traces_lib.record_traces(None, [[2, 5], [2, 6]], None, max_new_tokens=1,
+                             num_random_splits=[1, 1, 1, 1])
+
+
+def test_traces_recorded_the_same_way_are_copied_not_recorded(
+    tiny_gemma_vocab, tmp_path, monkeypatch):
+  """A store of two sources built from the stores of each: the traces
+  they hold are copied (nothing is recorded for them), equal to the
+  originals; a store recorded otherwise is refused, naming the setting."""
+  model, samples = tiny_gemma_vocab, _samples(8)
+  paths = [samples_lib.write_samples(tmp_path / f"{n}.jsonl", samples[k::2])
+           for n, k in (("a", 0), ("b", 1))]
+  source_a = {"kind": "jsonl", "paths": [str(paths[0])]}
+  source_b = {"kind": "jsonl", "paths": [str(paths[1])],
+              "num_random_splits": 2, "min_prompt_length": 30}
+  only_a = traces_lib.generate_traces(
+      model, _cfg(num_random_splits=0, sources=[source_a]), tmp_path / "a",
+      progress=False)
+  only_b = traces_lib.generate_traces(
+      model, _cfg(min_prompt_length=30, sources=[dict(source_b)]),
+      tmp_path / "b", progress=False)
+  recorded = []
+  real = traces_lib._job._record_batch
+  monkeypatch.setattr(traces_lib._job, "_record_batch", lambda m, c, b: (
+      recorded.extend(p.sample.id for p in b) or real(m, c, b)))
+  both = _cfg(num_random_splits=0, sources=[source_a, source_b],
+              reuse=(str(tmp_path / "a"), str(tmp_path / "b")))
+  store = traces_lib.generate_traces(model, both, tmp_path / "both",
+                                    progress=False)
+  assert recorded == [] and store.num_records == 8
+  originals = {r.id: (s, r) for s in (only_a, only_b) for r in s.records}
+  for rec in store.records:
+    source_store, orig = originals[rec.id]
+    assert (rec.split, rec.prompt_length) == (orig.split, orig.prompt_length)
+    got, want = store.trace(rec.index), source_store.trace(orig.index)
+    for name in ("tokens", "split_points", "importance", "keys", "values"):
+      np.testing.assert_array_equal(getattr(got, name), getattr(want, name),
+                                    err_msg=name)
+  # Copied or recorded, the store is the same (up to float rounding: the
+  # recorded batches mix the sources).
+  fresh = traces_lib.generate_traces(
+      model, _cfg(num_random_splits=0, sources=[source_a, source_b]),
+      tmp_path / "fresh", progress=False)
+  assert [r.to_json() for r in fresh.records] == [
+      r.to_json() for r in store.records]
+  for rec in store.records:
+    np.testing.assert_allclose(store.trace(rec.index).importance,
+                               fresh.trace(rec.index).importance,
+                               rtol=1e-5, atol=1e-6)
+  # Only what was recorded the same way is copied: b's traces have random
+  # split points, which a run that wants none records again.
+  recorded.clear()
+  traces_lib.generate_traces(
+      model, _cfg(num_random_splits=0, sources=[source_a, dict(
+          source_b, num_random_splits=0)],
+          reuse=(str(tmp_path / "a"), str(tmp_path / "b"))),
+      tmp_path / "other", progress=False)
+  assert sorted(recorded) == sorted(s.id for s in samples[1::2])
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    traces_lib.generate_traces(
+        model, _cfg(max_new_tokens=6, sources=[source_a],
+                    reuse=(str(tmp_path / "a"),)),
+        tmp_path / "refused", progress=False)
+  with pytest.raises(ValueError, match="split their traces in different"):
+    traces_lib.generate_traces(
+        model, _cfg(sources=[source_a], reuse=(str(tmp_path / "both"),)),
+        tmp_path / "refused2", progress=False)
