@@ -102,7 +102,8 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
                   num_random_splits: int | Sequence[int] = 0,
                   min_prompt_length: int | Sequence[int] = 32,
                   rngs: Sequence[np.random.Generator] | None = None,
-                  target: str = "attention") -> list[Trace]:
+                  target: str = "attention",
+                  num_split_slots: int = 0) -> list[Trace]:
   """Records traces for a batch of prompts.
 
   Args:
@@ -124,6 +125,9 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
     target: what the importance measures: "attention" (the paper's future
       attention mass) or "value_weighted" (that mass, each query head's
       weighted by ||W_O^g v_j||; kvp_jax.traces._importance).
+    num_split_slots: compute at least this many split points per prompt
+      (padding repeats the true split; a fixed width keeps one compiled
+      program when prompts have different numbers of split points).
   Returns:
     B Traces.
   """
@@ -158,7 +162,7 @@ def record_traces(model: Pretrained, prompts: Sequence[Sequence[int]],
     low = min(lows[i], int(totals[i]) - 1)
     row += [int(s) for s in rngs[i].integers(low, totals[i], counts[i])]
     splits.append(row)
-  num_splits = max(map(len, splits))
+  num_splits = max(max(map(len, splits)), num_split_slots)
   split_arr = np.asarray([r + [r[0]] * (num_splits - len(r)) for r in splits],
                          np.int32)
   importance, keys, values = _trace_arrays(

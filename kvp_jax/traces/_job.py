@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import time
-import types
 import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,6 +58,11 @@ class PlannedSample:
   num_random_splits: int = 0
   min_prompt_length: int = 0
 
+  @property
+  def split_settings(self) -> tuple[int, int]:
+    return normal_split_settings(self.num_random_splits,
+                                 self.min_prompt_length)
+
 
 def split_of(sample_id: str, seed: int,
              fractions: Sequence[float]) -> str:
@@ -83,7 +87,7 @@ def split_settings(cfg, source: Mapping[str, Any] | None = None
   """(num_random_splits, min_prompt_length) of a source's traces: the
   source's own where it names them, else the `traces` section's.
 
-  Raises ValueError for a negative setting.
+  Raises ValueError for num_random_splits < 0 or min_prompt_length < 1.
   """
   source = source or {}
   n = int(source.get("num_random_splits", cfg.num_random_splits))
@@ -93,6 +97,45 @@ def split_settings(cfg, source: Mapping[str, Any] | None = None
                      "need num_random_splits >= 0 and min_prompt_length >= 1"
                      + (f" (source {dict(source)})" if source else ""))
   return n, low
+
+
+def normal_split_settings(num_random_splits: int, min_prompt_length: int
+                          ) -> tuple[int, int]:
+  """Split settings as they decide a trace: without random split points
+  the shortest prompt length does not matter (0)."""
+  n = int(num_random_splits)
+  return n, int(min_prompt_length) if n else 0
+
+
+def _store_split_settings(store: TraceStore, rec) -> tuple[int, int]:
+  """How a committed record was split: its own settings where the record
+  names them, else its store's `traces` section's."""
+  if rec.split_settings is not None:
+    return normal_split_settings(*rec.split_settings)
+  gen = store.metadata["generation"]
+  return normal_split_settings(gen["num_random_splits"],
+                               gen["min_prompt_length"])
+
+
+def check_split_settings(store: TraceStore,
+                         plan: Sequence[Sequence[PlannedSample]]) -> None:
+  """Refuses to resume a store whose committed traces were split otherwise
+  than this run splits the same samples (a source's settings changed).
+
+  Raises:
+    StoreError naming the first such trace.
+  """
+  by_id = {r.id: r for r in store.records}
+  for p in (p for batch in plan for p in batch):
+    rec = by_id.get(p.sample.id)
+    if rec is None:
+      continue
+    had = _store_split_settings(store, rec)
+    if had != p.split_settings:
+      raise StoreError(
+          f"{store.path}: trace {rec.id!r} was recorded with "
+          f"(num_random_splits, min_prompt_length) = {had}, this run has "
+          f"{p.split_settings}: record into another store")
 
 
 def max_random_splits(cfg) -> int:
@@ -239,6 +282,8 @@ def _record_batch(model: Pretrained, cfg, batch: Sequence[PlannedSample]):
   rows = list(batch) + [batch[0]] * (cfg.batch_size - len(batch))
   given = [list(p.continuation) for p in rows] if (
       cfg.continuation == "reference") else None
+  # Every batch computes the store's split slots, so that a length bucket
+  # mixing sources still reuses one compiled program.
   recorded = record_traces(
       model, [list(p.prompt) for p in rows], None,
       max_new_tokens=int(cfg.max_new_tokens), with_kv=bool(cfg.with_kv),
@@ -247,7 +292,7 @@ def _record_batch(model: Pretrained, cfg, batch: Sequence[PlannedSample]):
       num_random_splits=[p.num_random_splits for p in rows],
       min_prompt_length=[p.min_prompt_length for p in rows],
       rngs=[sample_rng(p.sample.id, int(cfg.seed)) for p in rows],
-      target=trace_target(cfg))
+      target=trace_target(cfg), num_split_slots=1 + max_random_splits(cfg))
   return recorded[:len(batch)]
 
 
@@ -255,53 +300,53 @@ class ReusedTraces:
   """Traces already recorded in other stores (the `traces` section's
   `reuse`) that this job would record the same way: same model, tokenizer,
   generation, split seed and fractions, target and key/value dtype, and, per
-  sample, the same prompt, data split and split settings. The job copies
-  them instead of recording them again (a store of both RULER-style tasks
-  and dialogues from the stores of each)."""
+  sample, the same prompt (and given continuation), data split and split
+  settings. The job copies them instead of recording them again (a store of
+  both RULER-style tasks and dialogues from the stores of each).
+
+  Raises ValueError naming a store recorded otherwise.
+  """
 
   def __init__(self, paths: Sequence[str], model: Pretrained, cfg):
     want = store_metadata(model, cfg)
-    self.stores, self.by_id = [], {}
+    self.cfg = cfg
+    self.by_id: dict[str, list] = {}
     for path in paths:
       store = TraceStore.open(path)
-      meta = store.metadata
       diffs = _differences(
-          meta, want, ignore=("data_source", "created", "layout",
-                              "schema_version"))
+          store.metadata, want, ignore=("data_source", "created", "layout",
+                                        "schema_version"))
       diffs = [d for d in diffs if not d.startswith((
           "generation.num_random_splits", "generation.min_prompt_length"))]
-      if store.layout.kv_dtype != str(cfg.kv_dtype):
-        diffs.append(f"kv_dtype: store has {store.layout.kv_dtype}, this run "
-                     f"has {cfg.kv_dtype}")
-      if bool(cfg.with_kv) and not store.layout.with_kv:
-        diffs.append("the store holds no keys and values; this run needs them")
-      gen = types.SimpleNamespace(**meta["generation"])
-      ways = {split_settings(gen, src)
-              for src in meta.get("data_source") or [{}]}
-      if len(ways) > 1:
-        diffs.append("its sources split their traces in different ways "
-                     f"{sorted(ways)}")
+      if bool(cfg.with_kv):
+        if not store.layout.with_kv:
+          diffs.append("the store holds no keys and values; this run needs "
+                       "them")
+        elif store.layout.kv_dtype != str(cfg.kv_dtype):
+          diffs.append(f"kv_dtype: store has {store.layout.kv_dtype}, this "
+                       f"run has {cfg.kv_dtype}")
       if diffs:
         raise ValueError(f"traces.reuse: {path} was not recorded as this run "
                          "records: " + "; ".join(diffs))
-      own = ways.pop()
-      self.stores.append(store)
       for rec in store.records:
-        self.by_id.setdefault(rec.id, (store, rec, own))
+        self.by_id.setdefault(rec.id, []).append(
+            (store, rec, _store_split_settings(store, rec)))
 
   def find(self, p: PlannedSample) -> Trace | None:
     """The recorded trace of a planned sample, or None."""
-    hit = self.by_id.get(p.sample.id)
-    if hit is None:
-      return None
-    store, rec, own = hit
-    if (own != (p.num_random_splits, p.min_prompt_length)
-        or rec.split != p.split or rec.prompt_length != len(p.prompt)):
-      return None
-    trace = store.trace(rec.index)
-    if trace.tokens[:rec.prompt_length].tolist() != list(p.prompt):
-      return None
-    return trace
+    for store, rec, settings in self.by_id.get(p.sample.id, ()):
+      own = rec.num_splits or store.layout.num_splits
+      if (settings != p.split_settings or own != 1 + p.num_random_splits
+          or rec.split != p.split or rec.prompt_length != len(p.prompt)):
+        continue
+      tokens = store.read(rec.index, fields=("tokens",))["tokens"].tolist()
+      if tokens[:rec.prompt_length] != list(p.prompt):
+        continue
+      if (self.cfg.continuation == "reference"
+          and tokens[rec.prompt_length:] != list(p.continuation)):
+        continue
+      return store.trace(rec.index)
+    return None
 
 
 def _traces_of(model: Pretrained, cfg, batch: Sequence[PlannedSample],
@@ -338,6 +383,7 @@ def _open_for(role: _locks.Role, store_path, metadata, layout, plan,
     store = TraceStore.create_or_resume(store_path, metadata, layout, role)
     if role.index == 0:
       store.consolidate()
+    check_split_settings(store, plan)
     todo = planned_rows(store, plan)
     if max_batches is not None:
       todo = todo[:max_batches]
@@ -389,6 +435,8 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   if not samples:
     raise ValueError("traces.sources produced no samples")
   plan = plan_batches(samples, model.tokenizer, cfg, settings)
+  reuse = list(cfg.get("reuse", None) or []) if hasattr(cfg, "get") else []
+  reused = ReusedTraces(reuse, model, cfg) if reuse else None
   store, todo, single = _open_for(role, store_path,
                                   store_metadata(model, cfg),
                                   _store_layout(model, cfg), plan,
@@ -400,13 +448,14 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   mine = [(row, b) for k, row, b in todo if k % role.count == role.index]
   bar = tqdm(total=sum(len(b) for _, b in mine), desc="recording traces",
              unit="trace", disable=not progress)
-  reuse = list(cfg.get("reuse", None) or []) if hasattr(cfg, "get") else []
-  reused = ReusedTraces(reuse, model, cfg) if reuse else None
   start, tokens, copied = time.time(), 0, 0
   for row, batch in mine:
     recorded, n = _traces_of(model, cfg, batch, reused)
     copied += n
-    infos = [{"id": p.sample.id, "task": p.sample.task, "split": p.split}
+    section = normal_split_settings(*split_settings(cfg))
+    infos = [{"id": p.sample.id, "task": p.sample.task, "split": p.split,
+              **({"split_settings": list(p.split_settings)}
+                 if p.split_settings != section else {})}
              for p in batch]
     if single:
       store.append(recorded, infos)

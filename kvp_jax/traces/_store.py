@@ -113,9 +113,12 @@ class RecordInfo:
   """What records.jsonl says of one record.
 
   num_splits: how many of the store's split slots are the record's own,
-    when fewer than all (the rest repeat its true split, slot 0); None: all
-    (and not written, so a store whose traces all have every slot reads as
-    before the field existed).
+    when fewer than all (the rest repeat its true split, slot 0); None: all.
+  split_settings: [num_random_splits, min_prompt_length] of the record when
+    its source's differ from the store's `traces` section's; None: the
+    section's.
+  Neither is written when None, so a store whose traces are all split the
+  same way reads as before the fields existed.
   """
   index: int
   id: str
@@ -124,6 +127,7 @@ class RecordInfo:
   length: int
   prompt_length: int
   num_splits: int | None = None
+  split_settings: list[int] | None = None
 
   def to_json(self) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(self).items()
@@ -306,7 +310,8 @@ class TraceStore:
 
     Args:
       traces: the recorded traces.
-      infos: per trace {"id", "task", "split"}.
+      infos: per trace {"id", "task", "split"} and optionally
+        "split_settings" (RecordInfo).
     """
     if self.has_pending:
       raise StoreError(f"{self.path} has records of several writers; "
@@ -426,7 +431,8 @@ class TraceStore:
       new_records.append(RecordInfo(
           index=i, id=info["id"], task=info["task"], split=info["split"],
           length=t, prompt_length=trace.prompt_length,
-          num_splits=s if s < lay.num_splits else None))
+          num_splits=s if s < lay.num_splits else None,
+          split_settings=info.get("split_settings")))
     for f in futures:
       f.result()
     return new_records

@@ -189,14 +189,14 @@ def test_each_source_can_split_its_traces_its_own_way(tiny_gemma_vocab,
   for s in true_only:
     rec = by_id[s.id]
     data = store.read(rec.index)
-    assert rec.num_splits == 1
+    assert rec.num_splits == 1 and rec.split_settings is None
     assert data["split_points"].tolist() == [rec.prompt_length] * 3
     for j in (1, 2):
       np.testing.assert_array_equal(data["importance"][:, :, j],
                                     data["importance"][:, :, 0])
   for rec in alone.records:
     mixed = by_id[rec.id]
-    assert mixed.num_splits is None
+    assert mixed.num_splits is None and mixed.split_settings == [2, 30]
     got, want = store.read(mixed.index), alone.read(rec.index)
     np.testing.assert_array_equal(got["split_points"], want["split_points"])
     assert np.all(got["split_points"][1:] >= 30)
@@ -294,7 +294,21 @@ def test_traces_recorded_the_same_way_are_copied_not_recorded(
         model, _cfg(max_new_tokens=6, sources=[source_a],
                     reuse=(str(tmp_path / "a"),)),
         tmp_path / "refused", progress=False)
-  with pytest.raises(ValueError, match="split their traces in different"):
+  # A store of both is itself reusable: its records say how each was split.
+  recorded.clear()
+  again = traces_lib.generate_traces(
+      model, _with(both, reuse=(str(tmp_path / "both"),)),
+      tmp_path / "again", progress=False)
+  assert recorded == [] and again.num_records == 8
+  # A rerun whose source splits otherwise is refused, naming the trace.
+  with pytest.raises(traces_lib.StoreError, match="was recorded with"):
     traces_lib.generate_traces(
-        model, _cfg(sources=[source_a], reuse=(str(tmp_path / "both"),)),
-        tmp_path / "refused2", progress=False)
+        model, _cfg(num_random_splits=0, sources=[source_a, dict(
+            source_b, min_prompt_length=40)]),
+        tmp_path / "both", progress=False)
+
+
+def _with(cfg, **overrides):
+  out = cfg.copy_and_resolve_references()
+  out.update(overrides)
+  return out
