@@ -40,7 +40,7 @@ from kvp_jax.traces._capture import record_traces
 from kvp_jax.traces._capture import TARGETS
 from kvp_jax.traces._capture import Trace
 from kvp_jax.traces._store import StoreError
-from kvp_jax.traces._store import _differences
+from kvp_jax.traces._store import metadata_differences
 from kvp_jax.traces._store import StoreLayout
 from kvp_jax.traces._store import TraceStore
 from kvp_jax.model import Pretrained
@@ -313,7 +313,7 @@ class ReusedTraces:
     self.by_id: dict[str, list] = {}
     for path in paths:
       store = TraceStore.open(path)
-      diffs = _differences(
+      diffs = metadata_differences(
           store.metadata, want, ignore=("data_source", "created", "layout",
                                         "schema_version"))
       diffs = [d for d in diffs if not d.startswith((
@@ -449,10 +449,10 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   bar = tqdm(total=sum(len(b) for _, b in mine), desc="recording traces",
              unit="trace", disable=not progress)
   start, tokens, copied = time.time(), 0, 0
+  section = normal_split_settings(*split_settings(cfg))
   for row, batch in mine:
     recorded, n = _traces_of(model, cfg, batch, reused)
     copied += n
-    section = normal_split_settings(*split_settings(cfg))
     infos = [{"id": p.sample.id, "task": p.sample.task, "split": p.split,
               **({"split_settings": list(p.split_settings)}
                  if p.split_settings != section else {})}

@@ -243,8 +243,8 @@ class TraceStore:
     meta_path = path / "metadata.json"
     if meta_path.is_file():
       existing = json.loads(meta_path.read_text())
-      diffs = _differences(existing, metadata, ignore=("data_source",
-                                                      "created"))
+      diffs = metadata_differences(existing, metadata,
+                                   ignore=("data_source", "created"))
       if diffs:
         raise StoreError(
             f"{path} was made with other settings; refusing to add to it "
@@ -636,14 +636,17 @@ def _parse_record(path: Path, k: int, line: str) -> RecordInfo:
   return record
 
 
-def _differences(old: dict, new: dict, ignore=(), prefix="") -> list[str]:
+def metadata_differences(old: dict, new: dict, ignore=(),
+                         prefix="") -> list[str]:
+  """The settings that differ between two metadata dicts, as
+  "key.path: store has A, this run has B" lines (`ignore`: top-level keys)."""
   diffs = []
   for key in sorted(set(old) | set(new)):
     if key in ignore:
       continue
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
-      diffs += _differences(a, b, (), f"{prefix}{key}.")
+      diffs += metadata_differences(a, b, (), f"{prefix}{key}.")
     elif a != b:
       diffs.append(f"{prefix}{key}: store has {a!r}, this run has {b!r}")
   return diffs
