@@ -10,7 +10,10 @@ Each point runs `python -m kvp_jax.pipeline` with its `--config.KEY=VALUE`
 overrides in its own workdir, named after the overrides
 (e.g. `num_samples=4,use_values=false`). Points whose traces settings are
 the same share one trace store (<root>/traces-<hash>). A point that finished
-leaves a DONE file and is skipped when the sweep is rerun. With
+leaves a DONE file naming the stages it ran; a rerun skips the points whose
+DONE covers every stage asked for (so `--stages=traces` then
+`--stages=train,export` runs the second part; a DONE written before the
+stages were recorded counts as every stage). With
 --parallel=N, N points run at once, each seeing one accelerator
 (CUDA_VISIBLE_DEVICES / TPU_VISIBLE_CHIPS = its slot). At the end every
 point's eval/results.jsonl is gathered into <root>/sweep_results.{jsonl,md}
@@ -154,8 +157,32 @@ def command(config_file: str, overrides: dict[str, Any], workdir: Path,
   return args
 
 
-def run_point(args: list[str], workdir: Path, slot: int) -> int:
-  """Runs one point; writes DONE on success. Output goes to its log."""
+def done_stages(workdir: Path) -> frozenset[str] | None:
+  """The stages a point's DONE file records: empty when there is none, None
+  (every stage) for a DONE without a stage list (a timestamp alone)."""
+  path = workdir / "DONE"
+  if not path.is_file():
+    return frozenset()
+  try:
+    record = json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError:
+    return None
+  if not isinstance(record, dict) or not isinstance(record.get("stages"),
+                                                    list):
+    return None
+  return frozenset(record["stages"])
+
+
+def is_done(workdir: Path, stages: Sequence[str]) -> bool:
+  """Whether the point in `workdir` has run every one of `stages`."""
+  done = done_stages(workdir)
+  return done is None or set(stages) <= done
+
+
+def run_point(args: list[str], workdir: Path, slot: int,
+              stages: Sequence[str] = ()) -> int:
+  """Runs one point; on success records `stages` (with any recorded before)
+  in DONE. Output goes to its log."""
   workdir.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(slot),
              TPU_VISIBLE_CHIPS=str(slot)) if _PARALLEL.value > 1 else None
@@ -165,7 +192,10 @@ def run_point(args: list[str], workdir: Path, slot: int) -> int:
     code = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT,
                           env=env, check=False).returncode
   if code == 0:
-    _files.atomic_write(workdir / "DONE", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    before = done_stages(workdir) or frozenset()
+    _files.atomic_write(workdir / "DONE", json.dumps(
+        {"stages": sorted(before | set(stages)),
+         "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
   return code
 
 
@@ -232,7 +262,7 @@ def main(argv):
     jobs.append((name, point, workdir, config_file))
   if len({j[0] for j in jobs}) != len(jobs):
     raise ValueError("two points have the same name")
-  todo = [j for j in jobs if not (j[2] / "DONE").is_file()]
+  todo = [j for j in jobs if not is_done(j[2], _STAGES.value)]
   # Points sharing a trace store must not record it at the same time (the
   # store's lock would stop all but one): the first point of each store
   # runs first, its siblings after it, without the traces stage.
@@ -257,7 +287,8 @@ def main(argv):
   failed = []
   for wave in waves:
     with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
-      futures = {pool.submit(run_point, args, workdir, i % _PARALLEL.value):
+      futures = {pool.submit(run_point, args, workdir, i % _PARALLEL.value,
+                             _STAGES.value):
                  name for i, ((name, _, workdir, _), args) in enumerate(wave)}
       for future in concurrent.futures.as_completed(futures):
         name = futures[future]

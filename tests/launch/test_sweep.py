@@ -152,3 +152,24 @@ def test_the_mixed_agents_pool_both_sources_each_split_its_own_way():
 
   for single in (ruler, dialogues):
     assert recorded_as(single.traces) == recorded_as(mixed.traces)
+
+
+def test_done_records_the_stages_run(tmp_path, monkeypatch):
+  """A point run for its traces only is not skipped when training is asked
+  for next; both runs' stages are kept; a DONE without stages counts as all."""
+  monkeypatch.setattr(sweep, "_PARALLEL", type("F", (), {"value": 1})())
+  point = tmp_path / "p"
+  assert not sweep.is_done(point, ["traces"])
+  ok = [sys.executable, "-c", "pass"]
+  assert sweep.run_point(ok, point, 0, ["traces"]) == 0
+  assert sweep.is_done(point, ["traces"])
+  assert not sweep.is_done(point, ["train", "export"])
+  assert sweep.run_point(ok, point, 0, ["train", "export"]) == 0
+  assert sweep.done_stages(point) == {"traces", "train", "export"}
+  assert sweep.is_done(point, ["traces", "train", "export"])
+  assert not sweep.is_done(point, ["train", "evaluate"])
+  failing = [sys.executable, "-c", "raise SystemExit(3)"]
+  assert sweep.run_point(failing, point, 0, ["evaluate"]) == 3
+  assert not sweep.is_done(point, ["evaluate"])    # Not recorded on failure.
+  (point / "DONE").write_text("2026-12-05T10:44:48\n")
+  assert sweep.is_done(point, ["traces", "train", "export", "evaluate"])
