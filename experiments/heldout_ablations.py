@@ -12,6 +12,13 @@ Every <name>/policy.kvp under experiments/results/ablations/ (committed
 points) and under the sweep's root (the environment's KVP_ABLATION_ROOT,
 default runs/sweeps/method) joins as "kvp_<name>", the committed one first
 when both exist; points not trained yet are simply not there.
+
+The environment's KVP_EVAL_SUITES (comma-separated suite names, e.g.
+"attention_cost,ruler") keeps only those suites: on 2 CPU cores a point's
+RULER-style and attention-cost cells take about an hour, its dialogues
+another half hour, and the ablation table is read on the RULER-style suite.
+The log keeps what ran, so a later run without it adds the other suites'
+cells only.
 """
 
 import os
@@ -31,8 +38,24 @@ def ablation_policies(root: str | os.PathLike[str]) -> dict[str, str]:
   return found
 
 
+def chosen_suites(suites, names: str | None) -> list:
+  """The suites named in `names` (comma-separated; all when empty/None), in
+  their order; an unknown name is an error naming the known ones."""
+  if not names:
+    return list(suites)
+  wanted = [n.strip() for n in names.split(",") if n.strip()]
+  known = [s["name"] for s in suites]
+  unknown = [n for n in wanted if n not in known]
+  if unknown:
+    raise ValueError(f"KVP_EVAL_SUITES: unknown suites {unknown}; known: "
+                     f"{', '.join(known)}")
+  return [s for s in suites if s["name"] in wanted]
+
+
 def get_config():
   c = heldout.get_config()
   root = os.environ.get("KVP_ABLATION_ROOT", "runs/sweeps/method")
   c.eval.policies = {**dict(c.eval.policies), **ablation_policies(root)}
+  c.eval.suites = chosen_suites(c.eval.suites,
+                                os.environ.get("KVP_EVAL_SUITES"))
   return c

@@ -6,8 +6,8 @@ same samples (experiments/heldout_ablations.py, paired intervals against
 
   python -m launch.sweep --sweep=launch/method_ablations.py \
       --root=runs/sweeps/method --stages=traces,train,export
-  python -m kvp_jax.evaluate --config=experiments/heldout_ablations.py \
-      --workdir=runs/heldout
+  KVP_EVAL_SUITES=attention_cost,ruler python -m kvp_jax.evaluate \
+      --config=experiments/heldout_ablations.py --workdir=runs/heldout
 
 One family at a time: KVP_ABLATION=reward python -m launch.sweep ... (or
 futures, samples, position, target, comma-separated; default: every

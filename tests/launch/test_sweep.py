@@ -99,6 +99,18 @@ def test_the_ablation_grid_finds_the_trained_points(tmp_path, monkeypatch):
   assert {"kvp_paper", "kvp_reward_harmonic"} <= set(policies)
 
 
+def test_the_ablation_grid_keeps_the_named_suites(monkeypatch):
+  from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
+  every = [s["name"] for s in heldout_ablations.get_config().eval.suites]
+  assert set(every) == {"ruler", "dialogues", "attention_cost"}
+  monkeypatch.setenv("KVP_EVAL_SUITES", "attention_cost, ruler")
+  kept = [s["name"] for s in heldout_ablations.get_config().eval.suites]
+  assert kept == [n for n in every if n != "dialogues"]
+  monkeypatch.setenv("KVP_EVAL_SUITES", "ruler,chat")
+  with pytest.raises(ValueError, match=r"unknown suites \['chat'\]"):
+    heldout_ablations.get_config()
+
+
 def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
                                                              monkeypatch):
   from experiments import heldout_cross  # pylint: disable=g-import-not-at-top
