@@ -19,9 +19,11 @@ KVP_DIALOGUE_POLICY overrides both); without either, evaluate refuses
 before the model loads, naming the missing file (the config itself always
 builds).
 
-The agents trained on both sources (mixed_agents.py) join as "kvp_mixed"
-once trained: experiments/results/mixed_agents/policy.kvp, else
-runs/mixed/policy.kvp.
+The agents trained on both sources join once trained, the committed
+policy first: mixed_agents.py as "kvp_mixed"
+(experiments/results/mixed_agents/policy.kvp, else runs/mixed/policy.kvp)
+and mixed_agents_k4.py as "kvp_mixed_k4" (experiments/results/
+mixed_agents_k4/policy.kvp, else runs/mixed_k4/policy.kvp).
 """
 
 import os
@@ -32,8 +34,12 @@ from experiments import heldout_ablations
 
 COMMITTED = Path(heldout.RESULTS) / "dialogue_agents" / "policy.kvp"
 TRAINED = Path("runs/dialogues/policy.kvp")
-MIXED = (Path(heldout.RESULTS) / "mixed_agents" / "policy.kvp",
-         Path("runs/mixed/policy.kvp"))
+MIXED = {
+    "kvp_mixed": (Path(heldout.RESULTS) / "mixed_agents" / "policy.kvp",
+                  Path("runs/mixed/policy.kvp")),
+    "kvp_mixed_k4": (Path(heldout.RESULTS) / "mixed_agents_k4" / "policy.kvp",
+                     Path("runs/mixed_k4/policy.kvp")),
+}
 
 
 def dialogue_policy() -> Path:
@@ -51,7 +57,8 @@ def get_config():
   c = heldout_ablations.get_config()
   c.eval.policies = {**dict(c.eval.policies),
                      "kvp_dialogue": str(dialogue_policy())}
-  mixed = [p for p in MIXED if p.is_file()]
-  if mixed:
-    c.eval.policies["kvp_mixed"] = str(mixed[0])
+  for label, candidates in MIXED.items():
+    trained = [p for p in candidates if p.is_file()]
+    if trained:
+      c.eval.policies[label] = str(trained[0])
   return c

@@ -133,11 +133,19 @@ def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
   assert config.eval.output_dir.endswith("results/heldout")
   # The agents trained on both sources join once trained.
   mixed = (tmp_path / "committed.kvp", tmp_path / "trained.kvp")
-  monkeypatch.setattr(heldout_cross, "MIXED", mixed)
-  assert "kvp_mixed" not in heldout_cross.get_config().eval.policies
+  mixed_k4 = (tmp_path / "committed_k4.kvp", tmp_path / "trained_k4.kvp")
+  monkeypatch.setattr(heldout_cross, "MIXED",
+                      {"kvp_mixed": mixed, "kvp_mixed_k4": mixed_k4})
+  policies = heldout_cross.get_config().eval.policies
+  assert "kvp_mixed" not in policies and "kvp_mixed_k4" not in policies
   mixed[1].write_bytes(b"x")
-  assert heldout_cross.get_config().eval.policies["kvp_mixed"] == str(
-      mixed[1])
+  policies = heldout_cross.get_config().eval.policies
+  assert policies["kvp_mixed"] == str(mixed[1])
+  assert "kvp_mixed_k4" not in policies
+  for path in mixed_k4[::-1]:                   # The committed one first.
+    path.write_bytes(b"x")
+  assert heldout_cross.get_config().eval.policies["kvp_mixed_k4"] == str(
+      mixed_k4[0])
 
 
 def test_the_mixed_agents_pool_both_sources_each_split_its_own_way():
@@ -167,6 +175,12 @@ def test_the_mixed_agents_pool_both_sources_each_split_its_own_way():
 
   for single in (ruler, dialogues):
     assert recorded_as(single.traces) == recorded_as(mixed.traces)
+  # The K = 4 run changes only K: same store, agent and schedule.
+  from experiments import mixed_agents_k4  # pylint: disable=g-import-not-at-top
+  k4 = mixed_agents_k4.get_config()
+  assert k4.train.num_samples == 4 and mixed.train.num_samples == 1
+  k4.train.num_samples = 1
+  assert k4 == mixed
 
 
 def test_done_records_the_stages_run(tmp_path, monkeypatch):
