@@ -23,9 +23,9 @@ SHIPPED = "shipped"   # The eval.policy value that names the shipped policy.
 
 HOW_TO_TRAIN = (
     "train one (python -m kvp_jax.pipeline --config=experiments/"
-    "ruler_agents_contrast.py --workdir=runs/ruler_contrast, with "
+    "ruler_agents_k4.py --workdir=runs/ruler_k4, with "
     "config.model naming your model) and pass its policy.kvp "
-    "(--policy=runs/ruler_contrast/policy.kvp, or eval.policy)")
+    "(--policy=runs/ruler_k4/policy.kvp, or eval.policy)")
 
 
 @dataclasses.dataclass(frozen=True)

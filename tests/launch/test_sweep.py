@@ -202,3 +202,31 @@ def test_done_records_the_stages_run(tmp_path, monkeypatch):
   assert not sweep.is_done(point, ["evaluate"])    # Not recorded on failure.
   (point / "DONE").write_text("2026-12-05T10:44:48\n")
   assert sweep.is_done(point, ["traces", "train", "export", "evaluate"])
+
+
+def test_the_default_k_is_the_shipped_policys_ablation_point():
+  """The project's default K = 4; the shipped policy's experiment is the
+  samples_k4 ablation point (its committed policy, byte for byte), and the
+  experiments whose committed results were trained with K = 1 pin it."""
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from experiments import quickstart  # pylint: disable=g-import-not-at-top
+  from experiments import ruler_agents_contrast  # pylint: disable=g-import-not-at-top
+  from experiments import ruler_agents_k4  # pylint: disable=g-import-not-at-top
+  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
+  from launch import method_ablations  # pylint: disable=g-import-not-at-top
+  assert common.train_config().num_samples == common.DEFAULT_NUM_SAMPLES == 4
+  assert ruler_agents_contrast.get_config().train.num_samples == 1
+  assert quickstart.get_config().train.num_samples == 1
+  (point,) = method_ablations.points(["samples"])
+  assert point["config"] == "experiments/ruler_agents_contrast.py"
+  want = ruler_agents_contrast.get_config()
+  for key, value in point.items():
+    if key not in ("config", "name"):
+      section, field = key.split(".")
+      want[section][field] = value
+  assert ruler_agents_k4.get_config() == want
+  (entry,) = policy_lib.shipped_policies()
+  assert entry.experiment == "experiments/ruler_agents_k4.py"
+  committed = (REPO / "experiments/results/ablations" / point["name"] /
+               "policy.kvp")
+  assert entry.path.read_bytes() == committed.read_bytes()

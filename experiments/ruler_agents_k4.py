@@ -1,0 +1,24 @@
+r"""The project's default agents for Gemma 3 270M, the policy shipped inside
+the package (kvp_jax/policy/shipped/): ruler_agents_contrast.py trained
+with the project's default K = 4 rankings per trace in the leave-one-out
+baseline (common.DEFAULT_NUM_SAMPLES) instead of K = 1 across the batch.
+It is the samples_k4 point of launch/method_ablations.py (same traces,
+schedule and seed as "kvp"), committed under
+experiments/results/ablations/samples_k4/ and evaluated as
+"kvp_samples_k4" in the held-out grid.
+
+  python -m kvp_jax.train --config=experiments/ruler_agents_k4.py \
+      --workdir=runs/ruler_k4 --config.traces.store=runs/ruler/traces
+  python -m kvp_jax.export --workdir=runs/ruler_k4
+
+Results: experiments/README.md, "Method ablations".
+"""
+
+from experiments import common
+from experiments import ruler_agents_contrast
+
+
+def get_config():
+  c = ruler_agents_contrast.get_config()
+  c.train.num_samples = common.DEFAULT_NUM_SAMPLES
+  return c
