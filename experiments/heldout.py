@@ -9,7 +9,9 @@ The grid is ruler_agents.heldout_eval(): 209 RULER-style samples at 2k, 48
 dialogues at 2k and 11 attention-cost samples; every query-free and
 query-aware scorer and the oracle; budgets 64..1024. "kvp" is the
 key-contrast agents of ruler_agents_contrast.py, "kvp_paper" the
-paper-faithful agents of ruler_agents.py (both committed policies); more
+paper-faithful agents of ruler_agents.py (both committed policies, K = 1;
+the shipped default, K = 4, joins as "kvp_samples_k4" through
+heldout_ablations.py); more
 committed policies join through eval.policies (scorer names "kvp_<label>"),
 each with its own paired verdicts, also against "kvp".
 

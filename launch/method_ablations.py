@@ -28,10 +28,13 @@ Families (issue #12, item 1), each one change to the base:
             weighted by ||W_O^g v_j||, the size of what the token writes
             through that head (traces.target = "value_weighted", its own
             trace store).
-The base is the project's default agent, experiments/ruler_agents_contrast.py
-as committed (key contrast, position "both", uniform reward, greedy futures,
-K = 1); it is "kvp" of the held-out grid, so it is not trained again here,
-and every point's paired verdicts against "kvp" are its ablation result.
+The base is experiments/ruler_agents_contrast.py as committed (key
+contrast, position "both", uniform reward, greedy futures, K = 1); it is
+"kvp" of the held-out grid, so it is not trained again here, and every
+point's paired verdicts against "kvp" are its ablation result. The
+samples_k4 point won (experiments/README.md, "Method ablations"): K = 4 is
+the project's default since, and its policy is the shipped one
+(experiments/ruler_agents_k4.py).
 Key contrast off (item 1e) needs no run either: it is "kvp_paper"
 (experiments/ruler_agents.py: same traces and schedule; its max_position
 differs, which the position clamp makes irrelevant: no row past the longest
