@@ -125,8 +125,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   (the samples_k4 point, ruler_agents_k4.py) lowered the validation cost
   from 1.580 to 1.225 (lower on all 18 heads) and, on 209 held-out
   RULER-style samples, raised teacher-forced agreement with the full cache
-  by +2.6 to +7.3 points over K = 1 and answer retention by +9 to +68
-  points at every budget 64..1024 (paired 95% intervals). With K = 1 the
+  by +2.6 to +7.3 points over K = 1 at every budget 64..1024 and answer
+  retention by +19 to +68 points at 64..512 (not distinguishable at 1024;
+  paired 95% intervals). With K = 1 the
   baseline is the mean over traces whose costs differ more than the
   rankings of one trace do (73-99% of the variance is between traces).
   Experiments whose committed results were made with K = 1 pin
