@@ -1,7 +1,8 @@
 r"""The project's default agents for Gemma 3 270M, the policy shipped inside
 the package (kvp_jax/policy/shipped/): ruler_agents_contrast.py trained
 with the project's default K = 4 rankings per trace in the leave-one-out
-baseline (common.DEFAULT_NUM_SAMPLES) instead of K = 1 across the batch.
+baseline (the value of common.DEFAULT_NUM_SAMPLES; fixed here, since this
+file reproduces the shipped artifact) instead of K = 1 across the batch.
 It is the samples_k4 point of launch/method_ablations.py (same traces,
 schedule and seed as "kvp"), committed under
 experiments/results/ablations/samples_k4/ and evaluated as
@@ -14,11 +15,10 @@ experiments/results/ablations/samples_k4/ and evaluated as
 Results: experiments/README.md, "Method ablations".
 """
 
-from experiments import common
 from experiments import ruler_agents_contrast
 
 
 def get_config():
   c = ruler_agents_contrast.get_config()
-  c.train.num_samples = common.DEFAULT_NUM_SAMPLES
+  c.train.num_samples = 4
   return c
