@@ -13,7 +13,9 @@ paper-faithful agents of ruler_agents.py (both committed policies, K = 1;
 the shipped default, K = 4, joins as "kvp_samples_k4" through
 heldout_ablations.py); more
 committed policies join through eval.policies (scorer names "kvp_<label>"),
-each with its own paired verdicts, also against "kvp".
+each with its own paired verdicts, also against "kvp" and against the
+shipped default "kvp_samples_k4" (eval.references; the method ablations
+after samples_k4 change the default, so it is their base).
 
 The results, and the per-sample log they are built from, are committed
 under experiments/results/heldout/. The log is keyed by model, scorer,
@@ -27,11 +29,15 @@ accelerator, minutes.
 from experiments import ruler_agents_contrast
 
 RESULTS = "experiments/results"
+# The shipped default's name in the grid (experiments/ruler_agents_k4.py,
+# joined through heldout_ablations.py).
+DEFAULT = "kvp_samples_k4"
 
 
 def get_config():
   c = ruler_agents_contrast.get_config()
   c.eval.policy = f"{RESULTS}/ruler_agents_contrast/policy.kvp"
   c.eval.policies = {"kvp_paper": f"{RESULTS}/ruler_agents/policy.kvp"}
+  c.eval.references = ["kvp", DEFAULT]
   c.eval.output_dir = f"{RESULTS}/heldout"
   return c

@@ -2,7 +2,7 @@ r"""The ablations of what KVP's agents are trained to predict and how, on the
 RULER-style traces of experiments/ruler_agents.py with its schedule; each
 point trains and exports, and the held-out grid evaluates them all on the
 same samples (experiments/heldout_ablations.py, paired intervals against
-"kvp" and against every baseline).
+every baseline, "kvp" and the shipped default "kvp_samples_k4").
 
   python -m launch.sweep --sweep=launch/method_ablations.py \
       --root=runs/sweeps/method --stages=traces,train,export
@@ -15,7 +15,7 @@ family). Every point but "futures_reference" and "target_value_weighted"
 shares one trace store (their traces settings are the same); those two
 record their own.
 
-Families (issue #12, item 1), each one change to the base:
+Families (issue #12, item 1), each one change to its base (below):
   reward:   the budgets the reward sums over: every budget (the paper),
             only b <= 512 ("truncated"), every halving of the budget equally
             (w_b = 1 / (b + 1), "harmonic"); kvp_jax.objective.BudgetWeighting.
@@ -28,13 +28,19 @@ Families (issue #12, item 1), each one change to the base:
             weighted by ||W_O^g v_j||, the size of what the token writes
             through that head (traces.target = "value_weighted", its own
             trace store).
-The base is experiments/ruler_agents_contrast.py as committed (key
-contrast, position "both", uniform reward, greedy futures, K = 1); it is
-"kvp" of the held-out grid, so it is not trained again here, and every
-point's paired verdicts against "kvp" are its ablation result. The
-samples_k4 point won (experiments/README.md, "Method ablations"): K = 4 is
-the project's default since, and its policy is the shipped one
-(experiments/ruler_agents_k4.py).
+Two bases. The samples family changes experiments/ruler_agents_contrast.py
+as committed (key contrast, position "both", uniform reward, greedy
+futures, K = 1), which is "kvp" of the held-out grid, so it is not trained
+again here. Its point samples_k4 won (experiments/README.md, "Method
+ablations"): K = 4 is the project's default since, and its policy is the
+shipped one (experiments/ruler_agents_k4.py, "kvp_samples_k4" in the
+grid). Every other family therefore changes that default: its points carry
+DEFAULT_OVERRIDES (K = 4) beside their own change, so each point's paired
+verdicts against "kvp_samples_k4" (eval.references of
+experiments/heldout.py) are its ablation result: does the change improve
+the shipped policy. The config file stays ruler_agents_contrast.py, so
+every point shares the trace store of samples_k4 (the store's key is the
+config file and its traces.* overrides).
 Key contrast off (item 1e) needs no run either: it is "kvp_paper"
 (experiments/ruler_agents.py: same traces and schedule; its max_position
 differs, which the position clamp makes irrelevant: no row past the longest
@@ -44,6 +50,10 @@ training trace is read).
 import os
 
 BASE = "experiments/ruler_agents_contrast.py"
+# BASE + these = the project's default (experiments/ruler_agents_k4.py).
+DEFAULT_OVERRIDES = {"train.num_samples": 4}
+# The families that change BASE itself; the rest change the default.
+ON_BASE = ("samples",)
 
 FAMILIES = {
     "reward": [
@@ -63,13 +73,15 @@ FAMILIES = {
 
 
 def points(families=None) -> list[dict]:
-  """The points of the named families (all when None), each on BASE."""
+  """The points of the named families (all when None): each family's
+  points on BASE (ON_BASE) or on the default (BASE + DEFAULT_OVERRIDES)."""
   names = list(FAMILIES) if families is None else list(families)
   unknown = [n for n in names if n not in FAMILIES]
   if unknown:
     raise ValueError(f"unknown ablation families {unknown}; known: "
                      f"{', '.join(FAMILIES)}")
-  return [{"config": BASE, **p} for n in names for p in FAMILIES[n]]
+  return [{"config": BASE, **({} if n in ON_BASE else DEFAULT_OVERRIDES), **p}
+          for n in names for p in FAMILIES[n]]
 
 
 def get_sweep():

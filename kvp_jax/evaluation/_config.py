@@ -85,8 +85,12 @@ class EvalConfig:
       (e.g. {"kvp_contrast": "experiments/results/ruler_agents_contrast/
       policy.kvp"}). They run after `scorers`, share every baseline cell
       (and its log rows) with "kvp", and each gets the paired verdicts
-      against the best baselines and against "kvp". Every policy must
-      protect the same tokens.
+      against the best baselines and against each of `references`. Every
+      policy must protect the same tokens.
+    references: the policies every extra policy is also compared with,
+      paired ("kvp" or names of `policies`; e.g. the shipped default beside
+      the base an ablation changed). One that is not in a grid's results is
+      skipped; a policy is not compared with itself.
     budgets: tokens kept per (layer, KV head), the protected ones included.
     protocol: "once" (the paper), "chunked" or "decode".
     allocation: "uniform" (the paper), "layer" or "model".
@@ -108,6 +112,7 @@ class EvalConfig:
                               "oracle")
   policy: str = ""
   policies: Any = dataclasses.field(default_factory=dict)
+  references: tuple[str, ...] = ("kvp",)
   budgets: tuple[int, ...] = (64, 128, 256, 512, 1024)
   protocol: str = "once"
   allocation: str = "uniform"
@@ -148,6 +153,11 @@ class EvalConfig:
         raise ValueError(f"config.eval.budgets: {b} is not a positive "
                          "integer")
     object.__setattr__(self, "policies", _policy_pairs(self.policies))
+    for name in self.references:
+      if not isinstance(name, str) or not (
+          name == "kvp" or POLICY_NAME.fullmatch(name)):
+        raise ValueError(f"config.eval.references: {name!r} is not a "
+                         "policy's scorer name: 'kvp' or 'kvp_' + a label")
 
   def policy_paths(self, default: str) -> dict[str, str]:
     """{scorer name: artifact path} of every policy in the grid: "kvp"

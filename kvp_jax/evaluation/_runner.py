@@ -662,11 +662,13 @@ RUNNERS["episodic"] = _run_episodic
 def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
              output_dir: str | os.PathLike[str], *,
              progress: bool = True, title: str = "",
-             compute: bool = True) -> list[dict]:
+             compute: bool = True,
+             references: Sequence[str] = ("kvp",)) -> list[dict]:
   """Runs every suite, then writes results.jsonl, results.md and plots.
 
   With compute=False nothing runs: the files are written from the samples
-  the log holds so far (a look at a long grid part-way).
+  the log holds so far (a look at a long grid part-way). `references`: the
+  policies each extra policy is also compared with (EvalConfig.references).
   Returns the aggregated result rows.
   """
   out = Path(output_dir)
@@ -690,7 +692,7 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[dict],
   if multi and not distributed.is_primary():
     return distributed.gather_rows([])       # Process 0's rows.
   rows = _report.aggregate(current)
-  extra = _verdicts.write(current, rows, out)
+  extra = _verdicts.write(current, rows, out, references=references)
   _report.write(rows, out, title=title, extra=extra)
   return distributed.gather_rows(rows) if multi else rows
 
@@ -754,4 +756,4 @@ def evaluate(config, workdir: str | os.PathLike[str], *,
     title += (" (report of the samples logged so far; the grid is not "
               "necessarily complete)")
   return run_grid(model, grid, suites, out, progress=progress, title=title,
-                  compute=compute)
+                  compute=compute, references=ec.references)

@@ -10,7 +10,8 @@ Paired comparisons: per (suite, budget, metric) KVP minus the best
 query-free and the best query-aware baseline over the samples both have
 (_paired.kvp_against_baselines), with a seeded 95% percentile bootstrap of
 NUM_RESAMPLES resamples, for PAIRED_METRICS; each extra policy of the grid
-(eval.policies, "kvp_<label>") likewise, and also against "kvp". Rows with a non-finite value
+(eval.policies, "kvp_<label>") likewise, and also against each reference
+policy (eval.references, default "kvp"). Rows with a non-finite value
 (an evicted share where no head holds more than the budget) are left out.
 
 Everything here is written beside results.jsonl, never into it:
@@ -63,22 +64,27 @@ def retention_rows(samples: Sequence[dict]) -> list[dict]:
   return out
 
 
-def paired_comparisons(samples: Sequence[dict]) -> list[dict]:
+def paired_comparisons(samples: Sequence[dict],
+                       references: Sequence[str] = ("kvp",)) -> list[dict]:
   """_paired.kvp_against_baselines over the compressed cells of
-  PAIRED_METRICS (retention rows included), finite values only: KVP's, then
-  those of _paired.OTHER_METHODS (epicache+kvp against epicache)."""
+  PAIRED_METRICS (retention rows included), finite values only: KVP's, each
+  extra policy's (also against each of `references`, a family of one
+  policy named after it), then those of _paired.OTHER_METHODS (epicache+kvp
+  against epicache)."""
   rows = [r for r in list(samples) + retention_rows(samples)
           if r["metric"] in PAIRED_METRICS and r["scorer"] != FULL
           and str(r["budget"]) != FULL and math.isfinite(r["value"])]
   out = _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
                                       seed=SEED)
   # More policies of one grid (eval.policies): each against the baselines
-  # and against "kvp".
+  # and against each reference policy but itself.
   for method in sorted({r["scorer"] for r in rows
                         if _paired.is_extra_policy(r["scorer"])}):
+    families = dict(_paired.FAMILIES)
+    families.update((ref, (ref,)) for ref in references if ref != method)
     out += _paired.kvp_against_baselines(
-        rows, kvp=method, families=dict(_paired.FAMILIES, kvp=("kvp",)),
-        num_resamples=NUM_RESAMPLES, seed=SEED)
+        rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
+        seed=SEED)
   for method, families in _paired.OTHER_METHODS.items():
     out += _paired.kvp_against_baselines(
         rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
@@ -184,8 +190,11 @@ def memory_markdown(aggregated: Sequence[dict]) -> list[str]:
 
 
 def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
-  """One PNG per (suite, metric): KVP - best baseline of each family
-  against the budget, the bootstrap interval drawn as a band."""
+  """One PNG per (suite, metric): one panel per compared method (KVP, then
+  each extra policy), each with its difference from the best baseline of
+  each family (and from each reference policy) against the budget, the
+  bootstrap interval drawn as a band; a family keeps its colour across
+  panels, and the panels share the y axis."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -196,43 +205,60 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
             c["metric"] == metric and str(c["budget"]).isdigit()]
     if not rows:
       continue
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for method, family in sorted({(c.get("method", "kvp"), c["family"])
-                                  for c in rows}):
-      pts = sorted((int(c["budget"]), c["difference"], c["low"], c["high"])
-                   for c in rows if c["family"] == family and
-                   c.get("method", "kvp") == method)
-      x, mean, low, high = zip(*pts)
-      name = "KVP" if method == "kvp" else method
-      # The family "kvp" is the one policy "kvp" itself, not a best-of.
-      other = "kvp" if family == "kvp" else f"best {family}"
-      line, = ax.plot(x, mean, marker="o", label=f"{name} - {other}")
-      ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
-    ax.axhline(0.0, color="gray", linestyle="--")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("cache size per head (tokens)")
+    methods = sorted({c.get("method", "kvp") for c in rows},
+                     key=lambda m: (m != "kvp", m))
+    families = sorted({c["family"] for c in rows},
+                      key=lambda f: (f not in _paired.FAMILIES, f))
+    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
+    cols = min(3, len(methods))
+    nrows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows),
+                             sharey=True, squeeze=False)
     better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
-    ax.set_ylabel(f"{metric} difference ({better} is better for the "
-                  f"first)")
-    ax.set_title(f"{suite}: paired, 95% bootstrap band")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, method in zip(axes.flat, methods):
+      for family in families:
+        pts = sorted((int(c["budget"]), c["difference"], c["low"],
+                      c["high"]) for c in rows if c["family"] == family and
+                     c.get("method", "kvp") == method)
+        if not pts:
+          continue
+        x, mean, low, high = zip(*pts)
+        # A reference's family is the one policy itself, not a best-of.
+        other = (family if family not in _paired.FAMILIES
+                 else f"best {family}")
+        ax.plot(x, mean, marker="o", color=colours[family],
+                label=f"vs {other}")
+        ax.fill_between(x, low, high, color=colours[family], alpha=0.25)
+      ax.axhline(0.0, color="gray", linestyle="--")
+      ax.set_xscale("log", base=2)
+      ax.set_title("KVP" if method == "kvp" else method, fontsize=10)
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7)
+    for ax in axes.flat[len(methods):]:
+      ax.set_visible(False)
+    for ax in axes[-1]:
+      ax.set_xlabel("cache size per head (tokens)")
+    for ax in axes[:, 0]:
+      ax.set_ylabel(f"{metric} difference\n({better} is better for the "
+                    "panel's method)", fontsize=9)
+    fig.suptitle(f"{suite}: {metric}, paired, 95% bootstrap band")
     fig.tight_layout()
     path = out_dir / f"{suite}_{metric}_paired.png"
     with _files.atomic_output(path) as tmp:
-      fig.savefig(tmp, dpi=120, format="png")
+      fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     paths.append(path)
   return paths
 
 
 def write(samples: Sequence[dict], aggregated: Sequence[dict],
-          out_dir: Path) -> list[str]:
+          out_dir: Path, references: Sequence[str] = ("kvp",)) -> list[str]:
   """verdicts.jsonl and the paired plots; returns the markdown sections
-  (retention, fidelity, evicted share, memory, paired comparisons)."""
+  (retention, fidelity, evicted share, memory, paired comparisons).
+  `references`: as paired_comparisons."""
   out_dir.mkdir(parents=True, exist_ok=True)
   retention = _report.aggregate(retention_rows(samples))
-  comparisons = paired_comparisons(samples)
+  comparisons = paired_comparisons(samples, references)
   by_group = group_comparisons(samples)
   rows = ([dict(r, kind="retention") for r in retention] +
           [dict(c, kind="paired") for c in comparisons] +

@@ -137,3 +137,53 @@ def test_group_verdicts_show_where_the_suite_verdict_comes_from(tmp_path):
   written = [json.loads(l) for l in
              (tmp_path / "verdicts.jsonl").read_text().splitlines()]
   assert sum(r["kind"] == "paired_group" for r in written) == len(by_group)
+
+
+def test_extra_policies_are_compared_with_each_reference_policy():
+  # Three policies on the same 12 samples: "kvp" (the base), the default
+  # "kvp_default" 3 points above it and "kvp_change" 1 point above the
+  # default (noise 0.1): each extra policy against every reference but
+  # itself, the difference the plain mean of the paired differences.
+  rng = np.random.default_rng(7)
+  rows = []
+  for i in range(12):
+    base = 50 + 10 * rng.normal()
+    for scorer, value in (("kvp", base), ("kvp_default", base + 3),
+                          ("kvp_change", base + 4 + rng.normal(0, .1)),
+                          ("keydiff", base - 20)):
+      rows.append(dict(suite="ruler", sample=f"s{i}", group="g",
+                       scorer=scorer, budget=64, protocol="once",
+                       allocation="uniform", metric="agreement",
+                       value=float(value)))
+  got = _verdicts.paired_comparisons(rows,
+                                     references=("kvp", "kvp_default"))
+  pairs = {(c["method"], c["family"]): c for c in got}
+  assert set(pairs) == {
+      ("kvp", "query_free"), ("kvp_change", "query_free"),
+      ("kvp_change", "kvp"), ("kvp_change", "kvp_default"),
+      ("kvp_default", "query_free"), ("kvp_default", "kvp")}
+  value = {(r["scorer"], r["sample"]): r["value"] for r in rows}
+  for (method, ref), want in ((("kvp_change", "kvp_default"), 1.0),
+                              (("kvp_change", "kvp"), 4.0),
+                              (("kvp_default", "kvp"), 3.0)):
+    c = pairs[(method, ref)]
+    diffs = [value[(method, f"s{i}")] - value[(ref, f"s{i}")]
+             for i in range(12)]
+    assert c["baseline"] == ref and c["num_samples"] == 12
+    assert c["difference"] == pytest.approx(np.mean(diffs))
+    assert c["difference"] == pytest.approx(want, abs=0.1)
+    assert c["verdict"] == _paired.BETTER
+  # The default keeps the base as its only reference.
+  plain = {(c["method"], c["family"])
+           for c in _verdicts.paired_comparisons(rows)}
+  assert ("kvp_change", "kvp_default") not in plain
+  assert ("kvp_change", "kvp") in plain
+
+
+def test_a_reference_must_name_a_policy():
+  from kvp_jax import evaluation
+  assert evaluation.EvalConfig(
+      references=("kvp", "kvp_default")).references == ("kvp",
+                                                        "kvp_default")
+  with pytest.raises(ValueError, match="config.eval.references.*keydiff"):
+    evaluation.EvalConfig(references=("keydiff",))

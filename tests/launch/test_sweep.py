@@ -82,6 +82,32 @@ def test_method_ablation_families(monkeypatch):
       "samples_k4", "target_value_weighted"}
   with pytest.raises(ValueError, match="unknown ablation families"):
     method_ablations.points(["nope"])
+  # samples_k4 changes the K = 1 base; every later point is the shipped
+  # default (ruler_agents_k4.py) with exactly its own change, on the same
+  # config file (one trace store key but for traces.* changes).
+  from experiments import ruler_agents_contrast  # pylint: disable=g-import-not-at-top
+  from experiments import ruler_agents_k4  # pylint: disable=g-import-not-at-top
+
+  def flat(config):
+    return {f"{section}.{field}": value
+            for section, fields in config.to_dict().items()
+            if isinstance(fields, dict) for field, value in fields.items()}
+
+  default = flat(ruler_agents_k4.get_config())
+  for point in method_ablations.points():
+    assert point["config"] == method_ablations.BASE
+    config = ruler_agents_contrast.get_config()
+    for key, value in point.items():
+      if key not in ("config", "name"):
+        section, field = key.split(".")
+        config[section][field] = value
+    changed = {k for k, v in flat(config).items() if default[k] != v}
+    own = {k for k in point if k not in ("config", "name",
+                                         "train.num_samples")}
+    # (A change may also set a value equal to the default's, e.g. the
+    # truncation budget beside the truncated reward.)
+    assert changed <= own, point["name"]
+    assert bool(changed) == (point["name"] != "samples_k4"), point["name"]
 
 
 def test_the_ablation_grid_finds_the_trained_points(tmp_path, monkeypatch):
