@@ -18,7 +18,10 @@ The environment's KVP_EVAL_SUITES (comma-separated suite names, e.g.
 RULER-style and attention-cost cells take about an hour, its dialogues
 another half hour, and the ablation table is read on the RULER-style suite.
 The log keeps what ran, so a later run without it adds the other suites'
-cells only.
+cells only. KVP_ABLATION_POINTS (comma-separated point names, e.g.
+"target_value_weighted") likewise keeps only those points, for a suite
+that only some points get (the dialogues: only a point that beats the
+default on the RULER-style suite).
 """
 
 import os
@@ -52,10 +55,28 @@ def chosen_suites(suites, names: str | None) -> list:
   return [s for s in suites if s["name"] in wanted]
 
 
+def chosen_points(policies: dict[str, str], names: str | None
+                  ) -> dict[str, str]:
+  """The ablation points of `policies` ({"kvp_<name>": path}) named in
+  `names` (comma-separated point names; all when empty/None); an unknown or
+  untrained name is an error naming the trained ones."""
+  if not names:
+    return dict(policies)
+  wanted = [f"kvp_{n.strip()}" for n in names.split(",") if n.strip()]
+  unknown = [n[len("kvp_"):] for n in wanted if n not in policies]
+  if unknown:
+    trained = ", ".join(n[len("kvp_"):] for n in policies) or "none"
+    raise ValueError(f"KVP_ABLATION_POINTS: no trained point {unknown}; "
+                     f"trained: {trained}")
+  return {n: policies[n] for n in wanted}
+
+
 def get_config():
   c = heldout.get_config()
   root = os.environ.get("KVP_ABLATION_ROOT", "runs/sweeps/method")
-  c.eval.policies = {**dict(c.eval.policies), **ablation_policies(root)}
+  points = chosen_points(ablation_policies(root),
+                         os.environ.get("KVP_ABLATION_POINTS"))
+  c.eval.policies = {**dict(c.eval.policies), **points}
   c.eval.suites = chosen_suites(c.eval.suites,
                                 os.environ.get("KVP_EVAL_SUITES"))
   return c

@@ -140,6 +140,26 @@ def test_the_ablation_grid_keeps_the_named_suites(monkeypatch):
     heldout_ablations.get_config()
 
 
+def test_the_ablation_grid_keeps_the_named_points(tmp_path, monkeypatch):
+  from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
+  for name in ("reward_harmonic", "position_none"):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "policy.kvp").write_bytes(b"x")
+  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path))
+  every = set(heldout_ablations.get_config().eval.policies)
+  assert {"kvp_reward_harmonic", "kvp_position_none"} <= every
+  monkeypatch.setenv("KVP_ABLATION_POINTS", " position_none,")
+  kept = set(heldout_ablations.get_config().eval.policies)
+  # The committed (non-ablation) policies stay; of the points, only the one.
+  assert "kvp_position_none" in kept and "kvp_reward_harmonic" not in kept
+  assert kept - {"kvp_position_none"} == {
+      n for n in every
+      if n not in heldout_ablations.ablation_policies(tmp_path)}
+  monkeypatch.setenv("KVP_ABLATION_POINTS", "position_none,mixed_k9")
+  with pytest.raises(ValueError, match=r"no trained point \['mixed_k9'\]"):
+    heldout_ablations.get_config()
+
+
 def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
                                                              monkeypatch):
   from experiments import heldout_cross  # pylint: disable=g-import-not-at-top
