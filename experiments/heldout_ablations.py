@@ -41,17 +41,24 @@ def ablation_policies(root: str | os.PathLike[str]) -> dict[str, str]:
   return found
 
 
+def _named(names: str, known: list[str], error: str) -> list[str]:
+  """The comma-separated `names`, stripped, each one of `known`; otherwise
+  ValueError(`error` formatted with {unknown} and {known})."""
+  wanted = [n.strip() for n in names.split(",") if n.strip()]
+  unknown = [n for n in wanted if n not in known]
+  if unknown:
+    raise ValueError(error.format(unknown=unknown,
+                                  known=", ".join(known) or "none"))
+  return wanted
+
+
 def chosen_suites(suites, names: str | None) -> list:
   """The suites named in `names` (comma-separated; all when empty/None), in
   their order; an unknown name is an error naming the known ones."""
   if not names:
     return list(suites)
-  wanted = [n.strip() for n in names.split(",") if n.strip()]
-  known = [s["name"] for s in suites]
-  unknown = [n for n in wanted if n not in known]
-  if unknown:
-    raise ValueError(f"KVP_EVAL_SUITES: unknown suites {unknown}; known: "
-                     f"{', '.join(known)}")
+  wanted = _named(names, [s["name"] for s in suites],
+                  "KVP_EVAL_SUITES: unknown suites {unknown}; known: {known}")
   return [s for s in suites if s["name"] in wanted]
 
 
@@ -62,13 +69,10 @@ def chosen_points(policies: dict[str, str], names: str | None
   untrained name is an error naming the trained ones."""
   if not names:
     return dict(policies)
-  wanted = [f"kvp_{n.strip()}" for n in names.split(",") if n.strip()]
-  unknown = [n[len("kvp_"):] for n in wanted if n not in policies]
-  if unknown:
-    trained = ", ".join(n[len("kvp_"):] for n in policies) or "none"
-    raise ValueError(f"KVP_ABLATION_POINTS: no trained point {unknown}; "
-                     f"trained: {trained}")
-  return {n: policies[n] for n in wanted}
+  trained = [n.removeprefix("kvp_") for n in policies]
+  wanted = _named(names, trained, "KVP_ABLATION_POINTS: no trained point "
+                  "{unknown}; trained: {known}")
+  return {f"kvp_{n}": policies[f"kvp_{n}"] for n in wanted}
 
 
 def get_config():
