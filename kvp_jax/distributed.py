@@ -6,32 +6,32 @@ it calls `initialize()` (or `initialize_from_flags()`) before touching JAX;
 every process then runs the same program on its own local devices, and jitted
 computations over a mesh of `jax.devices()` span all processes.
 
-Where the processes learn who they are, first match wins:
+Joining is jax.distributed.initialize(), which given no arguments detects
+the cluster itself (jax._src.clusters: SLURM srun steps, Open MPI mpirun,
+Cloud TPU VM slices and TPUs on GKE, Kubernetes with the `kubernetes`
+package, opt-in mpi4py) and reads JAX_COORDINATOR_ADDRESS and
+JAX_LOCAL_DEVICE_IDS. This layer adds only:
 
-  1. explicit values: the flags of `define_flags()` (--coordinator_address,
-     --num_processes, --process_id, --local_device_ids), else the environment
-     KVP_NUM_PROCESSES, KVP_PROCESS_ID (else JOB_COMPLETION_INDEX, set by a
-     Kubernetes indexed Job), JAX_COORDINATOR_ADDRESS and
-     JAX_LOCAL_DEVICE_IDS (the last two are JAX's own names). The local
-     launcher (`python -m launch.multiprocess`) sets these variables;
-  2. a managed cluster that jax.distributed.initialize() auto-detects, when it
-     has more than one process: SLURM (SLURM_NTASKS > 1 in an srun step),
-     Open MPI (mpirun: OMPI_COMM_WORLD_SIZE > 1) and Cloud TPU on GKE
-     (TPU_WORKER_HOSTNAMES lists several hosts);
-  3. --distributed=on (or KVP_DISTRIBUTED=1): call jax.distributed.initialize()
-     with no arguments and let JAX find everything (a multi-host TPU VM slice
-     via the metadata server, mpi4py, a Kubernetes pod with the `kubernetes`
-     package).
-
-Otherwise (and always with --distributed=off / KVP_DISTRIBUTED=0) the process
-is alone and nothing is initialized: the command behaves exactly as before.
-In a job, an uncaught exception ends its process at once with status 1
-(rather than waiting for the others in JAX's shutdown barrier), so a
-launcher sees the failure and stops the rest.
-
-On CPU, cross-process collectives use gloo (set here unless
-JAX_CPU_COLLECTIVES_IMPLEMENTATION chose another, e.g. mpi), so the tests run
-2 processes x 2 fake CPU devices on one machine.
+  * explicit values, which win: the flags of `define_flags()`
+    (--coordinator_address, --num_processes, --process_id,
+    --local_device_ids), else KVP_NUM_PROCESSES, KVP_PROCESS_ID (else
+    JOB_COMPLETION_INDEX of a Kubernetes indexed Job), JAX_COORDINATOR_ADDRESS
+    and JAX_LOCAL_DEVICE_IDS: what the local launcher
+    (`python -m launch.multiprocess`) sets. Checked before JAX starts;
+  * --distributed (or KVP_DISTRIBUTED=1/0): auto (default) initializes only
+    when explicit values say more than one process, else the process is alone
+    and nothing is initialized (the command behaves as before). auto does not
+    look for a managed cluster (whether one has several processes can take
+    the TPU metadata server or the Kubernetes API): start srun, mpirun, TPU
+    and Kubernetes jobs with --distributed=on, which calls
+    jax.distributed.initialize() with no arguments (only flags given are
+    passed on). off: alone, whatever the environment says;
+  * gloo for cross-process collectives on CPU (unless
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION chose another, e.g. mpi), so the tests
+    run 2 processes x 2 fake CPU devices on one machine;
+  * in a job, an uncaught exception ends its process at once with status 1
+    (not waiting for the others in JAX's shutdown barrier), so a launcher
+    sees the failure and stops the rest.
 
 Helpers for the commands: `is_primary()` (process 0 writes summaries, tables
 and exports), `process_shard(n)` (the items of n this process handles),
@@ -69,11 +69,12 @@ _MODES = ("auto", "on", "off")
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """How this process joins the others (the arguments of
-  jax.distributed.initialize; None = let JAX detect it).
+  """How this process joins the others: the arguments of
+  jax.distributed.initialize (None: not passed, JAX detects it).
 
   Attributes:
-    source: where it came from: "explicit", "slurm", "ompi", "tpu" or "auto".
+    source: "explicit" (flags or the launcher's variables) or "jax"
+      (--distributed=on without them: JAX detects the cluster).
   """
   source: str
   coordinator_address: str | None = None
@@ -100,8 +101,9 @@ def define_flags() -> None:
   defs = {
       "distributed": lambda: flags.DEFINE_enum(
           "distributed", "auto", list(_MODES),
-          "Multi-process runtime: auto (explicit values or a detected "
-          "cluster), on (always jax.distributed.initialize), off (alone)."),
+          "Multi-process runtime: auto (only explicit values: these flags or "
+          "launch.multiprocess's variables), on (jax.distributed.initialize "
+          "detects SLURM, Open MPI, TPU, Kubernetes), off (alone)."),
       "coordinator_address": lambda: flags.DEFINE_string(
           "coordinator_address", None,
           "host:port of process 0's coordinator (multi-process)."),
@@ -144,10 +146,15 @@ def detect(mode: str | None = None, coordinator_address: str | None = None,
            environ: dict | None = None) -> Spec | None:
   """How this process joins a multi-process job, or None if it is alone.
 
+  Explicit values win; without them, mode "on" leaves everything to JAX
+  (Spec("jax") with only the flags given) and "auto" means alone.
+
   Args:
     mode: "auto", "on" or "off" (default: $KVP_DISTRIBUTED 1/0, else auto).
     coordinator_address, num_processes, process_id, local_device_ids:
-      explicit values (flags); each falls back to its environment variable.
+      explicit values (flags); each falls back to its environment variable
+      (KVP_NUM_PROCESSES, KVP_PROCESS_ID, else JOB_COMPLETION_INDEX,
+      JAX_COORDINATOR_ADDRESS, JAX_LOCAL_DEVICE_IDS).
     environ: the environment (default os.environ); for tests.
   Raises:
     ValueError: explicit values that are incomplete or inconsistent.
@@ -166,42 +173,32 @@ def detect(mode: str | None = None, coordinator_address: str | None = None,
   pid = process_id if process_id is not None else _int_env(env, ENV_PROCESS_ID)
   if pid is None and n is not None:
     pid = _int_env(env, "JOB_COMPLETION_INDEX")
+
+  if n is None and pid is None:
+    if mode == "on":              # JAX reads the JAX_* variables itself.
+      return Spec("jax", coordinator_address or None,
+                  local_device_ids=_ids(local_device_ids))
+    return None
+  if n is None:
+    raise ValueError(f"process_id={pid} without num_processes "
+                     f"(--num_processes or ${ENV_NUM_PROCESSES})")
+  if n < 1:
+    raise ValueError(f"num_processes={n} must be >= 1")
+  if n == 1 and pid in (None, 0):
+    return None                                    # Alone, said explicitly.
+  if pid is None:
+    raise ValueError(f"num_processes={n} without process_id "
+                     f"(--process_id, ${ENV_PROCESS_ID} or "
+                     "$JOB_COMPLETION_INDEX)")
+  if not 0 <= pid < n:
+    raise ValueError(f"process_id={pid} is not in [0, {n})")
   address = coordinator_address or env.get(ENV_COORDINATOR) or None
+  if not address:
+    raise ValueError(f"num_processes={n} without coordinator_address "
+                     f"(--coordinator_address or ${ENV_COORDINATOR}, "
+                     "host:port of process 0)")
   ids = _ids(local_device_ids) or _ids(env.get(ENV_LOCAL_DEVICE_IDS))
-
-  if n is not None or pid is not None:
-    if n is None:
-      raise ValueError(f"process_id={pid} without num_processes "
-                       f"(--num_processes or ${ENV_NUM_PROCESSES})")
-    if n < 1:
-      raise ValueError(f"num_processes={n} must be >= 1")
-    if n == 1 and pid in (None, 0):
-      return None                                  # Alone, said explicitly.
-    if pid is None:
-      raise ValueError(f"num_processes={n} without process_id "
-                       f"(--process_id, ${ENV_PROCESS_ID} or "
-                       "$JOB_COMPLETION_INDEX)")
-    if not 0 <= pid < n:
-      raise ValueError(f"process_id={pid} is not in [0, {n})")
-    if not address:
-      raise ValueError(f"num_processes={n} without coordinator_address "
-                       f"(--coordinator_address or ${ENV_COORDINATOR}, "
-                       "host:port of process 0)")
-    return Spec("explicit", address, n, pid, ids)
-
-  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS",
-           "SLURM_PROCID", "SLURM_LOCALID")
-  if all(v in env for v in slurm) and int(env["SLURM_NTASKS"]) > 1:
-    return Spec("slurm", address, local_device_ids=ids)
-  if ("OMPI_MCA_orte_hnp_uri" in env
-      and int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1):
-    return Spec("ompi", address, local_device_ids=ids)
-  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-  if len(hosts) > 1:
-    return Spec("tpu", address, local_device_ids=ids)
-  if mode == "on":
-    return Spec("auto", address, local_device_ids=ids)
-  return None
+  return Spec("explicit", address, n, pid, ids)
 
 
 def _backends_started() -> bool:
@@ -219,9 +216,9 @@ def initialize(mode: str | None = None, coordinator_address: str | None = None,
                timeout_s: int = 300) -> Spec | None:
   """Joins the other processes of a multi-process job, if there are any.
 
-  Call it first, before anything uses JAX (devices, arrays, jit). Alone (no
-  explicit values, no multi-process cluster detected) it does nothing and
-  returns None. Calling it again after a successful call does nothing.
+  Call it first, before anything uses JAX (devices, arrays, jit). Alone (see
+  `detect`) it does nothing and returns None. Calling it again after a
+  successful call does nothing.
 
   Args:
     mode, coordinator_address, num_processes, process_id, local_device_ids:

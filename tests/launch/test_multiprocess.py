@@ -1,6 +1,7 @@
 """kvp_jax.distributed and launch.multiprocess: 2 processes x 2 fake CPU
-devices on localhost (gloo) against 1 process x 4 devices; the detection of
-how a process joins a job; a failing process stops the job."""
+devices on localhost (gloo) against 1 process x 4 devices; how a process
+joins a job (explicit values, else JAX's own detection under
+--distributed=on); a failing process stops the job."""
 
 import io
 import json
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -141,31 +143,110 @@ def test_alone_in_process():
   distributed.sync("nothing")        # One process: returns at once.
 
 
-def test_detect():
+def test_detect_explicit_values():
   d = distributed.detect
   assert d(environ={}) is None
   assert d(environ={"KVP_NUM_PROCESSES": "1"}) is None
   env = {"KVP_NUM_PROCESSES": "2", "KVP_PROCESS_ID": "1",
          "JAX_COORDINATOR_ADDRESS": "h:1"}
   assert d(environ=env) == distributed.Spec("explicit", "h:1", 2, 1)
+  assert d(environ=env, mode="on") == distributed.Spec("explicit", "h:1", 2, 1)
   assert d(environ=env, mode="off") is None
   assert d(environ=dict(env, KVP_DISTRIBUTED="0")) is None
   # Flags win over the environment.
   assert d(process_id=0, coordinator_address="c:2", local_device_ids="0,1",
            environ=env) == distributed.Spec("explicit", "c:2", 2, 0, (0, 1))
+  assert d(environ=dict(env, JAX_LOCAL_DEVICE_IDS="3")).local_device_ids == (3,)
   # A Kubernetes indexed Job: the index is the process id.
   k8s = {"KVP_NUM_PROCESSES": "4", "JOB_COMPLETION_INDEX": "3",
          "JAX_COORDINATOR_ADDRESS": "job-0.svc:1234"}
   assert d(environ=k8s).process_id == 3
-  slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]",
-           "SLURM_NTASKS": "2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
-  assert d(environ=slurm).source == "slurm"
-  assert d(environ=dict(slurm, SLURM_NTASKS="1")) is None
-  assert d(environ={"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "4"}
-           ).source == "ompi"
-  assert d(environ={"TPU_WORKER_HOSTNAMES": "a,b"}).source == "tpu"
-  assert d(environ={"TPU_WORKER_HOSTNAMES": "a"}) is None
-  assert d(environ={"KVP_DISTRIBUTED": "1"}) == distributed.Spec("auto")
+  # One process said explicitly stays alone, even with --distributed=on.
+  assert d(environ={"KVP_NUM_PROCESSES": "1"}, mode="on") is None
+
+
+def test_launcher_variables_are_read():
+  env = multiprocess.process_env(1, 3, "127.0.0.1:9", base={})
+  assert distributed.detect(environ=env) == distributed.Spec(
+      "explicit", "127.0.0.1:9", 3, 1)
+
+
+# What jax.distributed.initialize() detects by itself: left to JAX.
+_CLUSTERS = [
+    {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "2",
+     "SLURM_PROCID": "0", "SLURM_LOCALID": "0"},
+    {"OMPI_MCA_orte_hnp_uri": "x", "OMPI_COMM_WORLD_SIZE": "4"},
+    {"TPU_WORKER_HOSTNAMES": "a,b"},
+]
+
+
+@pytest.mark.parametrize("cluster", _CLUSTERS)
+def test_managed_clusters_are_left_to_jax(cluster):
+  d = distributed.detect
+  assert d(environ=cluster) is None                  # auto: explicit only.
+  assert d(environ=cluster, mode="off") is None
+  spec = d(environ=dict(cluster, KVP_DISTRIBUTED="1"))
+  assert spec == distributed.Spec("jax") and spec.kwargs() == {}
+
+
+def test_on_passes_only_the_flags_given():
+  env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_LOCAL_DEVICE_IDS": "0"}
+  assert distributed.detect("on", environ=env).kwargs() == {}  # JAX reads them.
+  spec = distributed.detect("on", coordinator_address="c:2",
+                            local_device_ids=["0", "1"], environ=env)
+  assert spec.kwargs() == {"coordinator_address": "c:2",
+                           "local_device_ids": [0, 1]}
+
+
+@pytest.fixture
+def fake_jax_initialize(monkeypatch):
+  """jax.distributed.initialize recorded instead of run; returns its calls."""
+  calls = []
+  for k in ("KVP_NUM_PROCESSES", "KVP_PROCESS_ID", "KVP_DISTRIBUTED",
+            "JOB_COMPLETION_INDEX", "JAX_COORDINATOR_ADDRESS",
+            "JAX_LOCAL_DEVICE_IDS"):
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("JAX_CPU_COLLECTIVES_IMPLEMENTATION", "gloo")
+  monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # Restored after.
+  monkeypatch.setattr(distributed, "_backends_started", lambda: False)
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize",
+                      lambda *a, **kw: calls.append((a, kw)))
+  return calls
+
+
+def test_initialize_on_calls_jax_without_arguments(fake_jax_initialize):
+  hook = sys.excepthook
+  assert distributed.initialize("on", timeout_s=7) == distributed.Spec("jax")
+  assert fake_jax_initialize == [((), {"initialization_timeout": 7})]
+  assert sys.excepthook is not hook          # Exits at once on an exception.
+
+
+def test_initialize_off_and_alone_do_nothing(fake_jax_initialize, monkeypatch):
+  for k, v in _CLUSTERS[0].items():
+    monkeypatch.setenv(k, v)
+  monkeypatch.setenv("KVP_NUM_PROCESSES", "2")
+  monkeypatch.setenv("KVP_PROCESS_ID", "1")
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:1")
+  assert distributed.initialize("off") is None
+  monkeypatch.setenv("KVP_DISTRIBUTED", "0")
+  assert distributed.initialize() is None
+  monkeypatch.delenv("KVP_DISTRIBUTED")
+  for k in ("KVP_NUM_PROCESSES", "KVP_PROCESS_ID", "JAX_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(k)
+  assert distributed.initialize() is None    # auto with a SLURM env: alone.
+  assert fake_jax_initialize == []
+
+
+def test_initialize_passes_explicit_values(fake_jax_initialize, monkeypatch):
+  monkeypatch.setenv("KVP_NUM_PROCESSES", "2")
+  monkeypatch.setenv("KVP_PROCESS_ID", "1")
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:1")
+  spec = distributed.initialize(local_device_ids="2,3", timeout_s=5)
+  assert spec.source == "explicit"
+  assert fake_jax_initialize == [((), {
+      "initialization_timeout": 5, "coordinator_address": "h:1",
+      "num_processes": 2, "process_id": 1, "local_device_ids": [2, 3]})]
 
 
 @pytest.mark.parametrize("env,match", [
