@@ -11,10 +11,10 @@ Several processes (a multi-process job, `kvp_jax.distributed`) share the
 work: every process builds the same plan, the not yet recorded batches get
 their row indices from it (`planned_rows`), and process i of P records
 batches number i, i+P, i+2P, ... of the plan into the one store as writer i of P
-(`TraceStore.write_batch`); process 0 merges the commits when all are
-done. Kill any process, rerun the job (with any number of processes): it
-continues at the same rows, and the finished store equals a one-process
-run's.
+(`TraceStore.write_batch`, as one process does with P = 1); process 0
+merges the commits when all are done. Kill any process, rerun the job
+(with any number of processes): it continues at the same rows, and the
+finished store equals a one-process run's.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def planned_rows(store: TraceStore, plan: Sequence[Sequence[PlannedSample]]
 
   Rows follow the plan: the samples not in records.jsonl, in plan order,
   take rows num_consolidated, num_consolidated + 1, ...; so one writer
-  appending batch after batch and several writers each writing their own
+  writing batch after batch and several writers each writing their own
   batches fill the same rows. Merging commits (`TraceStore.consolidate`)
   keeps every pending row where it was.
 
@@ -373,7 +373,7 @@ def _store_layout(model: Pretrained, cfg) -> StoreLayout:
 
 def _open_for(role: _locks.Role, store_path, metadata, layout, plan,
               max_batches):
-  """(store, this run's batches, whether it appends as the one writer).
+  """(store, this run's batches).
 
   Writer 0 opens (creates, repairs, merges finished commits) and sizes the
   arrays first; the others open after it (a barrier), so that every
@@ -387,10 +387,9 @@ def _open_for(role: _locks.Role, store_path, metadata, layout, plan,
     todo = planned_rows(store, plan)
     if max_batches is not None:
       todo = todo[:max_batches]
-    single = role.count == 1 and not store.has_pending
-    if todo and not single:
+    if todo:
       store.reserve(max(row + len(b) for _, row, b in todo))
-    return store, todo, single
+    return store, todo
 
   if role.index == 0:
     opened = prepare()
@@ -437,10 +436,9 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   plan = plan_batches(samples, model.tokenizer, cfg, settings)
   reuse = list(cfg.get("reuse", None) or []) if hasattr(cfg, "get") else []
   reused = ReusedTraces(reuse, model, cfg) if reuse else None
-  store, todo, single = _open_for(role, store_path,
-                                  store_metadata(model, cfg),
-                                  _store_layout(model, cfg), plan,
-                                  max_batches)
+  store, todo = _open_for(role, store_path,
+                           store_metadata(model, cfg),
+                           _store_layout(model, cfg), plan, max_batches)
   if not todo:
     logging.info("%s: all %d samples already recorded", store_path,
                  len(samples))
@@ -457,10 +455,7 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
               **({"split_settings": list(p.split_settings)}
                  if p.split_settings != section else {})}
              for p in batch]
-    if single:
-      store.append(recorded, infos)
-    else:
-      store.write_batch(recorded, infos, row)
+    store.write_batch(recorded, infos, row)
     tokens += sum(t.length for t in recorded)
     bar.update(len(batch))
     bar.set_postfix(tokens_per_s=f"{tokens / (time.time() - start):.0f}")
@@ -468,17 +463,16 @@ def generate_traces(model: Pretrained, cfg, store_path: str | Path, *,
   if reused:
     logging.info("%s: %d of %d traces copied from %s", store_path, copied,
                  bar.total, ", ".join(reuse))
-  if not single:
-    _merge(store, role)
+  _merge(store, role)
   return store
 
 
 def _merge(store: TraceStore, role: _locks.Role) -> None:
-  """Once every writer is done, writer 0 merges the commits; then every
-  writer rereads the store."""
+  """Once every writer is done, writer 0 merges the commits (every
+  writer's, reread); then the others reread the store."""
   distributed.sync("traces recorded")
   if role.index == 0:
-    store.refresh()                      # The other writers' commits too.
     store.consolidate()
   distributed.sync("traces merged")
-  store.refresh()
+  if role.index != 0:
+    store.refresh()

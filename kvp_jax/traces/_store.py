@@ -1,16 +1,15 @@
-"""The trace store: tensorstore zarr3 arrays plus a commit log.
+"""The trace store: tensorstore zarr3 arrays plus its records.
 
 Layout of a store directory:
 
   metadata.json   schema version, model name + fingerprint, tokenizer,
                   generation settings, layout, seed (written once)
-  records.jsonl   one line per committed record: index, id, task, split,
-                  length, prompt_length (and num_splits, for a trace with
-                  fewer split points than the store's slots)
-  progress.json   {"num_records": n}: records 0..n-1 are complete
-  commits/        only while several writers record (or after one was
-                  killed): one <first index>.json per committed batch,
-                  merged into records.jsonl once the records are contiguous
+  records.jsonl   the merged records, one line each in index order: index,
+                  id, task, split, length, prompt_length (and num_splits,
+                  for a trace with fewer split points than the store's
+                  slots); always replaced whole, atomically
+  commits/        one <first index>.json per committed batch not merged
+                  into records.jsonl yet
   tokens          [M, T] int32
   split_points    [M, R] int32
   importance      [M, L, K, R, T] float32
@@ -21,30 +20,36 @@ Every array is sharded by record (one shard file per record and array) and
 chunked by (layer, KV head), so a trainer that owns some heads reads only
 their chunks. Unwritten chunks (past a trace's length) cost nothing.
 
-Commit protocol: a batch's arrays are written first, then its records.jsonl
-lines, then progress.json is replaced atomically. Anything past num_records
-is ignored (and truncated on reopen), so a killed writer never leaves a torn
-record, and a rerun continues where the last commit stopped.
+Commit protocol, the same for one writer and for several (a multi-process
+job, each writer at the rows its plan gives it; `append` takes the rows
+after the last record):
 
-Several writers (`write_batch`, a multi-process job): each batch has planned
-row indices (the trace job's plan is global and deterministic) and is
-committed by writing its arrays, then `commits/<first index>.json` (its
-records) atomically. Readers see the union of records.jsonl's committed
-records and every commit file. When that union is contiguous, writer 0
-merges it (`consolidate`: the new records.jsonl lines in index order, then
-progress.json, then the commit files are deleted), so a finished store is
-the same whichever number of writers recorded it. A commit file left
-behind by a merge that was killed repeats records.jsonl exactly and is
-dropped.
+1. the writer writes a batch's arrays at its rows;
+2. it commits the batch by writing `commits/<first row>.json` (the batch's
+   records) atomically: a batch is committed if and only if its commit
+   file exists, so a killed writer leaves uncommitted array rows (never
+   read; the rerun writes them again) and at most a temporary file;
+3. readers see the union of records.jsonl and the commit files;
+4. the merge (`consolidate`: the sole writer on close, writer 0 once every
+   writer is done and the rows have no holes) replaces records.jsonl with
+   every record, then deletes commits/. A merge killed in between leaves
+   commit files that repeat records.jsonl; they are ignored and deleted.
+
+So a finished store is the same whichever number of writers recorded it.
+
+Stores written before this protocol also have progress.json: only its
+count of records.jsonl lines were committed (the rest, a killed append's,
+are ignored). They read as before; a writer opening one rewrites
+records.jsonl with the committed lines and deletes progress.json.
 
 One writer per role: `create_or_resume` takes the store's writer lock
 (kvp_jax._locks, "writer 0 of 1" by default) and holds it until `close()`
 or the process ends, so a second job on the same store stops at once with
-a LockError naming the holder. Opening checks that every committed record
-sits at its own index (records.jsonl line k holds index k, ids unique, as
-many lines as progress.json commits); a store that fails is corrupt
-(e.g. written by two jobs at once before locks existed) and is reported,
-never extended.
+a LockError naming the holder. Opening checks that every record sits at
+its own index (records.jsonl line k holds index k, ids unique, commit
+files disjoint from each other and from records.jsonl); a store that fails
+is corrupt (e.g. written by two jobs at once before locks existed) and is
+reported, never extended.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ from kvp_jax import _locks
 from kvp_jax.traces._capture import Trace
 
 SCHEMA_VERSION = 1
+RECORDS_FILE = "records.jsonl"
 COMMITS_DIR = "commits"
+LEGACY_PROGRESS_FILE = "progress.json"
 SPLITS = ("train", "validation", "test")
 _KV_CHUNK = 512
 
@@ -179,15 +186,18 @@ class TraceStore:
   `TraceStore.create_or_resume` (write)."""
 
   def __init__(self, path: Path, metadata: dict[str, Any],
-               records: list[RecordInfo], writable: bool):
+               writable: bool):
     self.path = path
     self.metadata = metadata
     self.layout = StoreLayout(**metadata["layout"])
-    self.records = records
-    self._by_index = {r.index: r for r in records}
+    self.records: list[RecordInfo] = []
+    self._by_index: dict[int, RecordInfo] = {}
+    self._num_merged = 0
     self._writable = writable
     self._arrays: dict[str, Any] = {}
     self._lock: _locks.WriterLock | None = None
+    self._role: _locks.Role | None = None
+    self.refresh()
 
   # --- opening ---------------------------------------------------------
 
@@ -203,7 +213,7 @@ class TraceStore:
       raise StoreError(f"{path}: schema version "
                        f"{metadata.get('schema_version')} is not "
                        f"{SCHEMA_VERSION}")
-    return cls(path, metadata, _all_records(path), writable=False)
+    return cls(path, metadata, writable=False)
 
   @classmethod
   def create_or_resume(cls, path: str | os.PathLike[str],
@@ -232,7 +242,7 @@ class TraceStore:
     except BaseException:
       lock.release()
       raise
-    store._lock = lock
+    store._lock, store._role = lock, role
     return store
 
   @classmethod
@@ -249,17 +259,23 @@ class TraceStore:
         raise StoreError(
             f"{path} was made with other settings; refusing to add to it "
             f"(use another store path): " + "; ".join(diffs))
-      store = cls(path, existing, _all_records(path, repair=True),
-                  writable=True)
+      store = cls(path, existing, writable=True)  # Checked before repairs.
+      if (path / LEGACY_PROGRESS_FILE).exists():
+        store._convert_legacy()
     else:
       path.mkdir(parents=True, exist_ok=True)
-      _files.atomic_write(path / "progress.json",
-                         json.dumps({"num_records": 0}))
-      (path / "records.jsonl").touch()
+      _files.atomic_write(path / RECORDS_FILE, "")
       _files.atomic_write(meta_path, json.dumps(metadata, indent=2,
                                                sort_keys=True))
-      store = cls(path, metadata, [], writable=True)
+      store = cls(path, metadata, writable=True)
     return store
+
+  def _convert_legacy(self) -> None:
+    """Turns a store of the progress.json format into the commit-file one:
+    records.jsonl keeps the committed lines only, then progress.json goes
+    (killed in between, both formats read the same records)."""
+    _write_records(self.path, self.records[:self._num_merged])
+    (self.path / LEGACY_PROGRESS_FILE).unlink()
 
   # --- arrays ----------------------------------------------------------
 
@@ -279,7 +295,7 @@ class TraceStore:
                                 compress, create=not exists)).result()
     if arr.shape[0] < min_records:
       grown = list(arr.shape)
-      grown[0] = max(min_records, 2 * arr.shape[0])
+      grown[0] = _grown(arr.shape[0], min_records)
       arr = arr.resize(exclusive_max=grown, resize_metadata_only=True).result()
     self._arrays[name] = arr
     return arr
@@ -295,97 +311,81 @@ class TraceStore:
 
   @property
   def num_consolidated(self) -> int:
-    """Records in records.jsonl (0..n-1); the others are in commit files."""
-    return _num_committed(self.path)
+    """Records merged into records.jsonl (0..n-1); the others are in
+    commit files."""
+    return self._num_merged
 
   @property
   def has_pending(self) -> bool:
-    """Whether some records are in commit files (several writers)."""
-    return any(r.index >= self.num_consolidated for r in self.records)
+    """Whether some records are in commit files, not merged yet."""
+    return len(self.records) > self._num_merged
 
   def append(self, traces: Sequence[Trace],
              infos: Sequence[dict[str, str]]) -> None:
     """Writes and commits a batch of traces after the last record (one
-    writer).
+    writer): `write_batch` at the next row.
 
     Args:
       traces: the recorded traces.
       infos: per trace {"id", "task", "split"} and optionally
         "split_settings" (RecordInfo).
+    Raises:
+      StoreError: the records have holes (several writers' rows missing).
     """
-    if self.has_pending:
-      raise StoreError(f"{self.path} has records of several writers; "
-                       "commit with write_batch at their planned rows")
-    start = self.num_records
-    new_records = self._write_arrays(traces, infos, start)
-    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
-      for r in new_records:
-        f.write(json.dumps(r.to_json()) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    _files.atomic_write(self.path / "progress.json", json.dumps(
-        {"num_records": start + len(new_records)}))
-    self._add(new_records)
+    n = self.num_records
+    if n and self.records[-1].index != n - 1:
+      raise StoreError(f"{self.path} has rows missing between records of "
+                       "several writers; commit with write_batch at their "
+                       "planned rows")
+    self.write_batch(traces, infos, n)
 
   def write_batch(self, traces: Sequence[Trace],
                   infos: Sequence[dict[str, str]], first_index: int) -> None:
-    """Writes and commits a batch at rows first_index.. (one of several
-    writers, each writing its own planned rows): the arrays, then
-    commits/<first_index>.json, atomically.
+    """Writes and commits a batch at rows first_index..: the arrays, then
+    commits/<first_index>.json, atomically (the store's one commit).
 
     Raises:
       StoreError: a row that is already committed.
     """
     rows = range(first_index, first_index + len(traces))
     taken = [i for i in rows if i in self._by_index]
-    if taken or first_index < self.num_consolidated:
+    if taken or first_index < self._num_merged:
       raise StoreError(f"{self.path}: rows {list(rows)} are already "
                        "committed")
     new_records = self._write_arrays(traces, infos, first_index)
-    commits = self.path / COMMITS_DIR
-    commits.mkdir(exist_ok=True)
     _files.atomic_write(_commit_file(self.path, first_index), json.dumps(
         [r.to_json() for r in new_records]))
     self._add(new_records)
 
   def reserve(self, num_records: int) -> None:
-    """Grows every array to hold num_records rows before several writers
-    write them (so no writer resizes an array another one writes). Grows
-    as `append` would (doubling), so the arrays' metadata is the same as
-    one writer's."""
+    """Grows every array to hold num_records rows before they are written
+    (so no writer resizes an array another one writes). Grows as writing
+    would (doubling), so the arrays' metadata is the same whichever number
+    of writers wrote them."""
     if not self._writable:
       raise StoreError(f"{self.path} was opened read-only")
     for name in _array_shapes(self.layout, 1):
       arr = self._array(name)
-      size = arr.shape[0]
-      while size < num_records:
-        size *= 2
-      self._array(name, size)
+      self._array(name, _grown(arr.shape[0], num_records))
 
   def consolidate(self) -> bool:
     """Merges the commit files into records.jsonl when every row up to the
-    last one is committed (writer 0, once the others are done); returns
-    whether the store is now wholly in records.jsonl."""
-    n0 = self.num_consolidated
-    pending = [r for r in self.records if r.index >= n0]
-    if not pending:
-      _remove_commits(self.path)
-      return True
-    if len(self.records) != max(self._by_index) + 1:
-      return False                                   # Holes: wait.
-    with open(self.path / "records.jsonl", "a", encoding="utf-8") as f:
-      for r in pending:
-        f.write(json.dumps(r.to_json()) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    _files.atomic_write(self.path / "progress.json", json.dumps(
-        {"num_records": len(self.records)}))
+    last one is committed (the sole writer, or writer 0 once the others are
+    done); returns whether the store is now wholly in records.jsonl."""
+    if not self._writable:
+      raise StoreError(f"{self.path} was opened read-only")
+    self.refresh()                           # Every writer's commits.
+    if self.has_pending:
+      if len(self.records) != self.records[-1].index + 1:
+        return False                                 # Holes: wait.
+      _write_records(self.path, self.records)
+      self._num_merged = len(self.records)
     _remove_commits(self.path)
     return True
 
   def refresh(self) -> None:
     """Rereads the committed records (after other writers committed)."""
-    self.records = _all_records(self.path)
+    self.records, self._num_merged = _all_records(self.path)
     self._by_index = {r.index: r for r in self.records}
 
   def _add(self, new_records: list[RecordInfo]) -> None:
@@ -490,7 +490,15 @@ class TraceStore:
     return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
   def close(self) -> None:
-    """Stops writing: releases the writer lock (reading still works)."""
+    """Stops writing: the sole writer merges its commits (`consolidate`),
+    then the writer lock is released (reading still works)."""
+    try:
+      if self._writable and self._role == _locks.SOLE_WRITER:
+        self.consolidate()
+    finally:
+      self._release()
+
+  def _release(self) -> None:
     self._writable = False
     if self._lock is not None:
       self._lock.release()
@@ -499,8 +507,11 @@ class TraceStore:
   def __enter__(self) -> "TraceStore":
     return self
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+  def __exit__(self, exc_type, *exc) -> None:
+    if exc_type is None:
+      self.close()
+    else:
+      self._release()          # Failing (a full disk?): no more writes.
 
   def __del__(self):
     lock = self.__dict__.get("_lock")
@@ -514,20 +525,23 @@ class TraceStore:
     state = dict(self.__dict__)
     state["_arrays"] = {}
     state["_lock"] = None
+    state["_role"] = None
     state["_writable"] = False
     return state
 
 
-def _num_committed(path: Path) -> int:
-  """progress.json's count (checked)."""
-  try:
-    n = json.loads((path / "progress.json").read_text())["num_records"]
-  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as e:
-    raise StoreError(f"{path}: unreadable progress.json ({e})") from e
-  if not isinstance(n, int) or n < 0:
-    raise StoreError(f"{path}: progress.json commits {n!r} records, not a "
-                     "non-negative integer")
-  return n
+def _grown(size: int, need: int) -> int:
+  """An array's row count doubled until it holds `need` rows."""
+  size = max(size, 1)
+  while size < need:
+    size *= 2
+  return size
+
+
+def _write_records(path: Path, records: Sequence[RecordInfo]) -> None:
+  """Replaces records.jsonl with `records`, atomically."""
+  _files.atomic_write(path / RECORDS_FILE, "".join(
+      json.dumps(r.to_json()) + "\n" for r in records))
 
 
 def _commit_file(path: Path, first_index: int) -> Path:
@@ -535,20 +549,27 @@ def _commit_file(path: Path, first_index: int) -> Path:
 
 
 def _remove_commits(path: Path) -> None:
+  """Deletes commits/ (its commit files and any writer's temporary files)."""
   commits = path / COMMITS_DIR
   if commits.is_dir():
     for f in commits.iterdir():
-      f.unlink()
+      f.unlink(missing_ok=True)
     commits.rmdir()
 
 
 def _read_commits(path: Path) -> list[tuple[Path, list[RecordInfo]]]:
-  """Every commit file and its records (index order within a file)."""
+  """Every commit file and its records (index order within a file). A file
+  that a merge deletes while this reads is skipped: its records are in
+  records.jsonl, read after this."""
   out = []
   commits = path / COMMITS_DIR
   for f in sorted(commits.glob("*.json")) if commits.is_dir() else []:
     try:
-      rows = [RecordInfo(**r) for r in json.loads(f.read_text())]
+      text = f.read_text(encoding="utf-8")
+    except FileNotFoundError:
+      continue
+    try:
+      rows = [RecordInfo(**r) for r in json.loads(text)]
     except (json.JSONDecodeError, TypeError) as e:
       raise StoreError(f"{f} is not a commit file ({e}); refusing to read "
                        "the store") from None
@@ -560,25 +581,23 @@ def _read_commits(path: Path) -> list[tuple[Path, list[RecordInfo]]]:
   return out
 
 
-def _all_records(path: Path, repair: bool = False) -> list[RecordInfo]:
-  """records.jsonl's committed records and every commit file's, by index.
-
-  A commit file whose records repeat records.jsonl's (a merge killed before
-  it deleted the file) is ignored (removed with repair). With repair, log
-  lines past progress.json are truncated.
+def _all_records(path: Path) -> tuple[list[RecordInfo], int]:
+  """Every committed record, by index, and how many are merged into
+  records.jsonl: its records and every commit file's. A commit file whose
+  records repeat records.jsonl's (a merge killed before it deleted the
+  file) is ignored.
 
   Raises:
     StoreError: a corrupt store (see `_read_records`), or commit files that
       overlap each other or records.jsonl, or repeat an id.
   """
-  records = _read_records(path, truncate=repair)
-  by_index = {r.index: r for r in records}
-  seen = {r.id: r.index for r in records}
-  for f, rows in _read_commits(path):
+  commits = _read_commits(path)  # First: a merge moves their records.
+  merged = _read_records(path)
+  by_index = {r.index: r for r in merged}
+  seen = {r.id: r.index for r in merged}
+  for f, rows in commits:
     if all(by_index.get(r.index) == r for r in rows):
-      if repair:
-        f.unlink()                                  # Already merged.
-      continue
+      continue                                      # Already merged.
     for r in rows:
       if r.index in by_index:
         raise StoreError(f"{path} is corrupt: {f.name} commits row {r.index}, "
@@ -588,34 +607,46 @@ def _all_records(path: Path, repair: bool = False) -> list[RecordInfo]:
                          f"{r.id!r} of record {seen[r.id]}")
       by_index[r.index] = r
       seen[r.id] = r.index
-  return [by_index[i] for i in sorted(by_index)]
+  return [by_index[i] for i in sorted(by_index)], len(merged)
 
 
-def _read_records(path: Path, truncate: bool = False) -> list[RecordInfo]:
-  """Committed records, checked; with truncate, drop log lines past the
-  commit.
+def _read_records(path: Path) -> list[RecordInfo]:
+  """records.jsonl's records, checked (of a store of the old format, the
+  lines progress.json commits).
 
   Raises:
-    StoreError: unreadable progress.json, fewer log lines than committed
-      records, or a committed record that is malformed, repeats an id or
-      sits at another index (a corrupt store).
+    StoreError: a malformed record, one that repeats an id or sits at
+      another index (a corrupt store); of the old format, an unreadable
+      progress.json or fewer lines than it commits.
   """
-  n = _num_committed(path)
-  log = path / "records.jsonl"
+  log = path / RECORDS_FILE
   lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
-  if len(lines) < n:
-    raise StoreError(f"{path}: records.jsonl has {len(lines)} lines but "
-                     f"progress.json commits {n} records")
-  records = [_parse_record(path, k, line) for k, line in enumerate(lines[:n])]
+  if (path / LEGACY_PROGRESS_FILE).exists():
+    n = _legacy_count(path)
+    if len(lines) < n:
+      raise StoreError(f"{path}: records.jsonl has {len(lines)} lines but "
+                       f"progress.json commits {n} records")
+    lines = lines[:n]
+  records = [_parse_record(path, k, line) for k, line in enumerate(lines)]
   seen: dict[str, int] = {}
   for r in records:
     if r.id in seen:
       raise _corrupt(path, r.index, f"repeats the id {r.id!r} of record "
                      f"{seen[r.id]}")
     seen[r.id] = r.index
-  if truncate and len(lines) > n:
-    _files.atomic_write(log, "".join(line + "\n" for line in lines[:n]))
   return records
+
+
+def _legacy_count(path: Path) -> int:
+  """progress.json's count of committed records (old format), checked."""
+  try:
+    n = json.loads((path / LEGACY_PROGRESS_FILE).read_text())["num_records"]
+  except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise StoreError(f"{path}: unreadable progress.json ({e})") from e
+  if not isinstance(n, int) or n < 0:
+    raise StoreError(f"{path}: progress.json commits {n!r} records, not a "
+                     "non-negative integer")
+  return n
 
 
 def _corrupt(path: Path, line: int, problem: str) -> StoreError:

@@ -1,7 +1,7 @@
 """Several writers of one trace store, simulated in one process: each
-writer role records its planned batches; whatever order they run in and
-whichever one is missing (killed) until a rerun, the merged store equals
-one writer's, file for file."""
+writer role records its planned batches (committing as the sole writer
+does); whatever order they run in and whichever one is missing (killed)
+until a rerun, the merged store equals one writer's, file for file."""
 
 from pathlib import Path
 
@@ -81,8 +81,8 @@ def test_killed_merge_and_bad_commits(tiny_gemma_vocab, one_writer, tmp_path):
   commits = sorted((path / "commits").iterdir())
   saved = {c.name: c.read_bytes() for c in commits}
   _run(tiny_gemma_vocab, path, _locks.Role(0, 2))
-  # A merge killed after progress.json, before it deleted the commit
-  # files: they repeat records.jsonl and are dropped on the next open.
+  # A merge killed after it replaced records.jsonl, before it deleted the
+  # commit files: they repeat records.jsonl, are ignored, then deleted.
   (path / "commits").mkdir()
   for name, data in saved.items():
     (path / "commits" / name).write_bytes(data)

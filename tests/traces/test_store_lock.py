@@ -1,4 +1,6 @@
-"""Trace-store writer locks (one writer per role) and the corrupt-store check."""
+"""Trace-store writer locks (one writer per role), its commit protocol
+(a killed writer resumes; stores of the old format still open) and the
+corrupt-store check."""
 
 import json
 import os
@@ -203,8 +205,62 @@ def test_corrupt_store_is_reported_not_extended(tmp_path, damage, message):
   _locks.acquire(path).release()  # The refused writer let go of its lock.
 
 
+def test_killed_writer_resumes_and_merges(tmp_path):
+  """The sole writer commits like one of several (commit files); killed,
+  its commits are read, the rerun continues and the merge leaves the store
+  one uninterrupted writer leaves."""
+  a = _start(_WRITER, tmp_path / "s", 12, 1)
+  _wait_for(a, "writing")
+  a.send_signal(signal.SIGKILL)
+  a.wait()
+  killed = traces_lib.TraceStore.open(tmp_path / "s")
+  assert [r.id for r in killed.records] == ["s0", "s1"]
+  assert killed.has_pending and killed.num_consolidated == 0
+  rerun = _start(_WRITER, tmp_path / "s", 12, 0)
+  _, err = rerun.communicate(timeout=60)
+  assert rerun.returncode == 0, err
+  with traces_lib.TraceStore.create_or_resume(tmp_path / "s", META, LAYOUT):
+    pass                                    # Closing merges.
+  assert not (tmp_path / "s" / "commits").exists()
+  _write(tmp_path / "one", 12)
+  assert _contents(tmp_path / "s") == _contents(tmp_path / "one")
+  for name in ("records.jsonl", "tokens/zarr.json", "keys/c/11/0/0/0/0"):
+    assert ((tmp_path / "s" / name).read_bytes()
+            == (tmp_path / "one" / name).read_bytes()), name
+
+
+def _make_old_format(path, committed, lines):
+  """Turns a store into the format before commit files: `lines` lines in
+  records.jsonl (the last one torn when past `committed`), progress.json
+  committing `committed`."""
+  log = path / "records.jsonl"
+  kept = log.read_text().splitlines()[:lines]
+  text = "".join(line + "\n" for line in kept)
+  if lines > committed:
+    text = text[:-10]                       # A torn append.
+  log.write_text(text)
+  (path / "progress.json").write_text(
+      json.dumps({"num_records": committed}))
+
+
+def test_old_format_store_opens_and_is_converted_by_a_writer(tmp_path):
+  path = tmp_path / "s"
+  _write(path, 4)
+  _make_old_format(path, 2, 3)
+  assert [r.id for r in traces_lib.TraceStore.open(path).records] == [
+      "s0", "s1"]
+  with traces_lib.TraceStore.create_or_resume(path, META, LAYOUT) as store:
+    assert not (path / "progress.json").exists()
+    assert len((path / "records.jsonl").read_text().splitlines()) == 2
+    store.append([fake_trace(i) for i in (2, 3)],
+                 [{"id": f"s{i}", "task": "t", "split": "train"}
+                  for i in (2, 3)])
+  _write(tmp_path / "one", 4)
+  assert _contents(path) == _contents(tmp_path / "one")
+
+
 def test_progress_beyond_the_log_is_reported(tmp_path):
-  _write(tmp_path / "s", 2)
+  _write(tmp_path / "s", 2)                 # An old-format store, damaged.
   (tmp_path / "s" / "progress.json").write_text('{"num_records": 5}')
   with pytest.raises(traces_lib.StoreError,
                      match="records.jsonl has 2 lines but progress.json "

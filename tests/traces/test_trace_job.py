@@ -95,12 +95,14 @@ def test_interrupted_run_equals_uninterrupted(tiny_gemma_vocab, tmp_path):
                                    progress=False)
   assert 0 < part.num_records < whole.num_records
   # A kill after the arrays but before the commit leaves junk past the commit
-  # point: an extra log line that must be ignored and truncated.
-  with open(tmp_path / "b" / "records.jsonl", "a") as f:
-    f.write('{"index": 99, "torn": true\n')
+  # point: a half-written temporary commit file, never read, then removed.
+  torn = tmp_path / "b" / "commits" / ".000000099.json.x1.tmp"
+  torn.parent.mkdir()
+  torn.write_text('[{"index": 99, "torn": true')
   resumed = traces_lib.generate_traces(model, cfg, tmp_path / "b",
                                       samples=samples, progress=False)
   _assert_same(_contents(whole), _contents(resumed))
+  assert not torn.parent.exists()
   # A finished job does nothing: no file changes.
   stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "b").rglob("*")}
   traces_lib.generate_traces(model, cfg, tmp_path / "b", samples=samples,
