@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from data_pipelines import trace_stats
 from kvp_jax import _files
+from kvp_jax import cache as cache_lib
 
 
 def _view(keys, values, inputs, context_length):
@@ -95,8 +96,8 @@ def run(config, workdir: str | Path, *, split: str = "validation",
       share, _ = _evicted_share.evicted_share(
           jnp.swapaxes(s, 0, 1), jnp.swapaxes(inputs["importance"], 0, 1),
           held_pos, jnp.asarray(batch["context_length"]), budgets=tuple(budgets),
-          num_sinks=job.eval_input.num_sinks,
-          num_recent=job.eval_input.num_recent)
+          protected=cache_lib.Protected(job.eval_input.num_sinks,
+                                             job.eval_input.num_recent))
       shares[name].append(np.asarray(share)[w])
       costs[name].append(np.asarray(trace_stats.deterministic_costs(
           s, inputs["importance"], inputs["valid"]))[:, w])

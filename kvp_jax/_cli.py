@@ -175,27 +175,28 @@ def eviction_from_flags(model: model_lib.Pretrained):
 
 def eval_output_dir(config, workdir) -> Path:
   """Where an evaluation writes: config.eval.output_dir or <workdir>/eval."""
-  ec = config.eval
-  return Path(ec.output_dir) if ec.output_dir else Path(workdir) / "eval"
+  from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.output_dir(evaluation.EvalConfig.from_config(config),
+                               workdir)
 
 
-def check_eval_config(config, workdir, *, policy_made_later: bool = False
-                      ) -> None:
+def check_eval_config(config, workdir, *, policy_made_later: bool = False,
+                      load: bool = True):
   """Checks the `eval` section before any model loads: every field and
-  suite (kvp_jax.evaluation.EvalConfig), and (unless an earlier stage makes
-  it) the KVP policy file, and every file of eval.policies.
+  suite (kvp_jax.evaluation.EvalConfig), and every policy of the grid
+  (unless an earlier stage makes "kvp"'s): its file, its pinned hash and
+  (load=True) its artifact. Returns the resolved policies, to pass on to
+  evaluation.evaluate.
 
   Raises:
-    ValueError naming the field and the bad entry.
+    ValueError naming the field and the bad entry (ArtifactError for a
+    policy).
   """
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
   ec = evaluation.EvalConfig.from_config(config)
-  from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   model_name = (config.get("model") or {}).get("name", "gemma3_270m")
-  for name, path in ec.policy_paths(str(Path(workdir) / "policy.kvp")).items():
-    if name != "kvp" or not policy_made_later:
-      policy_lib.load_artifact(policy_lib.resolve_policy_path(path,
-                                                              model_name))
+  return evaluation.resolve_policies(ec, workdir, model_name, load=load,
+                                     made_later=policy_made_later)
 
 
 def check_sample_files(sources) -> None:

@@ -139,3 +139,62 @@ def to_config_dict(instance: Any) -> ml_collections.ConfigDict:
           value, field_type=typing.get_origin(inner) or inner)
     out[field.name] = value
   return ml_collections.ConfigDict(out)
+
+
+def parse_config_arg(arg: str | None, **defaults: Any) -> dict[str, Any]:
+  """The argument of a config file (`--config=FILE.py:ARG`, big_vision
+  style) as {name: value}: ARG is `name=value` pairs separated by commas,
+  and a comma-separated part without "=" adds one more item to the list
+  before it, so `points=a,b,suites=ruler` gives points ["a", "b"] and
+  suites ["ruler"].
+
+  Args:
+    arg: the text after the file's ":" (None or "": every default).
+    **defaults: every accepted name and its default: a list or tuple (the
+      value is a list of str), a str, an int or a bool.
+  Returns:
+    The defaults, updated from `arg`.
+  Raises:
+    ValueError naming the unknown name, the value that is not of its
+    default's type, or a list given where one value goes.
+  """
+  values: dict[str, list[str]] = {}
+  last = None
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    if "=" in part:
+      last, text = (s.strip() for s in part.split("=", 1))
+      if last not in defaults:
+        raise ValueError(f"config argument {last!r} is unknown; known: "
+                         f"{', '.join(defaults) or 'none'}")
+      values[last] = [text] if text else []
+    elif last is None:
+      raise ValueError(f"config argument {part!r} has no name (expected "
+                       "name=value)")
+    else:
+      values[last].append(part)
+  out = dict(defaults)
+  for name, items in values.items():
+    default = defaults[name]
+    if isinstance(default, (list, tuple)):
+      out[name] = items
+      continue
+    if len(items) != 1:
+      raise ValueError(f"config argument {name!r} takes one value, got "
+                       f"{','.join(items)!r}")
+    text = items[0]
+    if isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"config argument {name}={text!r} is not a bool")
+      out[name] = text.lower() in ("true", "1")
+    elif isinstance(default, int):
+      try:
+        out[name] = int(text)
+      except ValueError:
+        raise ValueError(f"config argument {name}={text!r} is not an "
+                         "int") from None
+    else:
+      out[name] = text
+  return out

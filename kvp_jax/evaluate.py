@@ -37,12 +37,14 @@ distributed.define_flags()
 def main(argv):
   del argv
   config = _cli.start_job(_CONFIG)
-  _cli.check_eval_config(config, _WORKDIR.value)  # Before the model loads.
+  compute = not _REPORT_ONLY.value
+  # Before the model loads: the config, and each policy read once.
+  policies = _cli.check_eval_config(config, _WORKDIR.value, load=compute)
   out = _cli.eval_output_dir(config, _WORKDIR.value)
   with _locks.acquire(out, distributed.writer_role(),
                       what="evaluation output"):
-    evaluation.evaluate(config, _WORKDIR.value,
-                        compute=not _REPORT_ONLY.value)
+    evaluation.evaluate(config, _WORKDIR.value, policies=policies,
+                        compute=compute)
   if not distributed.is_primary():
     return
   print((out / "results.md").read_text(encoding="utf-8"))

@@ -41,9 +41,10 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
     raise ValueError(f"unknown stages {sorted(unknown)}; known: {STAGES}")
   if "traces" in stages:
     _cli.check_sample_files(config.traces.sources)
-  if "evaluate" in stages:
-    _cli.check_eval_config(config, workdir,
-                           policy_made_later="export" in stages)
+  policies = None
+  if "evaluate" in stages:   # Each policy read once, before the model.
+    policies = _cli.check_eval_config(config, workdir,
+                                      policy_made_later="export" in stages)
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with contextlib.ExitStack() as locks:
@@ -58,11 +59,12 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
           what="evaluation output"))
     if "train" in stages:
       locks.enter_context(_locks.acquire(workdir, role, what="training run"))
-    return _run_stages(config, workdir, stages, progress)
+    return _run_stages(config, workdir, stages, progress, policies)
 
 
-def _run_stages(config, workdir: Path, stages, progress: bool):
-  """The stages in order, under the locks taken by `run`."""
+def _run_stages(config, workdir: Path, stages, progress: bool, policies):
+  """The stages in order, under the locks taken by `run`; `policies`: the
+  evaluation's, resolved by the config check."""
   from kvp_jax import traces as traces_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import evaluation  # pylint: disable=g-import-not-at-top
   from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
@@ -93,7 +95,7 @@ def _run_stages(config, workdir: Path, stages, progress: bool):
       distributed.sync("policy exported")
     else:
       rows = evaluation.evaluate(config, workdir, model=model,
-                                 progress=progress)
+                                 policies=policies, progress=progress)
     print(f"   {stage}: {time.time() - start:.0f} s", flush=True)
   return rows
 

@@ -10,17 +10,71 @@ from typing import Any, Mapping, Optional
 from kvp_jax import configs
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
-from kvp_jax.evaluation._suites import KINDS as SUITE_KINDS
+from kvp_jax.evaluation import _suites
+from kvp_jax.evaluation._grid import OPTIONAL_METRICS
+from kvp_jax.evaluation._grid import PRIMARY_METRICS
 
 # eval.metrics: the primary metrics are always computed; "fidelity" adds
 # teacher-forced fidelity to the full cache (every suite but attention_cost)
 # and "evicted_share" the evicted share at fixed budgets (attention_cost).
-PRIMARY_METRICS = ("accuracy", "perplexity", "normalised_cost")
-OPTIONAL_METRICS = ("fidelity", "evicted_share")
-# A grid built without a config (Grid(...)) computes today's metrics only.
+# A grid built without a config (Grid(...)) computes the primary ones only.
 DEFAULT_METRICS = PRIMARY_METRICS
 # Scorer names of the extra policies (eval.policies): "kvp_" + a label.
 POLICY_NAME = re.compile(r"kvp_[A-Za-z0-9_]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def default_scorers() -> tuple[str, ...]:
+  """The shipped policy, every registered baseline (query-free, then
+  query-aware) and the oracle (kvp_jax.scorers.family_of)."""
+  return ("kvp",) + tuple(
+      n for f in ("query_free", "query_aware", "oracle")
+      for n in scorers_lib.scorers_in(f))
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySource:
+  """Where a grid's policy comes from.
+
+  Attributes:
+    path: the exported artifact ("shipped": the policy shipped for the
+      model).
+    sha256: the artifact's hash, pinned (optional): a file with another
+      hash is refused, and a report (--report_only) needs no file.
+    commit: a git commit whose tree holds `path` (optional): a file that is
+      not in the working tree is restored from there
+      (`git show COMMIT:PATH > PATH`).
+  """
+  path: str
+  sha256: str = ""
+  commit: str = ""
+
+  @classmethod
+  def parse(cls, name: str, value) -> PolicySource:
+    """From a path, or a mapping with path and optionally sha256, commit;
+    ValueError naming config.eval.policies.<name> otherwise."""
+    where = f"config.eval.policies.{name}"
+    if isinstance(value, PolicySource):
+      return value
+    if isinstance(value, str):
+      value = {"path": value}
+    elif hasattr(value, "items"):
+      value = dict(value.items())
+    else:
+      raise ValueError(f"{where}: expected the path of an exported policy "
+                       f"or a mapping with its path, got {value!r}")
+    unknown = sorted(set(value) - {"path", "sha256", "commit"})
+    if unknown:
+      raise ValueError(f"{where}: unknown fields {unknown}; known: path, "
+                       "sha256, commit")
+    source = cls(**{k: str(v) for k, v in value.items()})
+    if not source.path:
+      raise ValueError(f"{where}: expected the path of an exported policy, "
+                       f"got {source.path!r}")
+    if source.sha256 and not _SHA256.fullmatch(source.sha256):
+      raise ValueError(f"{where}.sha256: {source.sha256!r} is not a sha256 "
+                       "(64 lowercase hex digits)")
+    return source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +82,7 @@ class SuiteConfig:
   """One evaluation suite (see kvp_jax.evaluation._suites for the kinds).
 
   Attributes:
-    kind: "ruler", "perplexity" or "attention_cost".
+    kind: a registered suite kind (kvp_jax.evaluation._suites.kinds()).
     name: the suite's label in the results (default: kind + index).
     sources: sample sources (kvp_jax.samples.sources), as mappings.
     max_new_tokens: tokens to generate: an int, a {task: int} mapping, or
@@ -37,7 +91,9 @@ class SuiteConfig:
     context_tokens, continuation_tokens: how those files are cut.
     conversations, episodic, layer_profile, alpha, min_fraction,
       blend_weight, plain: the episodic suite's (see
-      kvp_jax.evaluation._suites).
+      kvp_jax.evaluation._episodic_suite).
+    ratios: the long_text suite's budgets as shares of each context (see
+      kvp_jax.evaluation._long_text_suite).
   """
   kind: str
   name: str = ""
@@ -53,11 +109,10 @@ class SuiteConfig:
   min_fraction: float = 0.25
   blend_weight: Optional[float] = None
   plain: bool = True
+  ratios: tuple[float, ...] = ()
 
   def __post_init__(self):
-    if self.kind not in SUITE_KINDS:
-      raise ValueError(f"unknown suite kind {self.kind!r}; known: "
-                       f"{SUITE_KINDS}")
+    _suites.get_kind(self.kind)      # ValueError naming the known kinds.
     for name in ("context_tokens", "continuation_tokens"):
       if getattr(self, name) < 1:
         raise ValueError(f"suite {self.name or self.kind}: {name} must be "
@@ -77,16 +132,18 @@ class EvalConfig:
   """The evaluation grid (python -m kvp_jax.evaluate).
 
   Attributes:
-    scorers: names (kvp_jax.scorers); "kvp" reads `policy`.
+    scorers: names (kvp_jax.scorers); "kvp" reads `policy`. Default: the
+      shipped policy, every registered baseline and the oracle.
     policy: the exported policy ("" = <workdir>/policy.kvp; "shipped" =
       the policy shipped for the model, kvp_jax.policy.shipped_policy).
     policies: more exported policies evaluated in the same grid, as a
-      mapping {scorer name: artifact path}, each name "kvp_" + a label
-      (e.g. {"kvp_contrast": "experiments/results/ruler_agents_contrast/
-      policy.kvp"}). They run after `scorers`, share every baseline cell
-      (and its log rows) with "kvp", and each gets the paired verdicts
-      against the best baselines and against each of `references`. Every
-      policy must protect the same tokens.
+      mapping {scorer name: artifact path, or {"path", "sha256", "commit"}
+      (PolicySource)}, each name "kvp_" + a label that says what it is
+      (e.g. {"kvp_contrast": "runs/contrast/policy.kvp"}). They run after
+      `scorers`, share every baseline cell (and its log rows) with "kvp",
+      and each gets the paired verdicts against the best baselines and
+      against each of `references`. Every policy must protect the same
+      tokens.
     references: the policies every extra policy is also compared with,
       paired ("kvp" or names of `policies`; e.g. the shipped default beside
       the base an ablation changed). One that is not in a grid's results is
@@ -106,10 +163,11 @@ class EvalConfig:
       attention_cost) and "evicted_share" (attention_cost: evicted share of
       future importance at budgets 64..512). The default has all; leave the
       optional ones out to keep an older config's results.jsonl unchanged.
+    compress_log: fold the per-sample log into samples.jsonl.gz when the
+      evaluation ends (committed results; kvp_jax.evaluation._log).
   """
-  scorers: tuple[str, ...] = ("kvp", "random", "streaming_llm", "knorm",
-                              "keydiff", "lagkv", "h2o", "tova", "snapkv",
-                              "oracle")
+  scorers: tuple[str, ...] = dataclasses.field(
+      default_factory=default_scorers)
   policy: str = ""
   policies: Any = dataclasses.field(default_factory=dict)
   references: tuple[str, ...] = ("kvp",)
@@ -124,6 +182,7 @@ class EvalConfig:
   output_dir: str = ""
   seed: int = 0
   metrics: tuple[str, ...] = PRIMARY_METRICS + OPTIONAL_METRICS
+  compress_log: bool = False
 
   def __post_init__(self):
     known = scorers_lib.available_scorers()
@@ -159,11 +218,12 @@ class EvalConfig:
         raise ValueError(f"config.eval.references: {name!r} is not a "
                          "policy's scorer name: 'kvp' or 'kvp_' + a label")
 
-  def policy_paths(self, default: str) -> dict[str, str]:
-    """{scorer name: artifact path} of every policy in the grid: "kvp"
+  def policy_sources(self, default: str) -> dict[str, PolicySource]:
+    """{scorer name: PolicySource} of every policy in the grid: "kvp"
     (`policy`, else `default`) when it is one of the scorers, then
     `policies`."""
-    out = {"kvp": self.policy or default} if "kvp" in self.scorers else {}
+    out = ({"kvp": PolicySource(self.policy or default)}
+           if "kvp" in self.scorers else {})
     out.update(self.policies)
     return out
 
@@ -186,8 +246,9 @@ class EvalConfig:
             for s in self.suites]
 
 
-def _policy_pairs(policies) -> tuple[tuple[str, str], ...]:
-  """config.eval.policies as ((name, path), ...), every entry checked."""
+def _policy_pairs(policies) -> tuple[tuple[str, PolicySource], ...]:
+  """config.eval.policies as ((name, PolicySource), ...), every entry
+  checked."""
   if policies is None:
     return ()
   if isinstance(policies, tuple) and all(
@@ -199,12 +260,9 @@ def _policy_pairs(policies) -> tuple[tuple[str, str], ...]:
     raise ValueError("config.eval.policies: expected a mapping {scorer name:"
                      f" policy path}}, got {type(policies).__name__} "
                      f"{policies!r}")
-  for name, path in items:
+  for name, _ in items:
     if not isinstance(name, str) or not POLICY_NAME.fullmatch(name):
       raise ValueError(f"config.eval.policies: {name!r} is not a policy's "
                        "scorer name: use 'kvp_' + letters, digits or _ "
                        "(e.g. kvp_contrast)")
-    if not isinstance(path, str) or not path:
-      raise ValueError(f"config.eval.policies.{name}: expected the path of "
-                       f"an exported policy, got {path!r}")
-  return tuple((str(n), str(p)) for n, p in items)
+  return tuple((str(n), PolicySource.parse(n, v)) for n, v in items)

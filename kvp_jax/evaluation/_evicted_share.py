@@ -40,12 +40,11 @@ BUDGETS = (64, 128, 256, 512)
 _INFORMATIVE = 1e-30
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("budgets", "num_sinks", "num_recent"))
+@functools.partial(jax.jit, static_argnames=("budgets", "protected"))
 def evicted_share(scores: jax.Array, importance: jax.Array,
                   positions: jax.Array, context_length: jax.Array,
-                  budgets: Sequence[int] = BUDGETS, num_sinks: int = 4,
-                  num_recent: int = 16) -> tuple[jax.Array, jax.Array]:
+                  budgets: Sequence[int], protected: cache_lib.Protected
+                  ) -> tuple[jax.Array, jax.Array]:
   """Share of one layer's cached importance evicted at each budget.
 
   Args:
@@ -54,9 +53,9 @@ def evicted_share(scores: jax.Array, importance: jax.Array,
       of each slot's token (a LayerView's importance).
     positions: [batch, kv_heads, slots] int32, -1 = empty.
     context_length: [batch] int32, tokens seen.
-    budgets: a static (hashable) tuple of Python ints, each >= num_sinks +
-      num_recent (tokens kept per head, protected ones included).
-    num_sinks, num_recent: the protected tokens (kvp_jax.cache).
+    budgets: a static (hashable) tuple of Python ints, each >= the
+      protected set's size (tokens kept per head, protected ones included).
+    protected: the protected tokens (a static kvp_jax.cache.Protected).
   Returns:
     (share, counted):
       share: [batch, kv_heads, len(budgets)] float32, the evicted fraction
@@ -64,10 +63,10 @@ def evicted_share(scores: jax.Array, importance: jax.Array,
       counted: [batch, kv_heads, len(budgets)] bool, the head is
         informative and holds more than that budget's tokens.
   """
-  kept = cache_lib.Protected(num_sinks=num_sinks, num_recent=num_recent)
-  budgets = tuple(cache_lib.check_budget(b, kept) for b in budgets)
+  budgets = tuple(cache_lib.check_budget(b, protected) for b in budgets)
   valid = positions >= 0
-  protected = cache_lib.keep_mask_protected(positions, context_length, kept)
+  protected = cache_lib.keep_mask_protected(positions, context_length,
+                                            protected)
   imp = jnp.where(valid, importance.astype(jnp.float32), 0.0)
   score = jnp.where(jnp.isnan(scores), -jnp.inf, scores.astype(jnp.float32))
   # select_top's order: valid, protected, score descending, newer first.

@@ -15,9 +15,7 @@ lower is better for perplexity, the normalised cost, KL and evicted shares.
   kvp_against_baselines(rows)      per (suite, budget, metric): KVP against
                                     the best query-free and the best
                                     query-aware baseline
-  comparisons_markdown(comparisons) a markdown table of the latter
-  summary_markdown(comparisons)     the same at a glance: one row per
-                                    (method, family), one column per budget
+  (their markdown tables: _paired_tables)
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
+from kvp_jax import scorers as scorers_lib
+
 BETTER = "better"
 WORSE = "worse"
 TIE = "not distinguishable"
@@ -37,14 +37,20 @@ LOWER_IS_BETTER = frozenset({
     "perplexity", "nll", "normalised_cost", "kl", "kl_divergence",
     "evicted_share"})
 
-QUERY_FREE = ("random", "streaming_llm", "knorm", "keydiff", "lagkv")
-QUERY_AWARE = ("h2o", "tova", "snapkv", "roco")
 # Episodic suites' cells: EpiCache (episodes scored by their medoids' SnapKV
 # attention) and EpiCache with KVP blended into its score.
 EPICACHE = "epicache"
 EPICACHE_KVP = "epicache+kvp"
-FAMILIES = {"query_free": QUERY_FREE, "query_aware": QUERY_AWARE,
-            "episodic": (EPICACHE,)}
+
+
+def baseline_families() -> dict[str, tuple[str, ...]]:
+  """Family name -> its scorers: the registered scorers of each baseline
+  family (by what each declares, kvp_jax.scorers.family_of), then the
+  episodic methods."""
+  families = {f: scorers_lib.scorers_in(f)
+              for f in scorers_lib.BASELINE_FAMILIES}
+  families["episodic"] = (EPICACHE,)
+  return families
 # Methods compared beside KVP, each against its own families.
 OTHER_METHODS = {EPICACHE_KVP: {"episodic": (EPICACHE,)}}
 # The scorer names of a grid's extra policies (eval.policies).
@@ -180,7 +186,7 @@ def kvp_against_baselines(
   """KVP against the best baseline of each family, cell by cell, paired.
 
   A cell is a (suite, budget, metric, protocol, allocation) of the
-  per-sample rows (samples.jsonl, see _runner.SampleLog; rows missing
+  per-sample rows (samples.jsonl, see _log.SampleLog; rows missing
   protocol / allocation share the cell "None"). In each cell the best
   baseline of a family is the one with the best mean `value` over its
   samples in the cell (ties: the first name in sorted order); KVP minus that
@@ -192,9 +198,8 @@ def kvp_against_baselines(
       metric, value (protocol and allocation when present). Other scorers
       (full, oracle, ...) are ignored.
     kvp: the scorer compared.
-    families: family name -> its scorer names; default FAMILIES (query_free:
-      random, streaming_llm, knorm, keydiff, lagkv; query_aware: h2o, tova,
-      snapkv, roco; episodic: epicache).
+    families: family name -> its scorer names; default
+      baseline_families() (query_free, query_aware, episodic).
     lower_is_better: metric names where smaller is better.
     num_resamples, confidence, seed: as paired_bootstrap (one seed for
       every cell).
@@ -208,7 +213,7 @@ def kvp_against_baselines(
   Raises:
     ValueError: a cell holds two rows of one (scorer, sample).
   """
-  families = FAMILIES if families is None else families
+  families = baseline_families() if families is None else families
   cells = collections.defaultdict(dict)      # cell -> scorer -> sample -> v.
   for r in rows:
     key = tuple(str(r.get(k)) for k in _CELL)
@@ -257,145 +262,3 @@ def budget_order(budget: str) -> tuple:
 def _cell_order(key: tuple) -> tuple:
   suite, budget, *rest = key
   return (suite, budget_order(budget), *rest)
-
-
-def comparisons_markdown(comparisons: Sequence[Mapping],
-                         confidence: float = 0.95) -> list[str]:
-  """Markdown lines: one table row per kvp_against_baselines() entry; empty
-  without entries."""
-  if not comparisons:
-    return []
-  lines = []
-  for method in sorted({c.get("method", "kvp") for c in comparisons},
-                       key=lambda m: (m != "kvp", m)):
-    name = "KVP" if method == "kvp" else method
-    lines += [f"## {name} against the best baseline of each family (paired, "
-              f"{confidence:.0%} bootstrap interval of {name} - baseline)",
-              "", f"| suite | budget | metric | family | baseline | n | "
-              f"{method} | baseline | difference [interval] | verdict |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in comparisons:
-      if c.get("method", "kvp") != method:
-        continue
-      lines.append(
-          f"| {c['suite']} | {c['budget']} | {c['metric']} | {c['family']} | "
-          f"{c['baseline']} | {c['num_samples']} | {c['kvp_mean']:.3f} | "
-          f"{c['baseline_mean']:.3f} | {c['difference']:+.3f} "
-          f"[{c['low']:+.3f}, {c['high']:+.3f}] | {name} {c['verdict']} |")
-    lines.append("")
-  return lines
-
-
-_MARK = {BETTER: "▲", WORSE: "▼", TIE: "="}
-SUMMARY_METRICS = ("agreement", "retention")
-
-
-def _family_rank(family: str, families: Sequence[str]) -> int:
-  """A family's place in `families` (unknown ones last)."""
-  return families.index(family) if family in families else len(families)
-
-
-def _table_digits(cells: Sequence[Mapping]) -> int:
-  """Two decimals, three where every interval end of the table is below 1
-  (KL)."""
-  return 2 if max(max(abs(c["low"]), abs(c["high"])) for c in cells) >= 1 else 3
-
-
-def _glance_cell(c: Mapping | None, digits: int,
-                 with_baseline: bool = False) -> str:
-  """One comparison as "+d [low, high] mark" (and its baseline's name);
-  empty for a missing one."""
-  if c is None:
-    return ""
-  text = (f"{c['difference']:+.{digits}f} [{c['low']:+.{digits}f}, "
-          f"{c['high']:+.{digits}f}] {_MARK[c['verdict']]}")
-  return f"{text} {c['baseline']}" if with_baseline else text
-
-
-def summary_markdown(comparisons: Sequence[Mapping],
-                     metrics: Sequence[str] = SUMMARY_METRICS,
-                     confidence: float = 0.95) -> list[str]:
-  """The comparisons at a glance (the ablation table of a grid with several
-  policies): per (suite, metric, protocol, allocation) one row per (method,
-  family), one column per budget, each cell the difference with its
-  interval (two decimals; three in a table whose numbers are all below 1)
-  and a mark (▲ better, ▼ worse, = not distinguishable, for the method);
-  empty without entries of `metrics`. Headings name the protocol
-  and allocation only when the comparisons hold more than one.
-
-  A row "kvp_x - kvp" is the policy kvp_x against the grid's "kvp" (an
-  ablation against its base); "kvp - query_free" is KVP against the best
-  query-free baseline of each budget, which the mark's verdict is about.
-  """
-  rows = [c for c in comparisons if c["metric"] in metrics]
-  if not rows:
-    return []
-  tables = collections.defaultdict(list)
-  for c in rows:
-    tables[(c["suite"], c["metric"], str(c.get("protocol")),
-            str(c.get("allocation")))].append(c)
-  several_settings = len({key[2:] for key in tables}) > 1
-  def row_order(key):
-    method, family = key
-    return (method != "kvp", method, _family_rank(family, ["kvp", *FAMILIES]),
-            family)
-  lines = [f"## The paired comparisons at a glance (difference "
-           f"[{confidence:.0%} interval]; ▲ better, ▼ worse, = not "
-           "distinguishable)", ""]
-  for (suite, metric, protocol, allocation), cells in sorted(tables.items()):
-    budgets = sorted({str(c["budget"]) for c in cells}, key=budget_order)
-    where = (f", protocol {protocol}, allocation {allocation}"
-             if several_settings else "")
-    lines += [f"### {suite}: {metric}{where}", "",
-              "| method - family | " + " | ".join(
-                  f"b={b}" for b in budgets) + " |",
-              "|---" * (len(budgets) + 1) + "|"]
-    keys = sorted({(c.get("method", "kvp"), c["family"]) for c in cells},
-                  key=row_order)
-    digits = _table_digits(cells)
-    for method, family in keys:
-      by_budget = {str(c["budget"]): c for c in cells
-                   if (c.get("method", "kvp"), c["family"]) == (method,
-                                                                family)}
-      lines.append(f"| {method} - {family} | " + " | ".join(
-          _glance_cell(by_budget.get(b), digits) for b in budgets) + " |")
-    lines.append("")
-  return lines
-
-
-def group_markdown(comparisons: Sequence[Mapping],
-                   confidence: float = 0.95) -> list[str]:
-  """Per-group comparisons at a glance (group_comparisons' entries, whose
-  `suite` is "<suite>/<group>"): per (suite, metric, family) one row per
-  group, one column per budget, each cell the difference, its interval, the
-  mark (▲ better, ▼ worse, = not distinguishable) and the group's best
-  baseline. Empty without entries."""
-  if not comparisons:
-    return []
-  tables = collections.defaultdict(list)
-  for c in comparisons:
-    suite, _, group = str(c["suite"]).partition("/")
-    tables[(suite, c["metric"], c["family"])].append(dict(c, group=group))
-  methods = " and ".join(sorted({c.get("method", "kvp")
-                                 for c in comparisons}))
-  lines = [f"## {methods} per group (difference [{confidence:.0%} interval] "
-           "against the group's best baseline of the family, named; "
-           "▲ better, ▼ worse, = not distinguishable)", ""]
-  def table_order(key):
-    suite, metric, family = key
-    return (suite, metric, _family_rank(family, list(FAMILIES)), family)
-  for (suite, metric, family), cells in sorted(tables.items(),
-                                               key=lambda t: table_order(t[0])):
-    budgets = sorted({str(c["budget"]) for c in cells}, key=budget_order)
-    digits = _table_digits(cells)
-    lines += [f"### {suite}: {metric}, against the best {family} baseline",
-              "", "| group | n | " + " | ".join(f"b={b}" for b in budgets)
-              + " |", "|---" * (len(budgets) + 2) + "|"]
-    for group in sorted({c["group"] for c in cells}):
-      by_budget = {str(c["budget"]): c for c in cells if c["group"] == group}
-      n = max(c["num_samples"] for c in by_budget.values())
-      lines.append(f"| {group} | {n} | " + " | ".join(
-          _glance_cell(by_budget.get(b), digits, with_baseline=True)
-          for b in budgets) + " |")
-    lines.append("")
-  return lines

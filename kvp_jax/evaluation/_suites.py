@@ -1,63 +1,35 @@
-"""Evaluation suites: which samples, how they are prompted and scored.
+"""Suite kinds: which samples a suite holds, how they are prompted, and how a
+batch of them is evaluated. Each kind is a module of this package that
+registers a `SuiteKind` subclass, as scorers register themselves:
 
-A suite is a mapping with a `kind`:
+  ruler           _ruler_suite: greedy answers scored as RULER scores them
+  perplexity      _perplexity_suite: reference continuations' perplexity
+  attention_cost  _attention_cost_suite: normalised future-attention cost
+  episodic        _episodic_suite: long-conversation QA, EpiCache
+  long_text       _long_text_suite: perplexity and agreement on long
+                  natural text, read with chunked prefill
 
-  ruler           RULER-style tasks, scored as RULER scores them (share of
-                  reference strings in the greedy answer, x100).
-                  {"kind": "ruler", "sources": [ruler or jsonl sources],
-                   "max_new_tokens": int | {task: int} (default: the task's)}
-  perplexity      the reference continuation's perplexity given a context
-                  (dialogues, documents, a user's JSONL or text files).
-                  {"kind": "perplexity", "sources": [...],
-                   "text_files": [paths], "context_tokens": n,
-                   "continuation_tokens": m}
-  attention_cost  each scorer's normalised future-attention cost per
-                  (layer, KV head) on greedy continuations (1.0 = oracle);
-                  independent of the budget.
-                  {"kind": "attention_cost", "sources": [...],
-                   "max_new_tokens": n}
-  episodic        long-conversation QA, every question of a conversation
-                  read from the same compressed state. Cells: the full
-                  cache; each grid scorer as a plain baseline (one cache of
-                  the conversation, prefilled block by block with eviction
-                  after every block, eval.chunk_size;
-                  kvp_jax.eviction.answer_compressed), unless plain=False;
-                  "epicache" (kvp_jax.eviction.answer_conversation: windows
-                  clustered into episodes, one cache per episode, scored by
-                  SnapKV over its medoid, each question routed to one; with
-                  the layer_profile's budgets when one is named).
-                  {"kind": "episodic", "sources": [jsonl of long
-                   conversation samples] and/or "conversations":
-                   {"num_conversations": n, "target_length": t, "seed": s,
-                    "num_facts": f, "max_new_tokens": m},
-                   "episodic": {EpisodicSettings fields},
-                   "layer_profile": JSON path ("" = uniform budgets),
-                   "alpha": float, "min_fraction": float,
-                   "blend_weight": float (adds an "epicache+kvp" cell),
-                   "plain": bool (default true)}
-                  Change the suite's name when changing these settings: the
-                  sample log's key does not hold them.
-
-Sources are those of kvp_jax.samples.sources (ruler, dialogues, documents,
-jsonl); use seeds and pools that the training traces did not.
+A suite in a config is a mapping with a `kind` (SuiteConfig lists its
+fields). Sources are those of kvp_jax.samples.sources (ruler, dialogues,
+documents, jsonl); use seeds and pools that the training traces did not.
+Adding a kind is one new module with a registered SuiteKind, imported by
+kvp_jax/evaluation/__init__.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence, TYPE_CHECKING
 
 from kvp_jax import samples as samples_lib
-from kvp_jax.samples import long_conversations
 from kvp_jax.samples import sources as sources_lib
 
-KINDS = ("ruler", "perplexity", "attention_cost", "episodic")
-# The episodic suite's own settings, carried to its runner in each sample's
-# metadata under this key (the runner is called with the items only).
-EPISODIC_KEY = "episodic_suite"
-_EPISODIC_FIELDS = ("episodic", "layer_profile", "alpha", "min_fraction",
-                    "blend_weight", "plain")
+if TYPE_CHECKING:
+  import jax
+  from kvp_jax.evaluation._grid import Evaluated, Grid
+  from kvp_jax.evaluation._log import SampleLog
+  from kvp_jax.model import Pretrained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +48,99 @@ class Item:
   max_new_tokens: int
 
 
+@dataclasses.dataclass(frozen=True)
+class SuiteRun:
+  """What a suite kind's `run` works with: the model, the grid, the suite's
+  name and settings, the sample log and the grid's PRNG key."""
+  model: Pretrained
+  grid: Grid
+  suite: str
+  settings: Mapping[str, Any]
+  log: SampleLog
+  rng: jax.Array
+
+  def pending(self, cells: Sequence[Evaluated], batch: Sequence[Item],
+              metrics: Sequence[str]) -> list[Evaluated]:
+    """The cells some sample of the batch still lacks, for some metric."""
+    ids = [i.sample.id for i in batch]
+    return [c for c in cells if not self.log.has_all(c.cell, ids, metrics)]
+
+
+class SuiteKind:
+  """A kind of suite. Subclasses set `kind` and implement `run`; the
+  defaults prompt each sample with its context and question and give it the
+  suite's (or the task's) max_new_tokens."""
+  kind: ClassVar[str] = ""
+
+  def samples(self, suite: Mapping[str, Any], samples: list,
+              tokenizer) -> list[samples_lib.Sample]:
+    """The suite's samples, given those its sources built."""
+    del suite, tokenizer
+    return samples
+
+  def item(self, suite: Mapping[str, Any], sample: samples_lib.Sample,
+           prompt: Sequence[int], tokenizer) -> Item:
+    del tokenizer
+    budget = suite.get("max_new_tokens")
+    if isinstance(budget, Mapping):
+      n = int(budget.get(sample.task, sample.max_new_tokens))
+    else:
+      n = int(budget or sample.max_new_tokens)
+    return Item(sample, group_of(sample), tuple(prompt), None, n)
+
+  def batches(self, items: Sequence[Item], size: int):
+    """Items grouped into batches of similar prompt length."""
+    order = sorted(range(len(items)), key=lambda i: (len(items[i].prompt), i))
+    for start in range(0, len(order), size):
+      yield [items[i] for i in order[start:start + size]]
+
+  def run(self, run: SuiteRun, batch: Sequence[Item]) -> None:
+    """Evaluates every pending cell on the batch, logging its rows."""
+    raise NotImplementedError
+
+
+_KINDS: dict[str, SuiteKind] = {}
+
+
+def register(cls: type[SuiteKind]) -> type[SuiteKind]:
+  """Registers a SuiteKind under its `kind` (a class decorator)."""
+  if not cls.kind:
+    raise ValueError(f"{cls!r} has no kind")
+  known = _KINDS.get(cls.kind)
+  if known is not None and type(known) is not cls:
+    raise ValueError(f"a suite kind {cls.kind!r} is already registered")
+  _KINDS[cls.kind] = cls()
+  return cls
+
+
+def kinds() -> tuple[str, ...]:
+  """The registered suite kinds, in registration order."""
+  return tuple(_KINDS)
+
+
+def get_kind(kind: str) -> SuiteKind:
+  try:
+    return _KINDS[kind]
+  except KeyError:
+    raise ValueError(f"unknown suite kind {kind!r}; known: {kinds()}") \
+        from None
+
+
 def suite_name(suite: Mapping[str, Any], index: int) -> str:
   return str(suite.get("name") or f"{suite['kind']}{index}")
 
 
-def _length_tag(sample: samples_lib.Sample) -> str:
+def group_of(sample: samples_lib.Sample) -> str:
+  """The group a sample's results are averaged over: its task, and its
+  target length when it has one ("niah_single_1@2048")."""
   target = sample.metadata.get("target_length")
-  return f"@{target}" if target else ""
+  return f"{sample.task}@{target}" if target else sample.task
 
 
-def _text_file_samples(paths: Sequence[str], tokenizer, context_tokens: int,
-                       continuation_tokens: int) -> list[samples_lib.Sample]:
+def text_file_samples(paths: Sequence[str], tokenizer, context_tokens: int,
+                      continuation_tokens: int) -> list[samples_lib.Sample]:
+  """One sample per text file: its first context_tokens tokens as the
+  context, the next continuation_tokens as the reference continuation."""
   out = []
   for path in paths:
     path = Path(path)
@@ -111,60 +165,14 @@ def build_suite(suite: Mapping[str, Any], tokenizer) -> list[Item]:
 
   Raises ValueError for an unknown kind or a sample the kind cannot use.
   """
-  kind = suite.get("kind")
-  if kind not in KINDS:
-    raise ValueError(f"unknown suite kind {kind!r}; known: {KINDS}")
+  kind = get_kind(suite.get("kind"))
   samples = sources_lib.build_samples(list(suite.get("sources", [])),
                                       tokenizer)
-  if kind == "episodic":
-    samples = _episodic_samples(suite, samples, tokenizer)
-  if kind == "perplexity" and suite.get("text_files"):
-    samples += _text_file_samples(
-        list(suite["text_files"]), tokenizer,
-        int(suite.get("context_tokens", 1024)),
-        int(suite.get("continuation_tokens", 256)))
+  samples = kind.samples(suite, samples, tokenizer)
   if not samples:
-    raise ValueError(f"suite {suite.get('name', kind)!r} has no samples")
+    raise ValueError(f"suite {suite.get('name', suite.get('kind'))!r} has no "
+                     "samples")
   prompts = tokenizer.encode_batch(
       [samples_lib.prompt_text(s) for s in samples], add_bos=True)
-  items = []
-  for sample, prompt in zip(samples, prompts):
-    group = f"{sample.task}{_length_tag(sample)}"
-    if kind == "perplexity":
-      if not sample.continuation:
-        raise ValueError(f"sample {sample.id!r} has no continuation to score")
-      cont = tuple(tokenizer.encode(sample.continuation))
-      items.append(Item(sample, group, tuple(prompt), cont, len(cont)))
-      continue
-    budget = suite.get("max_new_tokens")
-    if isinstance(budget, Mapping):
-      n = int(budget.get(sample.task, sample.max_new_tokens))
-    else:
-      n = int(budget or sample.max_new_tokens)
-    items.append(Item(sample, group, tuple(prompt), None, n))
-  return items
-
-
-def _episodic_samples(suite: Mapping[str, Any], samples, tokenizer):
-  """The suite's conversations (generated and/or from its sources), each
-  sample carrying the suite's episodic settings; every sample must name its
-  conversation."""
-  spec = suite.get("conversations")
-  if spec:
-    spec = dict(spec)
-    samples = list(samples) + long_conversations.generate_long_conversations(
-        int(spec.pop("num_conversations", 1)),
-        int(spec.pop("target_length", 4096)), tokenizer,
-        int(spec.pop("seed", 2000)), **spec)
-  settings = {k: suite[k] for k in _EPISODIC_FIELDS if k in suite}
-  settings = {k: (dict(v) if hasattr(v, "items") else v)
-              for k, v in settings.items()}
-  out = []
-  for sample in samples:
-    if "conversation_id" not in sample.metadata:
-      raise ValueError(f"sample {sample.id!r} has no metadata "
-                       f"conversation_id: an episodic suite needs long "
-                       f"conversations (kvp_jax.samples.long_conversations)")
-    out.append(dataclasses.replace(
-        sample, metadata={**sample.metadata, EPISODIC_KEY: settings}))
-  return out
+  return [kind.item(suite, sample, prompt, tokenizer)
+          for sample, prompt in zip(samples, prompts)]

@@ -30,6 +30,7 @@ from typing import Sequence
 
 from kvp_jax import _files
 from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
 
 FULL = _report.FULL
@@ -80,7 +81,7 @@ def paired_comparisons(samples: Sequence[dict],
   # and against each reference policy but itself.
   for method in sorted({r["scorer"] for r in rows
                         if _paired.is_extra_policy(r["scorer"])}):
-    families = dict(_paired.FAMILIES)
+    families = _paired.baseline_families()
     families.update((ref, (ref,)) for ref in references if ref != method)
     out += _paired.kvp_against_baselines(
         rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
@@ -208,7 +209,7 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
     methods = sorted({c.get("method", "kvp") for c in rows},
                      key=lambda m: (m != "kvp", m))
     families = sorted({c["family"] for c in rows},
-                      key=lambda f: (f not in _paired.FAMILIES, f))
+                      key=lambda f: (f not in _paired.baseline_families(), f))
     colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
     cols = min(3, len(methods))
     nrows = -(-len(methods) // cols)
@@ -224,7 +225,7 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
           continue
         x, mean, low, high = zip(*pts)
         # A reference's family is the one policy itself, not a best-of.
-        other = (family if family not in _paired.FAMILIES
+        other = (family if family not in _paired.baseline_families()
                  else f"best {family}")
         ax.plot(x, mean, marker="o", color=colours[family],
                 label=f"vs {other}")
@@ -269,6 +270,6 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   return (retention_markdown(aggregated, retention) +
           fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
           memory_markdown(aggregated) +
-          _paired.summary_markdown(comparisons) +
-          _paired.group_markdown(by_group) +
-          _paired.comparisons_markdown(comparisons))
+          _paired_tables.summary_markdown(comparisons) +
+          _paired_tables.group_markdown(by_group) +
+          _paired_tables.comparisons_markdown(comparisons))

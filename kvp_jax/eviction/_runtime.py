@@ -88,6 +88,7 @@ def compress_context(model: Pretrained, context: Context, scorer,
                      rng: jax.Array | None = None) -> Prefilled:
   """Compresses a prefilled context's full cache ("once"/"decode")."""
   config = model.config
+  _check_scorer(scorer, eviction)
   if eviction.protocol == "chunked":
     raise ValueError("chunked prefill cannot start from a full prefill; use "
                      "prefill_compressed")
@@ -111,6 +112,13 @@ def compress_context(model: Pretrained, context: Context, scorer,
                       jnp.asarray(context.lengths), min(room, interval), rng)
   return Prefilled(context.first_logits, cache, context.lengths, peak,
                    max(context.cache.num_bytes(), cache.num_bytes()))
+
+
+def _check_scorer(scorer, eviction: Eviction) -> None:
+  """A compressed cache needs a scorer; the full cache has none."""
+  if scorer is None and not eviction.full:
+    raise ValueError(f"a cache evicted to budget {eviction.budget} needs a "
+                     "scorer (None is the full cache's)")
 
 
 def _check_future(scorer, importance) -> None:
@@ -138,17 +146,18 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
 
   Args:
     model: the decoder.
-    scorer: a Scorer (ignored for a full cache).
+    scorer: a Scorer; None (or anything) for a full cache.
     eviction: budget and protocol.
     prompts: B token lists (BOS first).
     room: slots to leave for tokens appended afterwards.
     importance: [B, L, K, P] future importance by position, for the oracle.
     rng: PRNG key for random scorers.
   """
+  _check_scorer(scorer, eviction)
   if eviction.full or eviction.protocol != "chunked":
     context = prefill_context(
         model, prompts,
-        capture=scorer.needs_prefill_attention and not eviction.full,
+        capture=not eviction.full and scorer.needs_prefill_attention,
         pad_multiple=pad_multiple)
     return compress_context(model, context, scorer, eviction, room,
                             importance=importance, rng=rng)
@@ -192,6 +201,7 @@ def _start(model: Pretrained, scorer, eviction: Eviction, contexts, room: int,
            importance, rng) -> tuple[Prefilled, Any]:
   """The compressed context, and the running attention moments of its kept
   slots when the scorer evicts while decoding by them (else None)."""
+  _check_scorer(scorer, eviction)
   decoding = eviction.evicts_while_decoding
   if decoding and not scorer.can_evict_while_decoding:
     raise ValueError(f"scorer {scorer.name!r} reads prefill queries or the "
@@ -384,7 +394,7 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
 
   Args:
     model: the decoder.
-    scorer: a Scorer (ignored for a full cache).
+    scorer: a Scorer; None (or anything) for a full cache.
     eviction: budget and protocol (Eviction(None): the full cache).
     contexts: B token lists (BOS first), or a Context prefilled once.
     continuations: B token lists, each non-empty.

@@ -16,12 +16,16 @@ from kvp_jax.scorers._attention_stats import attention_column_moments
 from kvp_jax.scorers._attention_stats import attention_column_sums
 from kvp_jax.scorers._attention_stats import last_queries_attention
 from kvp_jax.scorers._base import available_scorers
+from kvp_jax.scorers._base import BASELINE_FAMILIES
+from kvp_jax.scorers._base import FAMILIES
+from kvp_jax.scorers._base import family_of
 from kvp_jax.scorers._base import get_scorer
 from kvp_jax.scorers._base import MissingInputError
 from kvp_jax.scorers._base import NEEDS
 from kvp_jax.scorers._base import PREFILL_ATTENTION
 from kvp_jax.scorers._base import register
 from kvp_jax.scorers._base import Scorer
+from kvp_jax.scorers._base import scorers_in
 from kvp_jax.scorers._h2o import H2OScorer
 from kvp_jax.scorers._keydiff import KeyDiffScorer
 from kvp_jax.scorers._knorm import KNormScorer

@@ -24,6 +24,13 @@ NEEDS = frozenset({"queries", "attention_sums", "attention_counts",
 # The needs that only a prefill with captured q/k/v can fill.
 PREFILL_ATTENTION = frozenset({"queries", "attention_sums", "attention_counts",
                                "attention_sq_sums"})
+# A scorer's family follows from what it declares (family_of): "learned"
+# (a trained policy: `learned = True`), "oracle" (reads the future),
+# "query_aware" (reads the prefill's queries or attention), "query_free"
+# (the cache, positions and a key only). Reports compare a policy with the
+# best scorer of each baseline family.
+FAMILIES = ("query_free", "query_aware", "learned", "oracle")
+BASELINE_FAMILIES = ("query_free", "query_aware")
 
 
 class MissingInputError(ValueError):
@@ -44,6 +51,7 @@ class Scorer:
   """
   name: ClassVar[str] = ""
   needs: ClassVar[frozenset[str]] = frozenset()
+  learned: ClassVar[bool] = False
   array_fields: ClassVar[tuple[str, ...]] = ()
 
   def __init_subclass__(cls, **kwargs):
@@ -163,3 +171,24 @@ def get_scorer(name: str, **kwargs) -> Scorer:
 def available_scorers() -> tuple[str, ...]:
   """The registered names, sorted."""
   return tuple(sorted(_REGISTRY))
+
+
+def family_of(scorer) -> str:
+  """The family of a Scorer or a registered factory, from its declared
+  `needs` and `learned` (FAMILIES)."""
+  if getattr(scorer, "learned", False):
+    return "learned"
+  needs = frozenset(getattr(scorer, "needs", frozenset()))
+  if "importance" in needs:
+    return "oracle"
+  if needs & PREFILL_ATTENTION:
+    return "query_aware"
+  return "query_free"
+
+
+def scorers_in(family: str) -> tuple[str, ...]:
+  """The registered names of a family, sorted."""
+  if family not in FAMILIES:
+    raise ValueError(f"unknown scorer family {family!r}; known: {FAMILIES}")
+  return tuple(n for n in available_scorers()
+               if family_of(_REGISTRY[n]) == family)

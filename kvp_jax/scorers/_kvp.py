@@ -32,6 +32,7 @@ class KVPScorer(Scorer):
     fingerprint: the decoder the agents were trained on.
   """
   name = "kvp"
+  learned = True
   array_fields = ("params",)
   agent_config: AgentConfig
   params: Any
@@ -90,6 +91,7 @@ class _KVPFactory:
   """get_scorer("kvp", artifact=PATH) loads an exported policy."""
   name = "kvp"
   needs = frozenset()
+  learned = True
 
   def __new__(cls, artifact=None, **kwargs):
     if artifact is None:

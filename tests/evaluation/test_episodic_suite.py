@@ -51,8 +51,7 @@ def test_episodic_suite_runs_and_resumes(model, tmp_path, monkeypatch):
   # then EpiCache and EpiCache with KVP blended in.
   assert cells == {("full", "full"), ("kvp", "48"), ("snapkv", "48"),
                    ("h2o", "48"), ("epicache", "48"), ("epicache+kvp", "48")}
-  from kvp_jax.evaluation import _runner
-  log = _runner.SampleLog(tmp_path / "eval" / "samples.jsonl")
+  log = evaluation.SampleLog(tmp_path / "eval" / "samples.jsonl")
   episodic = [r for r in log.rows if r["scorer"].startswith("epicache")]
   assert len(episodic) == 2 * 4                  # 2 cells x 4 questions.
   assert all(0 <= r["episode"] < 3 and "routed_to_fact" in r
@@ -78,8 +77,8 @@ def test_episodic_suite_runs_and_resumes(model, tmp_path, monkeypatch):
   monkeypatch.setattr(eviction_lib, "answer_compressed", recomputed)
   monkeypatch.setattr(eviction_lib, "answer_conversation", recomputed)
   evaluation.evaluate(c, tmp_path, model=model, progress=False)
-  assert len(_runner.SampleLog(tmp_path / "eval" / "samples.jsonl").rows) == (
-      before)
+  assert len(evaluation.SampleLog(tmp_path / "eval" / "samples.jsonl").rows
+             ) == before
 
 
 def test_episodic_suite_needs_conversations(model, tmp_path):
@@ -123,14 +122,13 @@ def test_an_episodic_batch_is_one_whole_conversation():
   """Questions of one conversation share its compressed state, so they are
   never split across batches (nor mixed by prompt length)."""
   import types
-  from kvp_jax.evaluation import _runner
   items = [types.SimpleNamespace(
       prompt=[0] * n, sample=types.SimpleNamespace(
           metadata={"conversation_id": c})) for c, n in
            (("a", 9), ("b", 3), ("a", 1), ("b", 7), ("a", 5))]
-  batches = list(_runner._batches(items, 2, "episodic"))
+  batches = list(_suites.get_kind("episodic").batches(items, 2))
   assert [[i.sample.metadata["conversation_id"] for i in b]
           for b in batches] == [["a", "a", "a"], ["b", "b"]]
   # Other suites: batches of `size` by prompt length.
-  assert [len(i.prompt) for b in _runner._batches(items, 2) for i in b] == [
-      1, 3, 5, 7, 9]
+  assert [len(i.prompt) for b in _suites.get_kind("ruler").batches(items, 2)
+          for i in b] == [1, 3, 5, 7, 9]

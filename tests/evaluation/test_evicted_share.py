@@ -11,6 +11,7 @@ from kvp_jax import cache as cache_lib
 from kvp_jax.evaluation import _evicted_share
 
 SINKS, RECENT = 2, 3
+PROTECTED = cache_lib.Protected(num_sinks=SINKS, num_recent=RECENT)
 BUDGETS = (5, 8, 12)
 
 
@@ -70,7 +71,7 @@ def _inputs(seed, batch=3, heads=4, slots=20):
 def test_matches_brute_force():
   scores, importance, positions, lengths = _inputs(0)
   share, counted = _evicted_share.evicted_share(
-      scores, importance, positions, lengths, BUDGETS, SINKS, RECENT)
+      scores, importance, positions, lengths, BUDGETS, PROTECTED)
   ref = _brute_force(scores, importance, positions, lengths, BUDGETS)
   np.testing.assert_allclose(np.asarray(share), ref, rtol=1e-5, atol=1e-7,
                              equal_nan=True)
@@ -85,7 +86,7 @@ def test_matches_brute_force():
 def test_agrees_with_the_caches_own_eviction():
   scores, importance, positions, lengths = _inputs(1)
   share, counted = _evicted_share.evicted_share(
-      scores, importance, positions, lengths, BUDGETS, SINKS, RECENT)
+      scores, importance, positions, lengths, BUDGETS, PROTECTED)
   imp = np.where(positions >= 0, importance, 0.0)
   for i, b in enumerate(BUDGETS):
     keep = cache_lib.select_top(jnp.asarray(scores), jnp.asarray(positions),
@@ -101,9 +102,9 @@ def test_agrees_with_the_caches_own_eviction():
 def test_oracle_scores_evict_the_least():
   scores, importance, positions, lengths = _inputs(2)
   oracle, _ = _evicted_share.evicted_share(
-      importance, importance, positions, lengths, BUDGETS, SINKS, RECENT)
+      importance, importance, positions, lengths, BUDGETS, PROTECTED)
   other, _ = _evicted_share.evicted_share(
-      scores, importance, positions, lengths, BUDGETS, SINKS, RECENT)
+      scores, importance, positions, lengths, BUDGETS, PROTECTED)
   ok = ~np.isnan(np.asarray(oracle))
   assert np.all(np.asarray(oracle)[ok] <= np.asarray(other)[ok] + 1e-6)
 
@@ -112,7 +113,7 @@ def test_budgets_below_the_protected_tokens_are_an_error():
   scores, importance, positions, lengths = _inputs(0)
   with pytest.raises(ValueError, match="minimum"):
     _evicted_share.evicted_share(scores, importance, positions, lengths,
-                                 (4,), SINKS, RECENT)
+                                 (4,), PROTECTED)
 
 
 def test_aggregate_geometric_mean_per_layer_group():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _paired_tables
 
 
 def _brute_force_interval(d, confidence=0.95):
@@ -168,9 +169,9 @@ def test_kvp_against_the_best_baseline_of_each_family():
   assert ppl["lower_is_better"] and ppl["verdict"] == _paired.BETTER
   assert ppl["difference"] == pytest.approx(-1.0)
   assert ppl["kvp_mean"] == pytest.approx(np.mean(kvp[:15] / 10))
-  text = "\n".join(_paired.comparisons_markdown(out))
+  text = "\n".join(_paired_tables.comparisons_markdown(out))
   assert "| ruler | 128 | accuracy | query_aware | snapkv | 30 |" in text
-  assert _paired.comparisons_markdown([]) == []
+  assert _paired_tables.comparisons_markdown([]) == []
 
 
 def test_duplicate_rows_in_a_cell_are_an_error():
@@ -199,7 +200,7 @@ def test_summary_table_has_one_row_per_method_and_family():
   comparisons += _paired.kvp_against_baselines(
       rows, kvp="kvp_paper", families={"kvp": ("kvp",)},
       num_resamples=2000, seed=0)
-  lines = _paired.summary_markdown(comparisons)
+  lines = _paired_tables.summary_markdown(comparisons)
   assert "### ruler: agreement" in lines
   assert not any(line.startswith("### ruler: kl") for line in lines)
   table = [line for line in lines if line.startswith("| ")]
@@ -217,11 +218,11 @@ def test_summary_table_has_one_row_per_method_and_family():
   assert body["kvp_paper - kvp"] == [
       f"{paper['difference']:+.2f} [{paper['low']:+.2f}, "
       f"{paper['high']:+.2f}] ▼", " |"]
-  assert _paired.summary_markdown(
+  assert _paired_tables.summary_markdown(
       [c for c in comparisons if c["metric"] == "kl"]) == []
   # Two protocols in one grid: each heading names its own.
   chunked = [dict(c, protocol="chunked") for c in comparisons]
-  headings = [line for line in _paired.summary_markdown(comparisons + chunked)
+  headings = [line for line in _paired_tables.summary_markdown(comparisons + chunked)
               if line.startswith("### ")]
   assert headings == [
       "### ruler: agreement, protocol chunked, allocation uniform",
@@ -233,5 +234,5 @@ def test_summary_table_of_small_numbers_has_three_decimals():
   rows = (_rows("dialogues", "kl", 64, "kvp", kvp) +
           _rows("dialogues", "kl", 64, "random", kvp + 0.0125))
   comparisons = _paired.kvp_against_baselines(rows, num_resamples=2000)
-  lines = _paired.summary_markdown(comparisons, metrics=("kl",))
+  lines = _paired_tables.summary_markdown(comparisons, metrics=("kl",))
   assert "| kvp - query_free | -0.013 [-0.013, -0.013] ▲ |" in lines

@@ -2,6 +2,7 @@
 config, shared baseline cells, per-policy verdicts, one protected set."""
 
 import json
+from pathlib import Path
 
 import jax
 import pytest
@@ -59,15 +60,25 @@ def _rows(tmp_path):
 def test_config_checks_names_and_paths():
   ec = evaluation.EvalConfig(scorers=("kvp", "knorm"),
                              policies={"kvp_b": "b.kvp", "kvp_c2": "c.kvp"})
-  assert ec.policies == (("kvp_b", "b.kvp"), ("kvp_c2", "c.kvp"))
+  source = evaluation.PolicySource
+  assert ec.policies == (("kvp_b", source("b.kvp")),
+                         ("kvp_c2", source("c.kvp")))
   assert ec.all_scorers == ("kvp", "knorm", "kvp_b", "kvp_c2")
-  assert ec.policy_paths("w/policy.kvp") == {
-      "kvp": "w/policy.kvp", "kvp_b": "b.kvp", "kvp_c2": "c.kvp"}
+  assert ec.policy_sources("w/policy.kvp") == {
+      "kvp": source("w/policy.kvp"), "kvp_b": source("b.kvp"),
+      "kvp_c2": source("c.kvp")}
   assert evaluation.EvalConfig(scorers=("knorm",), policies={
-      "kvp_b": "b.kvp"}).policy_paths("x") == {"kvp_b": "b.kvp"}
+      "kvp_b": "b.kvp"}).policy_sources("x") == {"kvp_b": source("b.kvp")}
+  pinned = {"path": "p.kvp", "sha256": "ab" * 32, "commit": "abc123"}
+  assert evaluation.EvalConfig(scorers=("knorm",), policies={
+      "kvp_p": pinned}).policies == (("kvp_p", source(**pinned)),)
   for policies, message in (({"contrast": "a"}, "'contrast' is not a policy"),
                             ({"kvp_": "a"}, "'kvp_' is not a policy"),
                             ({"kvp_knorm": ""}, "expected the path"),
+                            ({"kvp_p": {"path": "a", "sha256": "x"}},
+                             "is not a sha256"),
+                            ({"kvp_p": {"path": "a", "hash": "x"}},
+                             r"unknown fields \['hash'\]"),
                             (["kvp_b=a"], "expected a mapping")):
     with pytest.raises(ValueError, match=message):
       evaluation.EvalConfig(scorers=("knorm",), policies=policies)
@@ -122,3 +133,31 @@ def test_policies_must_protect_the_same_tokens(tmp_path, model):
     from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
     _cli.check_eval_config(_config(tmp_path, policy, {
         "kvp_gone": str(tmp_path / "gone.kvp")}), tmp_path)
+
+
+def test_pinned_policy_reports_without_its_file(tmp_path, model):
+  """A policy pinned by sha256 needs no file for a report; to compute, its
+  absence is an error naming the git command that restores it, and a file
+  with another hash is refused."""
+  from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
+  import hashlib  # pylint: disable=g-import-not-at-top
+  policy = _policy(tmp_path / "a.kvp", model)
+  other = _policy(tmp_path / "b.kvp", model, seed=1)
+  digest = hashlib.sha256(Path(other).read_bytes()).hexdigest()
+  pin = {"path": str(other), "sha256": digest, "commit": "c0ffee"}
+  config = _config(tmp_path, policy, {"kvp_other": pin})
+  evaluation.evaluate(config, tmp_path, model=model, progress=False)
+  computed = (tmp_path / "eval" / "results.jsonl").read_text()
+  Path(other).rename(tmp_path / "elsewhere.kvp")
+  with pytest.raises(policy_lib.ArtifactError,
+                     match=f"git show c0ffee:{other} > {other}"):
+    _cli.check_eval_config(config, tmp_path)
+  policies = _cli.check_eval_config(config, tmp_path, load=False)
+  assert policies["kvp_other"].sha256 == digest
+  assert policies["kvp_other"].artifact is None
+  evaluation.evaluate(config, tmp_path, model=model, policies=policies,
+                      progress=False, compute=False)
+  assert (tmp_path / "eval" / "results.jsonl").read_text() == computed
+  Path(other).write_bytes(Path(policy).read_bytes())   # Another policy.
+  with pytest.raises(policy_lib.ArtifactError, match="the config pins"):
+    _cli.check_eval_config(config, tmp_path, load=False)

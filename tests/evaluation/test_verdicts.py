@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
 from kvp_jax.evaluation import _verdicts
 
@@ -120,7 +121,7 @@ def test_group_verdicts_show_where_the_suite_verdict_comes_from(tmp_path):
   suite = [c for c in _verdicts.paired_comparisons(rows)
            if c["family"] == "query_free"]
   assert {c["verdict"] for c in suite} == {_paired.TIE}
-  md = _paired.group_markdown(by_group)
+  md = _paired_tables.group_markdown(by_group)
   lines = [l for l in md if l.startswith("| a@1k") or l.startswith("| b@1k")]
   assert len(lines) == 4                  # Two tasks x two families.
   assert md.index("### ruler: agreement, against the best query_free "
@@ -131,7 +132,7 @@ def test_group_verdicts_show_where_the_suite_verdict_comes_from(tmp_path):
   # One group: nothing per group (the suite's verdicts say it all).
   one = [dict(r, group="a@1k") for r in rows if r["group"] == "a@1k"]
   assert _verdicts.group_comparisons(one) == []
-  assert _paired.group_markdown([]) == []
+  assert _paired_tables.group_markdown([]) == []
   # The report writes them, beside the suite's verdicts.
   _verdicts.write(rows, _report.aggregate(rows), tmp_path)
   written = [json.loads(l) for l in

@@ -1,0 +1,153 @@
+"""The "episodic" suite kind: long-conversation QA, every question of a
+conversation read from the same compressed state.
+
+Cells: the full cache; each grid scorer as a plain baseline (one cache of
+the conversation, prefilled block by block with eviction after every block,
+eval.chunk_size; kvp_jax.eviction.answer_compressed), unless plain=False;
+EPICACHE (kvp_jax.eviction.answer_conversation: windows clustered into
+episodes, one cache per episode scored by SnapKV over its medoid, each
+question routed to one; with the layer_profile's budgets when one is
+named); and, with "kvp" in the grid and a blend_weight, EPICACHE_KVP (KVP
+blended with the medoid's attention).
+
+  {"kind": "episodic", "sources": [jsonl of long conversation samples]
+   and/or "conversations": {"num_conversations": n, "target_length": t,
+   "seed": s, "num_facts": f, "max_new_tokens": m},
+   "episodic": {EpisodicSettings fields},
+   "layer_profile": JSON path ("" = uniform budgets),
+   "alpha": float, "min_fraction": float,
+   "blend_weight": float (adds an EPICACHE_KVP cell),
+   "plain": bool (default true)}
+
+Change the suite's name when changing these settings: the sample log's key
+does not hold them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from kvp_jax import eviction as eviction_lib
+from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _suites
+from kvp_jax.evaluation._grid import Evaluated, FULL
+from kvp_jax.samples import long_conversations
+
+EPICACHE = _paired.EPICACHE           # Episodes scored by their medoids.
+EPICACHE_KVP = _paired.EPICACHE_KVP   # The same, KVP blended into the score.
+
+
+@_suites.register
+class EpisodicSuite(_suites.SuiteKind):
+  kind = "episodic"
+
+  def samples(self, suite: Mapping[str, Any], samples: list, tokenizer):
+    """The suite's conversations (generated and/or from its sources);
+    every sample must name its conversation."""
+    spec = suite.get("conversations")
+    if spec:
+      spec = dict(spec)
+      samples = list(samples) + long_conversations.generate_long_conversations(
+          int(spec.pop("num_conversations", 1)),
+          int(spec.pop("target_length", 4096)), tokenizer,
+          int(spec.pop("seed", 2000)), **spec)
+    for sample in samples:
+      if "conversation_id" not in sample.metadata:
+        raise ValueError(f"sample {sample.id!r} has no metadata "
+                         f"conversation_id: an episodic suite needs long "
+                         f"conversations (kvp_jax.samples.long_conversations)")
+    return samples
+
+  def batches(self, items: Sequence[_suites.Item], size: int):
+    """One conversation a batch: its questions share one compressed
+    state."""
+    del size
+    yield from _by_conversation(items).values()
+
+  def run(self, run: _suites.SuiteRun,
+          batch: Sequence[_suites.Item]) -> None:
+    """Conversation by conversation: the full cache and the plain cells
+    prefill each conversation once and answer every question from that
+    state; EpiCache cells go through episodic caches."""
+    settings = run.settings
+    episodic = eviction_lib.EpisodicSettings(
+        **dict(settings.get("episodic") or {}))
+    for items in _by_conversation(batch).values():
+      for c, by_episode in _cells(run, settings):
+        todo = [i for i in items if not run.log.has_all(
+            c.cell, [i.sample.id], ("accuracy",))]
+        if not todo:
+          continue
+        rng = c.cell.rng(run.rng)
+        if by_episode:
+          result = eviction_lib.answer_conversation(
+              run.model, c.scorer, c.eviction, [i.sample for i in todo],
+              episodic, layer_budgets=_layer_budgets(
+                  run.model, settings, c.eviction, todo[0].sample), rng=rng)
+          for row in result:
+            row["routed_to_fact"] = row["episode"] == row["fact_episode"]
+        else:                     # The full cache, or a plain baseline.
+          result = eviction_lib.answer_compressed(
+              run.model, c.scorer, c.eviction, [i.sample for i in todo],
+              rng=rng)
+        for row in result:
+          del row["sample"]       # The item's id, which Cell.row writes.
+        run.log.add(c.cell.row(item, "accuracy", row.pop("value"), **row)
+                    for item, row in zip(todo, result))
+
+
+def _by_conversation(items) -> dict[str, list]:
+  out: dict[str, list] = {}
+  for item in items:
+    out.setdefault(item.sample.metadata["conversation_id"], []).append(item)
+  return out
+
+
+def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any]):
+  """(Evaluated, by_episode) of an episodic suite: the full cache first (if
+  the grid has it), the plain baselines, EpiCache, EpiCache + KVP; every
+  compressed cell block-wise (eval.chunk_size) at every grid budget."""
+  grid = run.grid
+  if grid.include_full:
+    yield Evaluated(grid.cell(run.suite, FULL, FULL), None,
+                    grid.full_eviction()), False
+  cells = []
+  if settings.get("plain", True):
+    cells += [(n, s, False) for n, s in grid.scorers.items()]
+  cells.append((EPICACHE, scorers_lib.get_scorer("snapkv"), True))
+  if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
+    # The blend's results depend on the policy file as KVP's do.
+    grid.identity.setdefault(EPICACHE_KVP, grid.identity.get("kvp"))
+    cells.append((EPICACHE_KVP, eviction_lib.MedoidBlendScorer(
+        learned=grid.scorers["kvp"],
+        weight=float(settings["blend_weight"])), True))
+  for name, scorer, episodic in cells:
+    for b in grid.budgets:
+      yield Evaluated(grid.cell(run.suite, name, b), scorer,
+                      eviction_lib.Eviction(
+                          b, protocol="chunked", chunk_size=grid.chunk_size,
+                          protected=grid.protected)), episodic
+
+
+def _layer_budgets(model, settings, eviction, sample):
+  """Sensitivity-aware per-layer budgets from the suite's layer profile, or
+  None. The profile is made once per model (on `sample`'s context, with
+  keydiff at the first budget asked for) and reused from its file."""
+  path = settings.get("layer_profile")
+  if not path:
+    return None
+  context = model.tokenizer.encode(sample.context, add_bos=True)
+  profile_eviction = eviction_lib.Eviction(
+      eviction.budget, protocol="chunked", chunk_size=eviction.chunk_size,
+      protected=eviction.protected)
+  sensitivity = eviction_lib.load_or_profile(
+      path, model, [context], scorers_lib.get_scorer("keydiff"),
+      profile_eviction)
+  floor = max(eviction.protected.size,
+              int(float(settings.get("min_fraction", 0.25)) *
+                  eviction.budget))
+  return eviction_lib.layer_budgets(
+      sensitivity, eviction.budget * model.config.num_layers,
+      alpha=float(settings.get("alpha", 1.0)), floor=floor,
+      caps=eviction_lib.window_caps(model.config, floor))
