@@ -9,9 +9,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(
-        include=["kvp_jax", "kvp_jax.*", "data_pipelines", "data_pipelines.*",
-                 "experiments", "launch"]),
+    # Only the library: the configs (experiments/), the data jobs
+    # (data_pipelines/) and the launch scripts (launch/) run from a checkout
+    # (python -m from its root), as README.md shows.
+    packages=setuptools.find_packages(include=["kvp_jax", "kvp_jax.*"]),
     # The trained policies that ship with the package (kvp_jax.policy.
     # shipped_policy): --scorer=kvp works with no training run.
     package_data={"kvp_jax.policy": ["shipped/index.json", "shipped/*.kvp"]},

@@ -79,8 +79,7 @@ def policy_config(**overrides) -> ml_collections.ConfigDict:
   AgentConfig's defaults, the paper's agent) plus key contrast, with
   position tables of 2048 rows.
 
-  Why key contrast is on (issue #12, experiments/README.md "Key-contrast
-  agents" and the held-out grid): trained on the same traces with the same
+  Why key contrast is on (experiments/results/heldout/README.md, dev): trained on the same traces with the same
   schedule, the key-contrast agents (ruler_agents_contrast.py) are ahead of
   the paper's (ruler_agents.py) on teacher-forced agreement with the full
   cache at all five budgets 64..1024 on 209 held-out RULER-style samples
@@ -120,7 +119,7 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   4), with the project's default of K = DEFAULT_NUM_SAMPLES rankings per
   trace.
 
-  Why K = 4 (issue #12, experiments/README.md "Method ablations"): trained
+  Why K = 4 (experiments/results/ablations/README.md, dev): trained
   on the same traces with the same schedule, K = 4 rankings per trace
   (the samples_k4 point, ruler_agents_k4.py) lowered the validation cost
   from 1.580 to 1.225 (lower on all 18 heads) and, on 209 held-out

@@ -1,86 +1,62 @@
-r"""The held-out grid of experiments/heldout.py with the trained ablation
-policies of launch/method_ablations.py added as "kvp_<point name>": every
-baseline cell and both committed policies' cells are reused from the same
-per-sample log, so only the new policies' cells run.
+r"""The held-out (dev) grid of experiments/heldout.py with the method
+ablation points of launch/method_ablations.py added as "kvp_<point name>":
+every baseline cell and the committed policies' cells are reused from the
+same per-sample log, so only the new policies' cells run.
 
-  python -m launch.sweep --sweep=launch/method_ablations.py \
-      --root=runs/sweeps/method --stages=traces,train,export
   python -m kvp_jax.evaluate --config=experiments/heldout_ablations.py \
       --workdir=runs/heldout
+  python -m kvp_jax.evaluate \
+      --config=experiments/heldout_ablations.py:points=position_age,suites=ruler \
+      --workdir=runs/heldout
 
-Every <name>/policy.kvp under experiments/results/ablations/ (committed
-points) and under the sweep's root (the environment's KVP_ABLATION_ROOT,
-default runs/sweeps/method) joins as "kvp_<name>", the committed one first
-when both exist; points not trained yet are simply not there.
-
-The environment's KVP_EVAL_SUITES (comma-separated suite names, e.g.
-"attention_cost,ruler") keeps only those suites: on 2 CPU cores a point's
-RULER-style and attention-cost cells take about an hour, its dialogues
-another half hour, and the ablation table is read on the RULER-style suite.
-The log keeps what ran, so a later run without it adds the other suites'
-cells only. KVP_ABLATION_POINTS (comma-separated point names, e.g.
-"target_value_weighted") likewise keeps only those points, for a suite
-that only some points get (the dialogues: only a point that beats the
-default on the RULER-style suite).
+Config arguments (after the file's ":", comma-separated):
+  points=a,b     only these committed points (default: every one of
+                 experiments/policies.py; samples_k4 is the shipped "kvp")
+  suites=a,b     only these suites (e.g. attention_cost,ruler: on 2 CPU
+                 cores a point's RULER-style and attention-cost cells take
+                 about an hour, its dialogues another half hour)
+  trained=a,b    points trained by the sweep but not committed yet: their
+                 policies are read from <root>/<name>/policy.kvp
+  root=DIR       the sweep's root (default runs/sweeps/method)
+The log keeps what ran, so a later run without `suites` adds the other
+suites' cells only.
 """
 
-import os
-from pathlib import Path
-
 from experiments import heldout
+from experiments import policies
+from kvp_jax import configs
 
-COMMITTED = Path(heldout.RESULTS) / "ablations"
-
-
-def ablation_policies(root: str | os.PathLike[str]) -> dict[str, str]:
-  """{"kvp_<name>": artifact path} of the ablation points trained so far."""
-  found = {}
-  for base in (COMMITTED, Path(root)):
-    for path in sorted(base.glob("*/policy.kvp")):
-      found.setdefault(f"kvp_{path.parent.name}", str(path))
-  return found
+PREFIX = "ablations/"
+# samples_k4 is the shipped policy: "kvp" of the grid.
+SHIPPED_POINT = "samples_k4"
 
 
-def _named(names: str, known: list[str], error: str) -> list[str]:
-  """The comma-separated `names`, stripped, each one of `known`; otherwise
-  ValueError(`error` formatted with {unknown} and {known})."""
-  wanted = [n.strip() for n in names.split(",") if n.strip()]
-  unknown = [n for n in wanted if n not in known]
+def committed_points() -> list[str]:
+  """The committed ablation points, by name."""
+  return [e.removeprefix(PREFIX) for e in policies.SHA256
+          if e.startswith(PREFIX) and e != PREFIX + SHIPPED_POINT]
+
+
+def _chosen(names, known, what):
+  unknown = [n for n in names if n not in known]
   if unknown:
-    raise ValueError(error.format(unknown=unknown,
-                                  known=", ".join(known) or "none"))
-  return wanted
+    raise ValueError(f"{what}: unknown {unknown}; known: "
+                     f"{', '.join(known) or 'none'}")
+  return [n for n in known if n in names]
 
 
-def chosen_suites(suites, names: str | None) -> list:
-  """The suites named in `names` (comma-separated; all when empty/None), in
-  their order; an unknown name is an error naming the known ones."""
-  if not names:
-    return list(suites)
-  wanted = _named(names, [s["name"] for s in suites],
-                  "KVP_EVAL_SUITES: unknown suites {unknown}; known: {known}")
-  return [s for s in suites if s["name"] in wanted]
-
-
-def chosen_points(policies: dict[str, str], names: str | None
-                  ) -> dict[str, str]:
-  """The ablation points of `policies` ({"kvp_<name>": path}) named in
-  `names` (comma-separated point names; all when empty/None); an unknown or
-  untrained name is an error naming the trained ones."""
-  if not names:
-    return dict(policies)
-  trained = [n.removeprefix("kvp_") for n in policies]
-  wanted = _named(names, trained, "KVP_ABLATION_POINTS: no trained point "
-                  "{unknown}; trained: {known}")
-  return {f"kvp_{n}": policies[f"kvp_{n}"] for n in wanted}
-
-
-def get_config():
+def get_config(arg=None):
+  args = configs.parse_config_arg(arg, points=[], suites=[], trained=[],
+                                  root="runs/sweeps/method")
   c = heldout.get_config()
-  root = os.environ.get("KVP_ABLATION_ROOT", "runs/sweeps/method")
-  points = chosen_points(ablation_policies(root),
-                         os.environ.get("KVP_ABLATION_POINTS"))
-  c.eval.policies = {**dict(c.eval.policies), **points}
-  c.eval.suites = chosen_suites(c.eval.suites,
-                                os.environ.get("KVP_EVAL_SUITES"))
+  points = _chosen(args["points"] or committed_points(), committed_points(),
+                   "points")
+  extra = {f"kvp_{p}": policies.pinned(PREFIX + p) for p in points}
+  extra.update({f"kvp_{p}": f"{args['root']}/{p}/policy.kvp"
+                for p in args["trained"]})
+  c.eval.policies = {**dict(c.eval.policies), **extra}
+  if args["suites"]:
+    names = [s["name"] for s in c.eval.suites]
+    keep = _chosen(args["suites"], names, "suites")
+    c.eval.suites = [s for s in c.eval.suites if s["name"] in keep]
   return c

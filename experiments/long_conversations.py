@@ -26,12 +26,12 @@ policy with the medoid's attention (blend_weight). Run the quickstart first
       --workdir=runs/quickstart \
       --config.eval.output_dir=runs/quickstart/long_conversations
 
-(or, without the quickstart, its committed policy:
---config.eval.policy=experiments/results/long_conversations/policy.kvp,
-the quickstart policy the committed results were computed with).
+(or, without the quickstart, the policy the committed results were
+computed with, restored from git history as experiments/policies.py says:
+--config.eval.policy=experiments/results/long_conversations/policy.kvp).
 
 Scale: 2 conversations x 8 questions, about 30 minutes on a 2-core CPU
-(2026-12-02, experiments/README.md). Raise
+(2026-12-02). Raise
 CONVERSATIONS["num_conversations"] on an accelerator: conversation i is the
 same for any count, so a larger run extends the sample log.
 

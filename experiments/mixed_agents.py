@@ -7,8 +7,7 @@ schedule of ruler_agents_contrast.py.
 Neither single-source agent meets issue #12's bar on both suites: the
 RULER-trained one is behind H2O and level with the heuristics on
 dialogues, the dialogue-trained one gives up RULER-style retention
-(experiments/README.md, "Dialogue-trained agents and the zero-shot
-cross-evaluation"). This one sees both distributions. A batch mixes them in
+(experiments/results/heldout/README.md). This one sees both distributions. A batch mixes them in
 proportion to their training elements (about 180 RULER-style traces and
 128 dialogues x 5 split points), as the input pipeline's buckets do.
 
@@ -22,8 +21,8 @@ proportion to their training elements (about 180 RULER-style traces and
 
 traces.reuse copies the traces the two single-source stores already hold
 (recorded the same way: checked) instead of recording them again; without
-it, the job records all of them. The held-out grid (heldout_cross.py) adds it as "kvp_mixed" once
-runs/mixed/policy.kvp or its committed copy exists.
+it, the job records all of them. The held-out grid (heldout_cross.py) holds
+its committed policy as "kvp_mixed" (pinned in experiments/policies.py).
 """
 
 from experiments import common

@@ -9,19 +9,17 @@ traces than within one (trace diagnostics: 73-99% of the variance per
 head), so each advantage carries the gap between the two sources as noise;
 K = 4 gives each trace its own baseline. On the RULER-style traces alone
 K = 4 lowered the validation cost from 1.580 to 1.225 on every head
-(experiments/README.md, "Method ablations").
+(experiments/results/ablations/README.md).
 
 The store is mixed_agents.py's (the same traces, nothing re-recorded):
 
   python -m kvp_jax.train --config=experiments/mixed_agents_k4.py \
       --workdir=runs/mixed_k4 --config.traces.store=runs/mixed/traces
   python -m kvp_jax.export --workdir=runs/mixed_k4
-  python -m kvp_jax.evaluate --config=experiments/heldout_cross.py \
-      --workdir=runs/heldout
+  python -m kvp_jax.evaluate --workdir=runs/heldout \
+      --config=experiments/heldout_cross.py:mixed_k4=runs/mixed_k4/policy.kvp
 
-The held-out grid (heldout_cross.py) adds it as "kvp_mixed_k4" once
-runs/mixed_k4/policy.kvp or its committed copy
-(experiments/results/mixed_agents_k4/policy.kvp) exists.
+(the held-out grid adds it as "kvp_mixed_k4").
 """
 
 from experiments import mixed_agents

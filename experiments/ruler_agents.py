@@ -27,7 +27,8 @@ Departures from the paper's settings, and why:
     Gemma 3's 18 layers attend within a 512-token window, so a token's
     future attention there depends on its age, which absolute positions
     alone do not tell (the paper's models have no windowed layers).
-Results: experiments/README.md.
+Results: experiments/results/ruler_agents/README.md and the held-out grid
+(experiments/results/heldout/README.md, "kvp_paper").
 """
 
 from experiments import common
@@ -68,8 +69,7 @@ def heldout_eval():
   of its tokens; one forward pass per cell), perplexity, the normalised
   cost and the evicted share at 64..512; the paired verdicts against the
   best baseline of each family are in verdicts.jsonl and at the end of
-  results.md. On 2 CPU cores the grid takes hours (see experiments/
-  README.md); its log resumes where a run stopped.
+  results.md. On 2 CPU cores the grid takes hours (see experiments/results/heldout/README.md); its log resumes where a run stopped.
   """
   return common.eval_config(
       suites=[

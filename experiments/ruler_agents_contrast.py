@@ -17,7 +17,8 @@ schedule, same held-out evaluation:
   python -m kvp_jax.evaluate --config=experiments/ruler_agents_contrast.py \
       --workdir=runs/ruler_contrast
 
-Results: experiments/README.md.
+Results: experiments/results/ruler_agents_contrast/README.md and the held-out
+grid (experiments/results/heldout/README.md, "kvp_contrast").
 """
 
 from experiments import ruler_agents

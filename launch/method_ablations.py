@@ -2,15 +2,15 @@ r"""The ablations of what KVP's agents are trained to predict and how, on the
 RULER-style traces of experiments/ruler_agents.py with its schedule; each
 point trains and exports, and the held-out grid evaluates them all on the
 same samples (experiments/heldout_ablations.py, paired intervals against
-every baseline, "kvp" and the shipped default "kvp_samples_k4").
+every baseline, the shipped default "kvp" and "kvp_contrast").
 
   python -m launch.sweep --sweep=launch/method_ablations.py \
       --root=runs/sweeps/method --stages=traces,train,export
-  KVP_EVAL_SUITES=attention_cost,ruler python -m kvp_jax.evaluate \
-      --config=experiments/heldout_ablations.py --workdir=runs/heldout
+  python -m kvp_jax.evaluate --workdir=runs/heldout \
+      --config=experiments/heldout_ablations.py:trained=NAME,suites=ruler
 
-One family at a time: KVP_ABLATION=reward python -m launch.sweep ... (or
-futures, samples, position, target, comma-separated; default: every
+One family at a time: --sweep=launch/method_ablations.py:families=reward
+(or futures, samples, position, target, comma-separated; default: every
 family). Every point but "futures_reference" and "target_value_weighted"
 shares one trace store (their traces settings are the same); those two
 record their own.
@@ -30,14 +30,11 @@ Families (issue #12, item 1), each one change to its base (below):
             trace store).
 Two bases. The samples family changes experiments/ruler_agents_contrast.py
 as committed (key contrast, position "both", uniform reward, greedy
-futures, K = 1), which is "kvp" of the held-out grid, so it is not trained
-again here. Its point samples_k4 won (experiments/README.md, "Method
-ablations"): K = 4 is the project's default since, and its policy is the
-shipped one (experiments/ruler_agents_k4.py, "kvp_samples_k4" in the
-grid). Every other family therefore changes that default: its points carry
+futures, K = 1), which is "kvp_contrast" of the held-out grid, so it is not trained
+again here. Its point samples_k4 won (experiments/results/ablations/README.md): K = 4 is the project's default since, and its policy is the
+shipped one (experiments/ruler_agents_k4.py, "kvp" in the grid). Every other family therefore changes that default: its points carry
 DEFAULT_OVERRIDES (K = 4) beside their own change, so each point's paired
-verdicts against "kvp_samples_k4" (eval.references of
-experiments/heldout.py) are its ablation result: does the change improve
+verdicts against "kvp" (the shipped default) are its ablation result: does the change improve
 the shipped policy. The config file stays ruler_agents_contrast.py, so
 every point shares the trace store of samples_k4 (the store's key is the
 config file and its traces.* overrides).
@@ -47,7 +44,7 @@ differs, which the position clamp makes irrelevant: no row past the longest
 training trace is read).
 """
 
-import os
+from kvp_jax import configs
 
 BASE = "experiments/ruler_agents_contrast.py"
 # BASE + these = the project's default (experiments/ruler_agents_k4.py).
@@ -84,6 +81,8 @@ def points(families=None) -> list[dict]:
           for n in names for p in FAMILIES[n]]
 
 
-def get_sweep():
-  chosen = os.environ.get("KVP_ABLATION")
-  return points(chosen.split(",") if chosen else None)
+def get_sweep(arg=None):
+  """The points; the sweep file's argument `families=a,b` keeps those
+  families' (kvp_jax.configs.parse_config_arg)."""
+  families = configs.parse_config_arg(arg, families=[])["families"]
+  return points(families or None)

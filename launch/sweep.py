@@ -113,6 +113,9 @@ def check_point(config_file: str, overrides: dict[str, Any],
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:
+  """The points of a sweep file, `FILE.py` or `FILE.py:ARG` (ARG is passed
+  to get_sweep, as a config file's argument to get_config)."""
+  path, _, arg = path.partition(":")
   spec = importlib.util.spec_from_file_location("sweep_file", path)
   if spec is None or not Path(path).is_file():
     raise ValueError(f"sweep file not found: {path}")
@@ -120,7 +123,7 @@ def load_sweep(path: str) -> list[dict[str, Any]]:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep()")
-  return list(module.get_sweep())
+  return list(module.get_sweep(arg) if arg else module.get_sweep())
 
 
 def point_name(point: dict[str, Any]) -> str:

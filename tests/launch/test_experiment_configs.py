@@ -14,7 +14,7 @@ from kvp_jax.evaluation import _suites
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] /
                                   "experiments").glob("*.py")
-                 if p.stem not in ("__init__", "common"))
+                 if p.stem not in ("__init__", "common", "policies"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -32,4 +32,4 @@ def test_config_builds(name):
                         chunk_size=config.eval.chunk_size,
                         decode_interval=config.eval.decode_interval)
   for suite in config.eval.suites:
-    assert suite["kind"] in _suites.KINDS, suite
+    assert suite["kind"] in _suites.kinds(), suite

@@ -73,13 +73,12 @@ def test_every_shipped_sweep_file_parses_against_its_configs(monkeypatch):
       sweep.check_point(point["config"], overrides, sweep.point_name(point))
 
 
-def test_method_ablation_families(monkeypatch):
+def test_method_ablation_families():
   from launch import method_ablations  # pylint: disable=g-import-not-at-top
   names = [p["name"] for p in method_ablations.points(["reward"])]
   assert names == ["reward_truncated512", "reward_harmonic"]
-  monkeypatch.setenv("KVP_ABLATION", "samples,target")
-  assert {p["name"] for p in method_ablations.get_sweep()} == {
-      "samples_k4", "target_value_weighted"}
+  assert {p["name"] for p in method_ablations.get_sweep(
+      "families=samples,target")} == {"samples_k4", "target_value_weighted"}
   with pytest.raises(ValueError, match="unknown ablation families"):
     method_ablations.points(["nope"])
   # samples_k4 changes the K = 1 base; every later point is the shipped
@@ -110,88 +109,82 @@ def test_method_ablation_families(monkeypatch):
     assert bool(changed) == (point["name"] != "samples_k4"), point["name"]
 
 
-def test_the_ablation_grid_finds_the_trained_points(tmp_path, monkeypatch):
+def test_the_ablation_grid_takes_committed_and_trained_points(tmp_path):
   from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
-  (tmp_path / "reward_harmonic").mkdir()
-  (tmp_path / "reward_harmonic" / "policy.kvp").write_bytes(b"x")
-  (tmp_path / "samples_k4").mkdir()           # Not exported yet.
-  found = heldout_ablations.ablation_policies(tmp_path)
-  # Not exported under the root: found only if committed, from there.
-  assert found.get("kvp_samples_k4", "").startswith(
-      str(heldout_ablations.COMMITTED)) == (
-          heldout_ablations.COMMITTED / "samples_k4" / "policy.kvp").is_file()
-  if not (heldout_ablations.COMMITTED / "reward_harmonic").is_dir():
-    assert found["kvp_reward_harmonic"] == str(
-        tmp_path / "reward_harmonic" / "policy.kvp")
-  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path))
-  policies = dict(heldout_ablations.get_config().eval.policies)
-  assert {"kvp_paper", "kvp_reward_harmonic"} <= set(policies)
+  from experiments import policies  # pylint: disable=g-import-not-at-top
+  every = dict(heldout_ablations.get_config().eval.policies)
+  points = heldout_ablations.committed_points()
+  assert set(every) == {"kvp_contrast", "kvp_paper"} | {
+      f"kvp_{p}" for p in points}
+  # samples_k4 is the shipped policy: "kvp" of the grid, not a point.
+  assert "samples_k4" not in points and "position_age" in points
+  assert dict(every["kvp_position_age"]) == policies.pinned(
+      "ablations/position_age")
+  config = heldout_ablations.get_config(
+      f"points=position_age,trained=new_point,root={tmp_path}")
+  chosen = dict(config.eval.policies)
+  assert set(chosen) == {"kvp_contrast", "kvp_paper", "kvp_position_age",
+                         "kvp_new_point"}
+  assert chosen["kvp_new_point"] == f"{tmp_path}/new_point/policy.kvp"
+  with pytest.raises(ValueError, match=r"points: unknown \['mixed_k9'\]"):
+    heldout_ablations.get_config("points=position_none,mixed_k9")
 
 
-def test_the_ablation_grid_keeps_the_named_suites(monkeypatch):
+def test_the_ablation_grid_keeps_the_named_suites():
   from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
   every = [s["name"] for s in heldout_ablations.get_config().eval.suites]
   assert set(every) == {"ruler", "dialogues", "attention_cost"}
-  monkeypatch.setenv("KVP_EVAL_SUITES", "attention_cost, ruler")
-  kept = [s["name"] for s in heldout_ablations.get_config().eval.suites]
+  kept = [s["name"] for s in heldout_ablations.get_config(
+      "suites=attention_cost, ruler").eval.suites]
   assert kept == [n for n in every if n != "dialogues"]
-  monkeypatch.setenv("KVP_EVAL_SUITES", "ruler,chat")
-  with pytest.raises(ValueError, match=r"unknown suites \['chat'\]"):
-    heldout_ablations.get_config()
+  with pytest.raises(ValueError, match=r"suites: unknown \['chat'\]"):
+    heldout_ablations.get_config("suites=ruler,chat")
 
 
-def test_the_ablation_grid_keeps_the_named_points(tmp_path, monkeypatch):
-  from experiments import heldout_ablations  # pylint: disable=g-import-not-at-top
-  for name in ("reward_harmonic", "position_none"):
-    (tmp_path / name).mkdir()
-    (tmp_path / name / "policy.kvp").write_bytes(b"x")
-  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path))
-  every = set(heldout_ablations.get_config().eval.policies)
-  assert {"kvp_reward_harmonic", "kvp_position_none"} <= every
-  monkeypatch.setenv("KVP_ABLATION_POINTS", " position_none,")
-  kept = set(heldout_ablations.get_config().eval.policies)
-  # The committed (non-ablation) policies stay; of the points, only the one.
-  assert "kvp_position_none" in kept and "kvp_reward_harmonic" not in kept
-  assert kept - {"kvp_position_none"} == {
-      n for n in every
-      if n not in heldout_ablations.ablation_policies(tmp_path)}
-  monkeypatch.setenv("KVP_ABLATION_POINTS", "position_none,mixed_k9")
-  with pytest.raises(ValueError, match=r"no trained point \['mixed_k9'\]"):
-    heldout_ablations.get_config()
+def test_configs_and_sweeps_read_no_environment_variable():
+  """Configs and sweep files are data: what they hold comes from their
+  arguments (the launchers, sweep.py and multiprocess.py, pass the
+  environment on to the processes they start)."""
+  sweeps = [f for f in REPO.glob("launch/*.py")
+            if "def get_sweep" in f.read_text()]
+  files = [*REPO.glob("experiments/*.py"), *sweeps]
+  assert len(sweeps) >= 3 and len(files) > 10
+  readers = [f.name for f in files
+             if "environ" in f.read_text() or "getenv" in f.read_text()]
+  assert not readers
 
 
-def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path,
-                                                             monkeypatch):
+def test_the_cross_grid_adds_the_dialogue_policy_or_refuses(tmp_path):
   from experiments import heldout_cross  # pylint: disable=g-import-not-at-top
-  monkeypatch.setenv("KVP_ABLATION_ROOT", str(tmp_path / "none"))
-  monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "missing.kvp"))
+  from experiments import policies  # pylint: disable=g-import-not-at-top
   from kvp_jax import _cli  # pylint: disable=g-import-not-at-top
-  missing = heldout_cross.get_config()         # The config always builds.
-  assert missing.eval.policies["kvp_dialogue"] == str(tmp_path /
-                                                      "missing.kvp")
+  config = heldout_cross.get_config()
+  assert dict(config.eval.policies["kvp_dialogue"]) == policies.pinned(
+      "dialogue_agents")
+  assert dict(config.eval.policies["kvp_mixed"]) == policies.pinned(
+      "mixed_agents")
+  assert "kvp_paper" in config.eval.policies
+  assert "kvp_mixed_k4" not in config.eval.policies
+  assert config.eval.output_dir.endswith("results/heldout")
+  missing = heldout_cross.get_config(
+      f"dialogue={tmp_path}/missing.kvp,mixed_k4={tmp_path}/k4.kvp,"
+      "suites=ruler")
+  assert missing.eval.policies["kvp_dialogue"] == f"{tmp_path}/missing.kvp"
+  assert missing.eval.policies["kvp_mixed_k4"] == f"{tmp_path}/k4.kvp"
+  assert [s["name"] for s in missing.eval.suites] == ["ruler"]
   with pytest.raises(Exception, match=r"missing\.kvp"):
     _cli.check_eval_config(missing, tmp_path)  # evaluate refuses it.
-  (tmp_path / "d.kvp").write_bytes(b"x")
-  monkeypatch.setenv("KVP_DIALOGUE_POLICY", str(tmp_path / "d.kvp"))
-  config = heldout_cross.get_config()
-  assert config.eval.policies["kvp_dialogue"] == str(tmp_path / "d.kvp")
-  assert "kvp_paper" in config.eval.policies
-  assert config.eval.output_dir.endswith("results/heldout")
-  # The agents trained on both sources join once trained.
-  mixed = (tmp_path / "committed.kvp", tmp_path / "trained.kvp")
-  mixed_k4 = (tmp_path / "committed_k4.kvp", tmp_path / "trained_k4.kvp")
-  monkeypatch.setattr(heldout_cross, "MIXED",
-                      {"kvp_mixed": mixed, "kvp_mixed_k4": mixed_k4})
-  policies = heldout_cross.get_config().eval.policies
-  assert "kvp_mixed" not in policies and "kvp_mixed_k4" not in policies
-  mixed[1].write_bytes(b"x")
-  policies = heldout_cross.get_config().eval.policies
-  assert policies["kvp_mixed"] == str(mixed[1])
-  assert "kvp_mixed_k4" not in policies
-  for path in mixed_k4[::-1]:                   # The committed one first.
-    path.write_bytes(b"x")
-  assert heldout_cross.get_config().eval.policies["kvp_mixed_k4"] == str(
-      mixed_k4[0])
+
+
+def test_a_sweep_file_takes_an_argument():
+  from launch import sweep  # pylint: disable=g-import-not-at-top
+  from launch import method_ablations  # pylint: disable=g-import-not-at-top
+  points = sweep.load_sweep(f"{REPO}/launch/method_ablations.py:families=reward")
+  assert points == method_ablations.points(["reward"])
+  assert len(sweep.load_sweep(f"{REPO}/launch/method_ablations.py")) == len(
+      method_ablations.points())
+  with pytest.raises(ValueError, match="unknown ablation families"):
+    sweep.load_sweep(f"{REPO}/launch/method_ablations.py:families=nosuch")
 
 
 def test_the_mixed_agents_pool_both_sources_each_split_its_own_way():
@@ -273,6 +266,5 @@ def test_the_default_k_is_the_shipped_policys_ablation_point():
   assert ruler_agents_k4.get_config() == want
   (entry,) = policy_lib.shipped_policies()
   assert entry.experiment == "experiments/ruler_agents_k4.py"
-  committed = (REPO / "experiments/results/ablations" / point["name"] /
-               "policy.kvp")
-  assert entry.path.read_bytes() == committed.read_bytes()
+  from experiments import policies  # pylint: disable=g-import-not-at-top
+  assert entry.sha256 == policies.SHA256["ablations/" + point["name"]]
