@@ -31,12 +31,12 @@ def _view(keys, values, inputs, context_length):
 
 def run(config, workdir: str | Path, *, split: str = "validation",
         policy: str | None = None,
-        scorers: Sequence[str] = ("random", "streaming_llm", "knorm",
-                                  "keydiff", "lagkv"),
+        scorers: Sequence[str] | None = None,
         budgets: Sequence[int] = (64, 128, 256), fraction: float = 0.01,
         num_samples: int = 8, max_batches: int | None = None, seed: int = 0,
         progress: bool = True) -> dict:
-  """The report of one split of the config's trace store.
+  """The report of one split of the config's trace store; `scorers`:
+  default, the registered query-free scorers.
 
   Raises:
     ValueError: no traces in the split, an unknown scorer, or a policy of
@@ -46,6 +46,9 @@ def run(config, workdir: str | Path, *, split: str = "validation",
   from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax import training  # pylint: disable=g-import-not-at-top
   from kvp_jax.evaluation import _evicted_share  # pylint: disable=g-import-not-at-top
+  from kvp_jax import scorers as scorers_lib  # pylint: disable=g-import-not-at-top
+  if scorers is None:
+    scorers = scorers_lib.scorers_in("query_free")
   score_fns = {name: trace_stats.scorer_fn(name) for name in scorers
                if name != "random"}
   job = training.prepare(config, training.TrainConfig.from_config(config),

@@ -7,6 +7,7 @@ and exit status 2; --debug shows the traceback instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,10 +112,24 @@ def define_eviction_flags() -> None:
                        "the policy's, else cache.Protected's).", lower_bound=0)
 
 
-def check_eviction_flags():
-  """(scorer name, Eviction) of the flags, or (None, None) for a full cache,
-  checked before any model loads: the flag combination, the scorer's name
-  and the policy file. The protected tokens are the policy's (a different
+@dataclasses.dataclass(frozen=True)
+class EvictionFlags:
+  """The eviction flags, checked before any model loads.
+
+  Attributes:
+    scorer: the scorer's name, None for the full cache.
+    eviction: the Eviction, None for the full cache.
+    artifact: the policy (scorer "kvp"), read once.
+  """
+  scorer: str | None = None
+  eviction: Any = None
+  artifact: Any = None
+
+
+def check_eviction_flags() -> EvictionFlags:
+  """The flags' scorer, Eviction and (for "kvp") policy artifact, checked
+  before any model loads: the flag combination, the scorer's name and the
+  policy file. The protected tokens are the policy's (a different
   --num_sinks / --num_recent is refused), else the flags' or
   cache.Protected's defaults.
   """
@@ -125,18 +140,19 @@ def check_eviction_flags():
   if f.budget is None:
     if f.policy or f.scorer:
       fail("--policy/--scorer need --budget (tokens kept per head)")
-    return None, None
+    return EvictionFlags()
   name = f.scorer or ("kvp" if f.policy else None)
   if name is None:
     fail("--budget needs --policy=<exported policy> or --scorer=<rule>")
   if name == "oracle":
     fail("the oracle needs the future; it runs in python -m kvp_jax.evaluate")
-  protected = cache_lib.Protected()
+  protected, artifact = cache_lib.Protected(), None
   if name == "kvp":
     from kvp_jax import policy as policy_lib  # pylint: disable=g-import-not-at-top
     # ArtifactError names a bad file, or says that no policy ships.
     policy_path = _policy_path(f.policy)
-    protected = policy_lib.load_artifact(policy_path).protected
+    artifact = policy_lib.load_artifact(policy_path)
+    protected = artifact.protected
   elif name not in scorers.available_scorers():
     fail(f"--scorer={name}: unknown scorer; known scorers: "
          f"{', '.join(n for n in scorers.available_scorers() if n != 'oracle')}")
@@ -149,7 +165,7 @@ def check_eviction_flags():
       f.budget, protocol=f.protocol, allocation=f.allocation,
       chunk_size=f.chunk_size, decode_interval=f.decode_interval,
       protected=given)
-  return name, eviction
+  return EvictionFlags(name, eviction, artifact)
 
 
 def _policy_path(policy: str | None) -> str:
@@ -160,17 +176,18 @@ def _policy_path(policy: str | None) -> str:
   return policy_lib.resolve_policy_path(policy, model_lib.gemma3_270m().name)
 
 
-def eviction_from_flags(model: model_lib.Pretrained):
-  """(scorer, Eviction) of the flags, or (None, None) for a full cache."""
+def eviction_from_flags(model: model_lib.Pretrained, checked: EvictionFlags):
+  """(scorer, Eviction) of the checked flags, the policy checked against
+  the loaded decoder; (None, None) for a full cache."""
   from kvp_jax import scorers  # pylint: disable=g-import-not-at-top
-  name, eviction = check_eviction_flags()
-  if eviction is None:
+  if checked.eviction is None:
     return None, None
-  if name == "kvp":   # No --policy: the one shipped for this model.
-    scorer, _ = scorers.load_policy(flags.FLAGS.policy or None, model)
-  else:
-    scorer = scorers.get_scorer(name)
-  return scorer, eviction
+  if checked.artifact is not None:
+    c = model.config
+    checked.artifact.check_model(model.fingerprint, c.num_layers,
+                                 c.num_kv_heads, c.head_dim)
+    return scorers.KVPScorer.from_artifact(checked.artifact), checked.eviction
+  return scorers.get_scorer(checked.scorer), checked.eviction
 
 
 def eval_output_dir(config, workdir) -> Path:

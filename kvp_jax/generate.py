@@ -57,9 +57,9 @@ def main(argv):
   del argv
   prompts = read_prompts()
   _cli.check_file_flag("gguf", "GGUF file")
-  _cli.check_eviction_flags()  # Before the model loads.
+  checked = _cli.check_eviction_flags()  # Before the model loads.
   model = _cli.load_model_from_flags()
-  scorer, eviction = _cli.eviction_from_flags(model)
+  scorer, eviction = _cli.eviction_from_flags(model, checked)
   results = []
   batches = range(0, len(prompts), _BATCH_SIZE.value)
   for start in tqdm(batches, desc="generating", unit="batch",

@@ -48,9 +48,9 @@ def main(argv):
     _cli.fail(f"--skip={_SKIP.value} leaves nothing to score with "
               f"--max_tokens={_MAX_TOKENS.value} (need skip <= max_tokens - 2)")
   _cli.check_file_flag("gguf", "GGUF file")
-  _cli.check_eviction_flags()  # Before the model loads.
+  checked = _cli.check_eviction_flags()  # Before the model loads.
   model = _cli.load_model_from_flags()
-  scorer, eviction = _cli.eviction_from_flags(model)
+  scorer, eviction = _cli.eviction_from_flags(model, checked)
   tokens = model.tokenizer.encode(text, add_bos=True)[:_MAX_TOKENS.value]
   if _SKIP.value >= len(tokens) - 1:
     _cli.fail(f"--skip={_SKIP.value} leaves nothing to score: {path} gives "
