@@ -27,6 +27,7 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation import _multiplicity
 
 BETTER = "better"
 WORSE = "worse"
@@ -79,6 +80,8 @@ class PairedDifference:
       interval contains 0, or fewer than 2 samples).
     num_samples: n.
     exact: the interval comes from enumerating all n^n resamples.
+    p_value: the two-sided bootstrap p-value of a zero mean difference
+      (_multiplicity.bootstrap_p_value; NaN when fewer than 2 samples).
   """
   mean: float
   low: float
@@ -86,6 +89,7 @@ class PairedDifference:
   verdict: str
   num_samples: int
   exact: bool
+  p_value: float = float("nan")
 
 
 def _exact_means(d: np.ndarray) -> np.ndarray:
@@ -171,7 +175,8 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray,
   low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
   low, high = float(low), float(high)
   return PairedDifference(mean, low, high,
-                          verdict(low, high, lower_is_better), n, bool(exact))
+                          verdict(low, high, lower_is_better), n, bool(exact),
+                          _multiplicity.bootstrap_p_value(means))
 
 
 _CELL = ("suite", "budget", "metric", "protocol", "allocation")
@@ -181,9 +186,11 @@ def kvp_against_baselines(
     rows: Sequence[Mapping], *, kvp: str = "kvp",
     families: Mapping[str, Collection[str]] | None = None,
     lower_is_better: Collection[str] = LOWER_IS_BETTER,
-    num_resamples: int = 10000, confidence: float = 0.95, seed: int = 0
-) -> list[dict]:
-  """KVP against the best baseline of each family, cell by cell, paired.
+    num_resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
+    every: bool = False) -> list[dict]:
+  """KVP against the best baseline of each family, cell by cell, paired
+  (every=True: against every baseline of each family, so that a claim over
+  a family need not pick its best on the same data).
 
   A cell is a (suite, budget, metric, protocol, allocation) of the
   per-sample rows (samples.jsonl, see _log.SampleLog; rows missing
@@ -203,6 +210,7 @@ def kvp_against_baselines(
     lower_is_better: metric names where smaller is better.
     num_resamples, confidence, seed: as paired_bootstrap (one seed for
       every cell).
+    every: compare with each scorer of each family, not only its best.
   Returns:
     One dict per (cell, family) where KVP and some baseline of the family
     share at least one sample, sorted by cell: the cell's keys, method
@@ -236,21 +244,23 @@ def kvp_against_baselines(
                for s in sorted(names) if s in by_scorer and s != kvp}
       if not means:
         continue
-      best = (min if lower else max)(means, key=means.get)
-      shared = sorted(set(ours) & set(by_scorer[best]))
-      if not shared:
-        continue
-      a = np.asarray([ours[s] for s in shared])
-      b = np.asarray([by_scorer[best][s] for s in shared])
-      diff = paired_bootstrap(a, b, lower_is_better=lower,
-                              num_resamples=num_resamples,
-                              confidence=confidence, seed=seed)
-      out.append(dict(
-          zip(_CELL, key), method=kvp, family=family, baseline=best,
-          num_samples=diff.num_samples, kvp_mean=float(a.mean()),
-          baseline_mean=float(b.mean()), difference=diff.mean, low=diff.low,
-          high=diff.high, verdict=diff.verdict, lower_is_better=lower,
-          exact=diff.exact))
+      compared = (sorted(means) if every else
+                  [(min if lower else max)(means, key=means.get)])
+      for best in compared:
+        shared = sorted(set(ours) & set(by_scorer[best]))
+        if not shared:
+          continue
+        a = np.asarray([ours[s] for s in shared])
+        b = np.asarray([by_scorer[best][s] for s in shared])
+        diff = paired_bootstrap(a, b, lower_is_better=lower,
+                                num_resamples=num_resamples,
+                                confidence=confidence, seed=seed)
+        out.append(dict(
+            zip(_CELL, key), method=kvp, family=family, baseline=best,
+            num_samples=diff.num_samples, kvp_mean=float(a.mean()),
+            baseline_mean=float(b.mean()), difference=diff.mean,
+            low=diff.low, high=diff.high, verdict=diff.verdict,
+            lower_is_better=lower, exact=diff.exact, p_value=diff.p_value))
   return out
 
 

@@ -14,9 +14,16 @@ NUM_RESAMPLES resamples, for PAIRED_METRICS; each extra policy of the grid
 policy (eval.references, default "kvp"). Rows with a non-finite value
 (an evicted share where no head holds more than the budget) are left out.
 
+Multiplicity: every comparison keeps its unadjusted interval and p-value
+and gains p_holm and verdict_holm, Holm-adjusted within its family (one
+per suite, metric and compared method: every budget x every compared
+baseline; _multiplicity). KVP is also compared with every baseline of each
+family (kind "paired_every"), so that a claim over a family does not rest
+on a baseline picked as the best on the same samples.
+
 Everything here is written beside results.jsonl, never into it:
 verdicts.jsonl (one row per retention cell, kind "retention", and per
-comparison, kind "paired"), one PNG per (suite, metric) of the paired
+comparison, kinds "paired", "paired_every" and "paired_group"), one PNG per (suite, metric) of the paired
 differences against the budget with the interval as a band, and markdown
 sections that results.md appends after today's tables.
 """
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kvp_jax import _files
+from kvp_jax.evaluation import _multiplicity
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
@@ -72,9 +80,7 @@ def paired_comparisons(samples: Sequence[dict],
   extra policy's (also against each of `references`, a family of one
   policy named after it), then those of _paired.OTHER_METHODS (epicache+kvp
   against epicache)."""
-  rows = [r for r in list(samples) + retention_rows(samples)
-          if r["metric"] in PAIRED_METRICS and r["scorer"] != FULL
-          and str(r["budget"]) != FULL and math.isfinite(r["value"])]
+  rows = _compressed(samples)
   out = _paired.kvp_against_baselines(rows, num_resamples=NUM_RESAMPLES,
                                       seed=SEED)
   # More policies of one grid (eval.policies): each against the baselines
@@ -91,6 +97,22 @@ def paired_comparisons(samples: Sequence[dict],
         rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
         seed=SEED)
   return out
+
+
+def every_baseline(samples: Sequence[dict]) -> list[dict]:
+  """KVP against every baseline of each family (not only the best of the
+  cell), on PAIRED_METRICS: a claim over a whole family then needs no
+  baseline picked on the same data."""
+  return _paired.kvp_against_baselines(_compressed(samples), every=True,
+                                       num_resamples=NUM_RESAMPLES, seed=SEED)
+
+
+def _compressed(samples: Sequence[dict]) -> list[dict]:
+  """The compressed cells' finite rows of PAIRED_METRICS, retention rows
+  included."""
+  return [r for r in list(samples) + retention_rows(samples)
+          if r["metric"] in PAIRED_METRICS and r["scorer"] != FULL
+          and str(r["budget"]) != FULL and math.isfinite(r["value"])]
 
 
 GROUP_METRICS = ("agreement",)
@@ -259,10 +281,13 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   `references`: as paired_comparisons."""
   out_dir.mkdir(parents=True, exist_ok=True)
   retention = _report.aggregate(retention_rows(samples))
-  comparisons = paired_comparisons(samples, references)
+  comparisons = _multiplicity.adjust_comparisons(
+      paired_comparisons(samples, references))
+  every = _multiplicity.adjust_comparisons(every_baseline(samples))
   by_group = group_comparisons(samples)
   rows = ([dict(r, kind="retention") for r in retention] +
           [dict(c, kind="paired") for c in comparisons] +
+          [dict(c, kind="paired_every") for c in every] +
           [dict(c, kind="paired_group") for c in by_group])
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
