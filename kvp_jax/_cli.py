@@ -218,7 +218,14 @@ def check_eval_config(config, workdir, *, policy_made_later: bool = False,
 
 def check_sample_files(sources) -> None:
   """Fails naming the first JSONL sample file of `traces.sources` (or an
-  eval suite's) that does not exist, before any model loads."""
+  eval suite's) that does not exist, or that is a frozen test file (test
+  samples never make traces: kvp_jax.samples.frozen), before any model
+  loads."""
+  from kvp_jax.samples import frozen  # pylint: disable=g-import-not-at-top
+  try:
+    frozen.refuse_test_files(sources, "traces.sources")
+  except ValueError as e:
+    fail(str(e))
   for i, source in enumerate(sources):
     if source.get("kind") != "jsonl":
       continue

@@ -42,6 +42,11 @@ def run(config, workdir: str | Path, stages=STAGES, progress: bool = True):
   if "traces" in stages:
     _cli.check_sample_files(config.traces.sources)
   policies = None
+  if "evaluate" in stages and config.eval.get("role") == "test" and (
+      {"traces", "train", "export"} & set(stages)):
+    raise ValueError("config.eval.role = 'test' evaluates an already-chosen "
+                     "policy: run python -m kvp_jax.evaluate, not the "
+                     "pipeline's training stages")
   if "evaluate" in stages:   # Each policy read once, before the model.
     policies = _cli.check_eval_config(config, workdir,
                                       policy_made_later="export" in stages)

@@ -27,7 +27,8 @@ distributed.define_flags()
 
 def main(argv):
   del argv
-  _cli.start_job(_CONFIG)
+  config = _cli.start_job(_CONFIG)
+  _cli.check_sample_files(config.traces.sources)   # No test samples.
   try:
     # One training job per run directory (a second one stops at once).
     with _locks.acquire(_WORKDIR.value, distributed.writer_role(),

@@ -50,6 +50,7 @@ from ml_collections import config_flags
 from kvp_jax import _cli
 from kvp_jax import _config_args
 from kvp_jax import _files
+from kvp_jax.samples import frozen
 
 _CONFIG = flags.DEFINE_string("config", None, "Base experiment config file.")
 _GRID = flags.DEFINE_multi_string(
@@ -110,6 +111,14 @@ def check_point(config_file: str, overrides: dict[str, Any],
     _config_args.parse(argv, fv)
   except flags.Error as e:
     raise ValueError(f"point {name}: {_cli.one_line(str(e))}") from None
+  config = fv["config"].value
+  if config.get("eval", {}).get("role") == "test":
+    raise ValueError(f"point {name}: config.eval.role = 'test': a sweep "
+                     "chooses, and test suites only report")
+  sources = list(config.traces.sources) + [
+      s for suite in config.eval.get("suites", ()) for s in
+      suite.get("sources", ())]
+  frozen.refuse_test_files(sources, f"point {name}")
 
 
 def load_sweep(path: str) -> list[dict[str, Any]]:

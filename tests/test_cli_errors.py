@@ -112,6 +112,13 @@ def test_bad_gguf(command, kind, fragment, gguf_files, tmp_path):
       "--workdir=OUT", "--budgets=64,x"], "--budgets: not integers"),
     (["data_pipelines.trace_diagnostics", f"--config={TINY}",
       "--workdir=OUT"], "is not a trace store"),
+    # The frozen test suite chooses nothing: no training on it, no pipeline.
+    (["kvp_jax.pipeline", f"--config={ROOT}/experiments/test.py",
+      "--workdir=OUT"], "evaluates an already-chosen policy"),
+    (["data_pipelines.generate_traces", f"--config={TINY}", "--workdir=OUT",
+      f"--config.traces.sources=[{{'kind': 'jsonl', 'paths': ['{ROOT}/"
+      "experiments/test_suites/ruler_ood_2048.jsonl']}]"],
+     "is a frozen test file"),
 ])
 def test_bad_counts_and_names(command, fragment, tmp_path):
   command = [c.replace("OUT", str(tmp_path / "out")) for c in command]

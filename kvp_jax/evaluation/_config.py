@@ -13,6 +13,7 @@ from kvp_jax import scorers as scorers_lib
 from kvp_jax.evaluation import _suites
 from kvp_jax.evaluation._grid import OPTIONAL_METRICS
 from kvp_jax.evaluation._grid import PRIMARY_METRICS
+from kvp_jax.samples import frozen
 
 # eval.metrics: the primary metrics are always computed; "fidelity" adds
 # teacher-forced fidelity to the full cache (every suite but attention_cost)
@@ -22,6 +23,7 @@ DEFAULT_METRICS = PRIMARY_METRICS
 # Scorer names of the extra policies (eval.policies): "kvp_" + a label.
 POLICY_NAME = re.compile(r"kvp_[A-Za-z0-9_]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+ROLES = ("dev", "test")
 
 
 def default_scorers() -> tuple[str, ...]:
@@ -165,6 +167,9 @@ class EvalConfig:
       optional ones out to keep an older config's results.jsonl unchanged.
     compress_log: fold the per-sample log into samples.jsonl.gz when the
       evaluation ends (committed results; kvp_jax.evaluation._log).
+    role: "dev" (results that may choose things) or "test" (frozen test
+      suites, kvp_jax.samples.frozen: only a test config reads them, and
+      for a named policy, `policy` set).
   """
   scorers: tuple[str, ...] = dataclasses.field(
       default_factory=default_scorers)
@@ -183,6 +188,7 @@ class EvalConfig:
   seed: int = 0
   metrics: tuple[str, ...] = PRIMARY_METRICS + OPTIONAL_METRICS
   compress_log: bool = False
+  role: str = "dev"
 
   def __post_init__(self):
     known = scorers_lib.available_scorers()
@@ -234,11 +240,29 @@ class EvalConfig:
 
   @classmethod
   def from_config(cls, config) -> EvalConfig:
-    """The `eval` section of a whole config, its suites checked too."""
+    """The `eval` section of a whole config, its suites and role checked
+    too."""
     ec = configs.from_config_dict(cls, config, section="eval")
     for i, suite in enumerate(ec.suites):
       SuiteConfig.from_mapping(suite, i)
+    ec.check_role()
     return ec
+
+  def check_role(self) -> None:
+    """ValueError unless frozen test files are read by a test config, and a
+    test config names its policy."""
+    if self.role not in ROLES:
+      raise ValueError(f"config.eval.role: {self.role!r} is not one of "
+                       f"{ROLES}")
+    tests = [f for s in self.suite_dicts()
+             for f in frozen.test_files(s.get("sources") or ())]
+    if tests and self.role != "test":
+      frozen.refuse_test_files(
+          [{"kind": "jsonl", "paths": tests}], "config.eval.suites")
+    if self.role == "test" and "kvp" in self.scorers and not self.policy:
+      raise ValueError("config.eval.role = 'test' scores an already-chosen "
+                       "policy: set config.eval.policy ('shipped' or an "
+                       "exported policy)")
 
   def suite_dicts(self) -> list[dict]:
     """The suites as plain dicts (what build_suite reads)."""

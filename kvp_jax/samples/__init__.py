@@ -9,6 +9,7 @@ seeded (no hub, no download):
   scoring    a sample's metric and the score of a generated answer
   ruler      RULER-style synthetic tasks (needles, variable tracking, common
              and frequent words)
+  ruler_ood  a second RULER-style template family, for the frozen test suite
   dialogues  chitchat-dataset conversations cut at a target length
   documents  long documents (pydoc topics, the Python docs) packed to a length
   haystacks  the noise and essay text that RULER-style haystacks are made of
