@@ -49,6 +49,7 @@ from absl import flags
 
 from kvp_jax import _cli
 from kvp_jax import _files
+from kvp_jax.evaluation import _decision
 
 COMMAND = "python -m kvp_jax.results_pages"
 RESULTS = "experiments/results"
@@ -77,7 +78,9 @@ FAMILY_ORDER = ("query_free", "query_aware")
 SUITE_ORDER = ("ruler", "dialogues")
 SUITE_NAMES = {"ruler": "RULER-style", "attention_cost": "attention cost"}
 DEV = "dev: these samples chose the default"
-TABLES = ("summary", "ablations")
+HOLM = ("the marks Holm-adjusted over every budget and compared baseline "
+        "of the row's suite, metric and method (the intervals are not)")
+TABLES = ("summary", "ablations", "decisions")
 # Bumped when the figure's drawing changes, so that --check sees it stale.
 FIGURE_VERSION = 1
 DIGEST_KEY = "Source"
@@ -323,11 +326,14 @@ def digits_for(rows: Iterable[Mapping]) -> int:
 
 
 def cell(row: Mapping | None, digits: int) -> str:
-  """"difference [low, high] mark"; "" for a missing comparison."""
+  """"difference [low, high] mark"; "" for a missing comparison. The mark
+  is the Holm-adjusted verdict where the row has one (verdict_holm), the
+  interval the unadjusted one."""
   if row is None:
     return ""
+  mark = MARK[row.get("verdict_holm", row["verdict"])]
   return (f"{row['difference']:+.{digits}f} [{row['low']:+.{digits}f}, "
-          f"{row['high']:+.{digits}f}] {MARK[row['verdict']]}")
+          f"{row['high']:+.{digits}f}] {mark}")
 
 
 def family_key(family: str) -> tuple:
@@ -443,6 +449,43 @@ def ablation_table(verdicts: Sequence[Mapping], base: str = "kvp"
   return lines
 
 
+def _rule_text() -> str:
+  rule = _decision.RULE
+  primary = ", ".join(f"{suite_name(s)} {m}" for s, m in rule.primary)
+  guarded = ", ".join(f"{suite_name(s)} {m}" for s, m in rule.guarded)
+  return (f"primary: {primary}; also guarded: {guarded}; budgets "
+          f"{', '.join(rule.budgets)}; alpha {rule.alpha}")
+
+
+def decision_table(verdicts: Sequence[Mapping]) -> list[str]:
+  """Markdown: every policy compared with the default, decided by
+  _decision.RULE; [] without such policies."""
+  rule = _decision.RULE
+  candidates = sorted({r["method"] for r in verdicts
+                       if r.get("family") == rule.default
+                       and r.get("method") != rule.default})
+  lines = []
+  for name in candidates:
+    try:
+      d = _decision.decide(verdicts, name)
+    except ValueError:
+      return []                      # A report made before p-values.
+    def where(cells):
+      budgets = collections.defaultdict(list)
+      for s, m, b in cells:
+        budgets[(s, m)].append(b)
+      return "; ".join(f"{suite_name(s)} {m} at {', '.join(bs)}"
+                       for (s, m), bs in budgets.items()) or "none"
+    answer = ("not decided (missing comparisons)" if not d.decided else
+              "**replaces**" if d.replaces else "does not replace")
+    lines.append(f"| {name} | {answer} | {where(d.better)} | "
+                 f"{where(d.worse)} | {where(d.worse_adjusted)} |")
+  if not lines:
+    return []
+  return ["| policy | decision | better at (Holm) | worse at | worse at "
+          "(Holm) |", "|---|---|---|---|---|", *lines, ""]
+
+
 def headline_rows(verdicts: Sequence[Mapping]) -> list[Mapping]:
   """The shipped policy's verdicts the headline shows."""
   return [r for r in verdicts if r.get("method") == "kvp"
@@ -513,8 +556,8 @@ def _verdict_sections(page: Page, verdicts: Sequence[Mapping],
   dev = f" ({DEV})" if page.dev else ""
   legend = ("Paired differences with 95% bootstrap intervals over the "
             "samples (`difference [low, high]`): ▲ better, ▼ worse, "
-            "= not distinguishable. Agreement, retention and accuracy in "
-            "points (%); n: the samples paired.")
+            f"= not distinguishable, {HOLM}. Agreement, retention and "
+            "accuracy in points (%); n: the samples paired.")
   lines = []
   sections = {
       "summary": ("KVP against the best baseline of each family",
@@ -525,6 +568,14 @@ def _verdict_sections(page: Page, verdicts: Sequence[Mapping],
                     ablation_table(verdicts),
                     "Each cell: the policy minus the shipped `kvp` on the "
                     "same samples."),
+      "decisions": ("Would it replace the default?",
+                    decision_table(verdicts),
+                    "The rule of kvp_jax/evaluation/_decision.py, read by "
+                    "code: a candidate replaces the shipped `kvp` when it "
+                    "is better on some primary comparison with `kvp` after "
+                    "Holm's adjustment over all of them, and worse on none "
+                    "(unadjusted: the burden of proof lies with the "
+                    "candidate; " + _rule_text() + ")."),
   }
   for name in page.tables:
     heading, table, what = sections[name]
@@ -605,7 +656,7 @@ def render_headline(root: Path, manifest: Manifest) -> str:
       "head), paired 95% bootstrap intervals: agreement is top-1 agreement "
       "with the full cache's next token, retention the share of the full "
       "cache's right answers kept, both in points; ▲ better, ▼ worse, "
-      f"= not distinguishable. **Dev** ({DEV}).", "",
+      f"= not distinguishable, {HOLM}. **Dev** ({DEV}).", "",
       *headline_table(verdicts), "",
       f"![Shipped KVP against the best baselines (dev)]({here}/"
       f"{HEADLINE_PNG})", "",
