@@ -363,7 +363,7 @@ def _vt_plan(config: VariableTrackingConfig, rng: random.Random, budget: int,
                for _ in range(num_chains)]
   example = _vt_prompt(config.example_noise_units, chains[-1:],
                        fractions[-1:], values[-1], hops + 1)
-  example_text = samples_lib.prompt_text(_sample_of(example)) + " " + (
+  example_text = samples_lib.prompt_text(sample_from_parts(example)) + " " + (
       " ".join(variables[-1]))
 
   def build(n: int) -> tuple[str, str, str]:
@@ -489,7 +489,10 @@ _PLANNERS = {
 }
 
 
-def _sample_of(parts: tuple[str, str, str], **fields) -> samples_lib.Sample:
+def sample_from_parts(parts: tuple[str, str, str],
+                      **fields) -> samples_lib.Sample:
+  """A Sample of (context, question, answer prefix) and other fields
+  (placeholders for those not given: a plan's text measured while fitted)."""
   context, question, answer_prefix = parts
   defaults = dict(id="-", task="-", answers=["-"], max_new_tokens=0)
   defaults.update(fields)
@@ -512,7 +515,7 @@ def generate_sample(task: str, index: int, target_length: int,
 
   def length(n: int) -> int:
     return samples_lib.count_tokens(
-        tokenizer, samples_lib.prompt_text(_sample_of(plan.build(n))))
+        tokenizer, samples_lib.prompt_text(sample_from_parts(plan.build(n))))
 
   try:
     n = samples_lib.fit_count(length, budget, plan.upper)
@@ -525,7 +528,7 @@ def generate_sample(task: str, index: int, target_length: int,
   metadata.update(metric=spec.metric, target_length=target_length,
                   num_tokens=samples_lib.BOS_TOKENS + length(n) +
                   spec.max_new_tokens, num_units=n)
-  return _sample_of(plan.build(n), id=f"{task}-{target_length}-{seed}-{index}",
+  return sample_from_parts(plan.build(n), id=f"{task}-{target_length}-{seed}-{index}",
                     task=task, answers=list(plan.answers),
                     max_new_tokens=spec.max_new_tokens, metadata=metadata)
 

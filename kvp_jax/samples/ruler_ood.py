@@ -471,14 +471,6 @@ _PLANNERS = {
 # ---------------------------------------------------------------- driver
 
 
-def _sample(parts: tuple[str, str, str], **fields) -> samples_lib.Sample:
-  context, question, answer_prefix = parts
-  defaults = dict(id="-", task="-", answers=["-"], max_new_tokens=0)
-  defaults.update(fields)
-  return samples_lib.Sample(context=context, question=question,
-                            answer_prefix=answer_prefix, **defaults)
-
-
 def generate_sample(task: str, index: int, target_length: int,
                     tokenizer: samples_lib.TokenizerLike,
                     seed: int) -> samples_lib.Sample:
@@ -499,8 +491,8 @@ def generate_sample(task: str, index: int, target_length: int,
     return f"{plan.intro}\n\n{text}", plan.question, plan.answer_prefix
 
   def length(n: int) -> int:
-    return samples_lib.count_tokens(tokenizer,
-                                    samples_lib.prompt_text(_sample(build(n))))
+    return samples_lib.count_tokens(
+        tokenizer, samples_lib.prompt_text(ruler.sample_from_parts(build(n))))
 
   try:
     n = samples_lib.fit_count(length, budget, budget)
@@ -512,9 +504,10 @@ def generate_sample(task: str, index: int, target_length: int,
       family="ood", haystack=haystack, depths=depths, needles=plan.items,
       metric=spec.metric, target_length=target_length, num_units=n,
       num_tokens=samples_lib.BOS_TOKENS + length(n) + spec.max_new_tokens)
-  return _sample(build(n), id=f"{task}-{target_length}-{seed}-{index}",
-                 task=task, answers=list(plan.answers),
-                 max_new_tokens=spec.max_new_tokens, metadata=metadata)
+  return ruler.sample_from_parts(
+      build(n), id=f"{task}-{target_length}-{seed}-{index}", task=task,
+      answers=list(plan.answers), max_new_tokens=spec.max_new_tokens,
+      metadata=metadata)
 
 
 def stray_answers(sample: samples_lib.Sample) -> list[str]:
