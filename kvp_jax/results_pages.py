@@ -3,7 +3,7 @@ r"""Writes the documentation pages of the committed results.
   python -m kvp_jax.results_pages            # write every page
   python -m kvp_jax.results_pages --check    # exit 1 naming a stale one
 
-Run from the root of a checkout (or pass --root). It reads the manifest
+Run from the root of a checkout (or pass --checkout). It reads the manifest
 experiments/results/pages.json (one entry per results directory: its title,
 the configs and commands that made it, what it shows, where and when it was
 measured, the experiments/policies.py keys of its pinned policies) and the
@@ -87,7 +87,7 @@ DIGEST_KEY = "Source"
 
 _CHECK = flags.DEFINE_bool("check", False, "Write nothing; exit 1 naming the "
                            "first generated file that is not up to date.")
-_ROOT = flags.DEFINE_string("root", ".", "The checkout's root directory.")
+_CHECKOUT = flags.DEFINE_string("checkout", ".", "The checkout's root directory.")
 
 
 # The manifest.
@@ -828,7 +828,7 @@ def write(root: Path) -> list[str]:
 
 def main(argv):
   del argv
-  root = Path(_ROOT.value)
+  root = Path(_CHECKOUT.value)
   if _CHECK.value:
     path = stale(root)
     if path is not None:

@@ -200,7 +200,7 @@ def test_bad_manifest_names_the_problem(root):
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, KVP_COMPILATION_CACHE="off")
   return subprocess.run(
-      [sys.executable, "-m", "kvp_jax.results_pages", f"--root={root}",
+      [sys.executable, "-m", "kvp_jax.results_pages", f"--checkout={root}",
        *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
       check=False)
 
