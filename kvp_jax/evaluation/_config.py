@@ -107,7 +107,7 @@ class SuiteConfig:
   conversations: Any = None
   episodic: Any = None
   layer_profile: str = ""
-  alpha: float = 1.0
+  alpha: Optional[float] = None
   min_fraction: float = 0.25
   blend_weight: Optional[float] = None
   plain: bool = True

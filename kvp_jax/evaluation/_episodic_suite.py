@@ -5,17 +5,25 @@ Cells: the full cache; each grid scorer as a plain baseline (one cache of
 the conversation, prefilled block by block with eviction after every block,
 eval.chunk_size; kvp_jax.eviction.answer_compressed), unless plain=False;
 EPICACHE (kvp_jax.eviction.answer_conversation: windows clustered into
-episodes, one cache per episode scored by SnapKV over its medoid, each
-question routed to one; with the layer_profile's budgets when one is
-named); and, with "kvp" in the grid and a blend_weight, EPICACHE_KVP (KVP
-blended with the medoid's attention).
+episodes, one cache per episode scored over its medoid by the in-episode
+scorer, episodic.scorer: "kvzip", the paper's max attention, by default, or
+"snapkv", SnapKV's pooled mean; each question routed to one; with the
+layer_profile's budgets when one is named); and, with "kvp" in the grid and
+a blend_weight, EPICACHE_KVP (KVP blended with the same scorer's attention
+over the medoid).
 
   {"kind": "episodic", "sources": [jsonl of long conversation samples]
    and/or "conversations": {"num_conversations": n, "target_length": t,
    "seed": s, "num_facts": f, "max_new_tokens": m},
-   "episodic": {EpisodicSettings fields},
+   "episodic": {EpisodicSettings fields, among them "scorer": "kvzip"
+   (default) | "snapkv", the in-episode scorer; "rule": "paper" (default)
+   | "power", how the layer budgets follow the profile
+   (eviction.layer_budgets); "matched_memory": true (default: they sum to
+   what the uniform cell keeps, eviction.matched_layer_budgets) | false
+   (budget x layers, the window-capped layers' excess going to the
+   others)},
    "layer_profile": JSON path ("" = uniform budgets),
-   "alpha": float, "min_fraction": float,
+   "alpha": float (absent: the rule's, 1.3 | 1.0), "min_fraction": float,
    "blend_weight": float (adds an EPICACHE_KVP cell),
    "plain": bool (default true)}
 
@@ -74,7 +82,7 @@ class EpisodicSuite(_suites.SuiteKind):
     episodic = eviction_lib.EpisodicSettings(
         **dict(settings.get("episodic") or {}))
     for items in _by_conversation(batch).values():
-      for c, by_episode in _cells(run, settings):
+      for c, by_episode in _cells(run, settings, episodic):
         todo = [i for i in items if not run.log.has_all(
             c.cell, [i.sample.id], ("accuracy",))]
         if not todo:
@@ -84,7 +92,8 @@ class EpisodicSuite(_suites.SuiteKind):
           result = eviction_lib.answer_conversation(
               run.model, c.scorer, c.eviction, [i.sample for i in todo],
               episodic, layer_budgets=_layer_budgets(
-                  run.model, settings, c.eviction, todo[0].sample), rng=rng)
+                  run.model, settings, episodic, c.eviction, todo[0].sample),
+              rng=rng)
           for row in result:
             row["routed_to_fact"] = row["episode"] == row["fact_episode"]
         else:                     # The full cache, or a plain baseline.
@@ -104,7 +113,8 @@ def _by_conversation(items) -> dict[str, list]:
   return out
 
 
-def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any]):
+def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any],
+           episodic: eviction_lib.EpisodicSettings):
   """(Evaluated, by_episode) of an episodic suite: the full cache first (if
   the grid has it), the plain baselines, EpiCache, EpiCache + KVP; every
   compressed cell block-wise (eval.chunk_size) at every grid budget."""
@@ -115,25 +125,28 @@ def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any]):
   cells = []
   if settings.get("plain", True):
     cells += [(n, s, False) for n, s in grid.scorers.items()]
-  cells.append((EPICACHE, scorers_lib.get_scorer("snapkv"), True))
+  observer = eviction_lib.episode_scorer(episodic.scorer)
+  cells.append((EPICACHE, observer, True))
   if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
     # The blend's results depend on the policy file as KVP's do.
     grid.identity.setdefault(EPICACHE_KVP, grid.identity.get("kvp"))
     cells.append((EPICACHE_KVP, eviction_lib.MedoidBlendScorer(
-        learned=grid.scorers["kvp"],
+        learned=grid.scorers["kvp"], observer=observer,
         weight=float(settings["blend_weight"])), True))
-  for name, scorer, episodic in cells:
+  for name, scorer, by_episode in cells:
     for b in grid.budgets:
       yield Evaluated(grid.cell(run.suite, name, b), scorer,
                       eviction_lib.Eviction(
                           b, protocol="chunked", chunk_size=grid.chunk_size,
-                          protected=grid.protected)), episodic
+                          protected=grid.protected)), by_episode
 
 
-def _layer_budgets(model, settings, eviction, sample):
+def _layer_budgets(model, settings, episodic, eviction, sample):
   """Sensitivity-aware per-layer budgets from the suite's layer profile, or
   None. The profile is made once per model (on `sample`'s context, with
-  keydiff at the first budget asked for) and reused from its file."""
+  keydiff at the first budget asked for) and reused from its file; the
+  budgets follow episodic.rule and hold what the uniform cell holds unless
+  episodic.matched_memory is false."""
   path = settings.get("layer_profile")
   if not path:
     return None
@@ -144,10 +157,17 @@ def _layer_budgets(model, settings, eviction, sample):
   sensitivity = eviction_lib.load_or_profile(
       path, model, [context], scorers_lib.get_scorer("keydiff"),
       profile_eviction)
-  floor = max(eviction.protected.size,
-              int(float(settings.get("min_fraction", 0.25)) *
-                  eviction.budget))
+  rule = episodic.rule
+  alpha = settings.get("alpha")
+  alpha = None if alpha is None else float(alpha)
+  min_fraction = float(settings.get("min_fraction", 0.25))
+  if episodic.matched_memory:
+    return eviction_lib.matched_layer_budgets(
+        model.config, sensitivity, eviction.budget,
+        protected=eviction.protected, min_fraction=min_fraction, rule=rule,
+        alpha=alpha)
+  floor = max(eviction.protected.size, int(min_fraction * eviction.budget))
   return eviction_lib.layer_budgets(
-      sensitivity, eviction.budget * model.config.num_layers,
-      alpha=float(settings.get("alpha", 1.0)), floor=floor,
+      sensitivity, eviction.budget * model.config.num_layers, rule=rule,
+      alpha=alpha, floor=floor,
       caps=eviction_lib.window_caps(model.config, floor))

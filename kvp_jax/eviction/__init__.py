@@ -46,9 +46,17 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   prefill_episodes / answer_questions
                                    one compressed cache per episode, scored
                                    by its medoid; questions routed to one
+  KVzipMaxScorer / episode_scorer / EPISODE_SCORERS
+                                   the in-episode scorers: "kvzip" (the
+                                   paper's max attention, the default),
+                                   "snapkv" (SnapKV's pooled mean)
   MedoidBlendScorer                KVP's score blended with medoid attention
   profile_sensitivity / layer_budgets / load_or_profile
                                    sensitivity-aware per-layer budgets
+                                   (RULES: "paper", the default, or "power")
+  matched_layer_budgets / uniform_total / layer_caps
+                                   budgets that hold what the uniform cell
+                                   of the same budget holds
   EpisodicSettings / answer_conversation
                                    one conversation's samples, text in,
                                    scored answers out
@@ -84,12 +92,21 @@ from kvp_jax.eviction._episodes import split_windows
 from kvp_jax.eviction._episodes import Window
 from kvp_jax.eviction._episodes import window_of
 from kvp_jax.eviction._episodic import answer_questions
+from kvp_jax.eviction._episodic import EPISODE_SCORERS
+from kvp_jax.eviction._episodic import episode_scorer
+from kvp_jax.eviction._episodic import KVzipMaxScorer
 from kvp_jax.eviction._episodic import MedoidBlendScorer
 from kvp_jax.eviction._episodic import prefill_episodes
+from kvp_jax.eviction._sensitivity import DEFAULT_ALPHA
 from kvp_jax.eviction._sensitivity import layer_budgets
+from kvp_jax.eviction._sensitivity import layer_caps
 from kvp_jax.eviction._sensitivity import load_or_profile
+from kvp_jax.eviction._sensitivity import matched_layer_budgets
 from kvp_jax.eviction._sensitivity import profile_sensitivity
 from kvp_jax.eviction._sensitivity import read_profile
+from kvp_jax.eviction._sensitivity import RULES
+from kvp_jax.eviction._sensitivity import rule_weights
+from kvp_jax.eviction._sensitivity import uniform_total
 from kvp_jax.eviction._sensitivity import window_caps
 from kvp_jax.eviction._conversation import answer_compressed
 from kvp_jax.eviction._conversation import answer_conversation

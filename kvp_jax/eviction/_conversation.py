@@ -7,7 +7,9 @@ conversation, one `metadata["conversation_id"]`).
      with the decoder's own embeddings, clustered into episodes (seeded);
   2. every episode's observation window is an instruction followed by its
      medoid windows; the conversation is prefilled block by block once per
-     episode, evicted after every block to the budget (prefill_episodes);
+     episode, evicted after every block to the budget (prefill_episodes),
+     scored by the in-episode scorer (settings.scorer: "kvzip", the paper's
+     max over the window's queries, or "snapkv", SnapKV's pooled mean);
   3. each question (the text after its last "Question:", so the shared
      instruction does not dominate the embedding) is embedded the same way,
      routed to the nearest episode and answered through that cache.
@@ -27,6 +29,8 @@ import numpy as np
 from kvp_jax import inference
 from kvp_jax.eviction import _episodes
 from kvp_jax.eviction._episodic import answer_questions, prefill_episodes
+from kvp_jax.eviction._episodic import episode_scorer, EPISODE_SCORERS
+from kvp_jax.eviction._sensitivity import RULES
 from kvp_jax.eviction._runtime import prefill_compressed
 from kvp_jax.eviction._spec import Eviction
 from kvp_jax.model import Pretrained
@@ -48,6 +52,18 @@ class EpisodicSettings:
   instruction: text before the medoid windows in the observation window.
   seed: the k-means seed.
   restarts: k-means++ restarts.
+  scorer: the in-episode scorer (episode_scorer): "kvzip" (EpiCache's:
+    the max attention over the observation's queries and the GQA group, no
+    pooling) or "snapkv" (SnapKV's window mean, pooled; the earlier
+    default). answer_conversation uses it when given no scorer.
+  rule: how layer budgets are shared by sensitivity (layer_budgets):
+    "paper" ((1 - minmax(similarity))**alpha, clamped) or "power" (the
+    earlier sensitivity**alpha above a floor).
+  matched_memory: layer budgets that sum to what the uniform cell keeps
+    (matched_layer_budgets; True) or to budget x layers (False, the earlier
+    total: a sliding-window layer's excess goes to the global layers).
+  rule and matched_memory are read by whoever makes the layer budgets from
+  a profile (the episodic suite), not by answer_conversation.
   """
   num_episodes: int = 4
   utterances: int = 4
@@ -57,6 +73,9 @@ class EpisodicSettings:
   instruction: str = INSTRUCTION
   seed: int = 0
   restarts: int = 8
+  scorer: str = "kvzip"
+  rule: str = "paper"
+  matched_memory: bool = True
 
   def __post_init__(self):
     for name in ("num_episodes", "utterances", "medoids", "restarts"):
@@ -70,6 +89,15 @@ class EpisodicSettings:
     if self.route_by not in _episodes.ROUTE_BY:
       raise ValueError(f"unknown episodic routing {self.route_by!r}; known: "
                        f"{_episodes.ROUTE_BY}")
+    if self.scorer not in EPISODE_SCORERS:
+      raise ValueError(f"unknown in-episode scorer {self.scorer!r}; known: "
+                       f"{EPISODE_SCORERS}")
+    if self.rule not in RULES:
+      raise ValueError(f"unknown layer budget rule {self.rule!r}; known: "
+                       f"{RULES}")
+    if not isinstance(self.matched_memory, bool):
+      raise ValueError(f"episodic matched_memory must be a bool, got "
+                       f"{self.matched_memory!r}")
 
 
 def routing_text(question: str) -> str:
@@ -170,8 +198,8 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
 
   Args:
     model: a decoder with a tokenizer.
-    scorer: the episodic prefill's scorer (snapkv, MedoidBlendScorer, or a
-      query-free one).
+    scorer: the episodic prefill's scorer (a MedoidBlendScorer, a
+      query-free one, ...); None: episode_scorer(settings.scorer).
     eviction: budget per head and block (`chunk_size`).
     samples: the conversation's samples (one context).
     settings: episodes and routing.
@@ -192,6 +220,8 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
   routed = _episodes.route(_episodes.embed_tokens(
       model, [tok.encode(routing_text(s.question)) for s in samples],
       settings.embedding), episodes, by=settings.route_by)
+  if scorer is None:
+    scorer = episode_scorer(settings.scorer)
   pre = prefill_episodes(model, scorer, eviction,
                          tok.encode(context, add_bos=True), observations,
                          room, layer_budgets=layer_budgets, rng=rng)

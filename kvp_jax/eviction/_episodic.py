@@ -15,6 +15,12 @@ _episodes.py; the layer budgets in _sensitivity.py):
                      head never holds more than budget + block slots.
   answer_questions   each question decoded through its episode's cache (the
                      row of the batch that route() picked).
+  KVzipMaxScorer     the paper's in-episode score (ml-epicache, after KVzip):
+                     the most attention any query of the observation window,
+                     in any head of the GQA group, puts on a token; no
+                     pooling. episode_scorer("kvzip"), the default;
+                     episode_scorer("snapkv") is SnapKV's window mean with
+                     its width-5 pool (the earlier default).
   MedoidBlendScorer  beyond the paper: a learned query-free score (KVP)
                      combined with the medoid's attention in log space.
 
@@ -44,6 +50,50 @@ from kvp_jax.model import Decoder, DecoderConfig, EOS_ID, KVCache, Pretrained
 
 # What the episodic prefill can give a scorer beyond the cache.
 _GIVES = frozenset({"queries", "rng"})
+# The in-episode scorers (episode_scorer): the paper's first.
+EPISODE_SCORERS = ("kvzip", "snapkv")
+
+
+@dataclasses.dataclass(frozen=True)
+class KVzipMaxScorer(scorers_lib.Scorer):
+  """EpiCache's in-episode score (KVzip-style): the most attention the slot
+  gets from any query of the observation window in any query head of its
+  KV head's group.
+
+  s_j = max over queries t and group heads g of softmax_j(q_tg . k_j), the
+  softmax over the cached keys query t may see (causal, within a sliding
+  window, with the model's logit soft-cap), as ml-epicache's
+  _get_score_flatten (amax over the group and the patched prompt's
+  queries, softmax over the cache's keys only); no averaging, no pooling.
+  Padding queries add nothing. Slots at or after the first query's position
+  (the window itself; none in the episodic prefill, which never caches the
+  medoid) score +inf, as SnapKV's. [batch, kv_heads, slots].
+  """
+  name = "kvzip_max"
+  needs = frozenset({"queries"})
+
+  def _score(self, view, rng):
+    del rng
+    qpos = view.query_positions                                      # [B, T]
+    probs = scorers_lib.last_queries_attention(
+        view.queries, qpos, view.keys, view.positions, view.window,
+        view.logit_softcap)                                   # [B, K, G, T, S]
+    score = jnp.max(probs, axis=(2, 3))                            # [B, K, S]
+    start = jnp.min(jnp.where(qpos >= 0, qpos, jnp.iinfo(jnp.int32).max),
+                    axis=1)                                         # [B]
+    in_window = view.valid & (view.positions >= start[:, None, None])
+    return jnp.where(in_window, jnp.inf, score)
+
+
+def episode_scorer(name: str = "kvzip") -> scorers_lib.Scorer:
+  """The in-episode scorer named `name` (EPISODE_SCORERS): "kvzip", the
+  paper's KVzipMaxScorer, or "snapkv", SnapKV's pooled window mean."""
+  if name == "kvzip":
+    return KVzipMaxScorer()
+  if name == "snapkv":
+    return scorers_lib.get_scorer("snapkv")
+  raise ValueError(f"unknown in-episode scorer {name!r}; known: "
+                   f"{EPISODE_SCORERS}")
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -116,8 +166,9 @@ def prefill_episodes(model: Pretrained, scorer, eviction: Eviction,
 
   Args:
     model: the decoder.
-    scorer: a scorer that reads at most the cache and `queries` (SnapKV,
-      MedoidBlendScorer, or any query-free one, which ignores the medoid).
+    scorer: a scorer that reads at most the cache and `queries`
+      (episode_scorer: KVzipMaxScorer or SnapKV; MedoidBlendScorer, or any
+      query-free one, which ignores the medoid).
     eviction: the budget (per head) and `chunk_size` (the block); its
       protocol is ignored (this is always block-wise).
     context: the conversation's tokens (BOS first).
@@ -245,20 +296,21 @@ class MedoidBlendScorer(scorers_lib.Scorer):
   """A learned score and the medoid's attention, combined (beyond EpiCache).
 
   score_j = (1 - weight) * log(a_j + eps) + weight * log p_j, where a_j is
-  the observer's (SnapKV over the medoid's queries) pooled attention on slot
-  j and p_j the learned scorer's per-head softmax of its logits over the
+  the observer's attention on slot j over the medoid's queries (by default
+  KVzipMaxScorer's max; SnapKV's pooled mean with observer=SnapKVScorer())
+  and p_j the learned scorer's per-head softmax of its logits over the
   head's valid slots (KVP's predicted share of future attention; see
-  cache.normalise_scores_within_head). Both are shares of one unit of mass
-  per head, so the blend is a weighted geometric mean of two distributions:
-  the medoid says what this episode asks about, KVP what any future query
-  tends to read. weight = 0 ranks as the observer, 1 as the learned scorer.
-  Slots the observer always keeps (+inf) stay +inf. [batch, kv_heads, slots].
+  cache.normalise_scores_within_head). The blend is a weighted geometric
+  mean of the two: the medoid says what this episode asks about, KVP what
+  any future query tends to read. weight = 0 ranks as the observer, 1 as
+  the learned scorer. Slots the observer always keeps (+inf) stay +inf.
+  [batch, kv_heads, slots].
   """
   name = "medoid_blend"
   needs = frozenset({"queries"})
   array_fields = ("learned",)
   learned: Any = None
-  observer: Any = scorers_lib.SnapKVScorer()
+  observer: Any = KVzipMaxScorer()
   weight: float = 0.5
   eps: float = 1e-6
 

@@ -12,11 +12,25 @@ layers more of the total budget. Here:
                        distance 1 - cos(k_full, k_compressed) over the
                        probe's tokens and KV heads (EpiCache compares them
                        the same way, under a block-sparse mask).
-  layer_budgets        a total budget (budget x layers per head) shared in
-                       proportion to sensitivity**alpha, every layer at least
-                       `floor` (the protected set or more), a sliding-window
-                       layer at most its window (the excess goes to the
-                       others); integers summing to the total.
+  layer_budgets        a total budget (slots per head over all layers)
+                       shared by a rule (RULES), every layer at least its
+                       floor, at most its cap; integers summing to the total.
+                       "paper" (the default; ml-epicache's
+                       allocate_layer_budget): weights (1 - minmax(sim))**1.3
+                       over the layers' key similarities sim = 1 -
+                       sensitivity, i.e. minmax(sensitivity)**alpha, budgets
+                       proportional to them, clamped to [floor, cap] (the
+                       proportion rescaled so the clamped sum is the total);
+                       "power" (this package's earlier rule): the floor plus
+                       a share of the rest in proportion to
+                       sensitivity**alpha (alpha 1).
+  matched_layer_budgets
+                       layer_budgets memory-matched to the uniform cell of
+                       the same budget b: the total is uniform_total, the
+                       slots the uniform cell keeps (sum over layers of
+                       min(b, cap_l), cap_l a sliding-window layer's window,
+                       unbounded for a global layer), so an allocation holds
+                       the same bytes as the uniform cell.
   load_or_profile      the profile as JSON (kvp_jax._files.atomic_write_json),
                        computed once and reused while the model's
                        fingerprint matches.
@@ -39,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kvp_jax import _files
+from kvp_jax import cache as cache_lib
 from kvp_jax import inference
 from kvp_jax.eviction._runtime import prefill_compressed
 from kvp_jax.eviction._spec import Eviction
@@ -46,6 +61,11 @@ from kvp_jax.model import Pretrained
 
 PROFILE_KIND = "kvp_jax.layer_sensitivity"
 PROFILE_VERSION = 1
+# How layer_budgets shares a total (see the module docstring).
+RULES = ("paper", "power")
+# The exponent of each rule when none is given: ml-epicache's POWER for
+# Qwen2.5 (1.3; 1.1 for Llama), and the earlier rule's 1.
+DEFAULT_ALPHA = {"paper": 1.3, "power": 1.0}
 
 
 @jax.jit
@@ -104,51 +124,51 @@ def profile_sensitivity(model: Pretrained, prompts: Sequence[Sequence[int]],
   return np.asarray(rows, np.float32).mean(0)
 
 
-def layer_budgets(sensitivity: Sequence[float], total: int, *,
-                  alpha: float = 1.0, floor: int,
-                  caps: Sequence[int | None] | None = None
-                  ) -> tuple[int, ...]:
-  """Splits `total` slots per head among layers by sensitivity**alpha.
+def rule_weights(sensitivity: Sequence[float], rule: str = "paper",
+                 alpha: float | None = None) -> np.ndarray:
+  """[L] allocation weights of a rule.
 
-  Every layer first gets `floor`; the rest is shared in proportion to
-  max(sensitivity, 0)**alpha (uniformly when every weight is 0, or with
-  alpha = 0), a layer never above its cap (the excess is shared again among
-  the others), then rounded to integers by largest remainder. Among uncapped
-  layers the budgets are non-decreasing in sensitivity.
+  "paper": minmax(sensitivity)**alpha, which is ml-epicache's
+  (1 - minmax(sim))**alpha for the similarities sim = 1 - sensitivity
+  (1 - minmax(1 - d) = minmax(d)); all ones when every layer is alike.
+  "power": max(sensitivity, 0)**alpha. alpha = 0 makes either uniform.
 
   Args:
     sensitivity: [L] per-layer sensitivities (profile_sensitivity).
-    total: slots per head over all layers (e.g. budget x L).
-    alpha: the sharpness; 0 is uniform, larger favours sensitive layers.
-    floor: the least a layer keeps (at least the protected set's size).
-    caps: per layer the most it can use (a sliding-window layer's window),
-      None for no cap.
+    rule: one of RULES.
+    alpha: the exponent (None: DEFAULT_ALPHA[rule]).
   Returns:
-    L ints summing to `total` (less only when every layer is at its cap).
+    [L] float64 weights >= 0.
   Raises:
-    ValueError: a negative alpha, a total below L x floor, a cap below the
-      floor, non-finite sensitivities.
+    ValueError: an unknown rule, a negative or non-finite alpha, non-finite
+      sensitivities.
   """
-  s = np.asarray(sensitivity, np.float64)
-  n = len(s)
-  if s.ndim != 1 or n == 0 or not np.all(np.isfinite(s)):
-    raise ValueError(f"sensitivity must be a non-empty finite 1-D sequence, "
-                     f"got {sensitivity!r}")
+  if rule not in RULES:
+    raise ValueError(f"unknown layer budget rule {rule!r}; known: {RULES}")
+  alpha = DEFAULT_ALPHA[rule] if alpha is None else float(alpha)
   if alpha < 0 or not np.isfinite(alpha):
     raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-  if total < n * floor:
-    raise ValueError(f"total budget {total} is below {n} layers x the floor "
-                     f"{floor}")
-  cap = np.array([np.inf if c is None else c for c in (caps or [None] * n)],
-                 np.float64)
-  if len(cap) != n:
-    raise ValueError(f"{len(cap)} caps for {n} layers")
-  if np.any(cap < floor):
-    raise ValueError(f"a layer cap {cap.min():g} is below the floor {floor}")
-  weight = np.maximum(s, 0.0) ** alpha if alpha > 0 else np.ones(n)
-  share = np.full(n, float(floor))
+  s = np.asarray(sensitivity, np.float64)
+  if s.ndim != 1 or len(s) == 0 or not np.all(np.isfinite(s)):
+    raise ValueError(f"sensitivity must be a non-empty finite 1-D sequence, "
+                     f"got {sensitivity!r}")
+  if alpha == 0:
+    return np.ones(len(s))
+  if rule == "power":
+    return np.maximum(s, 0.0) ** alpha
+  spread = s.max() - s.min()
+  if spread <= 0:
+    return np.ones(len(s))
+  return ((s - s.min()) / spread) ** alpha
+
+
+def _floor_share(weight, total, floor, cap) -> np.ndarray:
+  """The "power" rule's real shares: every layer its floor, the rest in
+  proportion to weight, a layer never above its cap (the excess shared
+  again among the others)."""
+  share = floor.astype(np.float64)
   free = cap > floor
-  remaining = float(total - n * floor)
+  remaining = float(total - floor.sum())
   while remaining > 0 and free.any():
     w = np.where(free, weight, 0.0)
     if w.sum() <= 0:
@@ -162,22 +182,181 @@ def layer_budgets(sensitivity: Sequence[float], total: int, *,
     remaining -= float(np.sum(cap[over] - share[over]))
     share[over] = cap[over]
     free &= ~over
+  return share
+
+
+def _clamped_share(weight, total, floor, cap) -> np.ndarray:
+  """The "paper" rule's real shares: clip(lam * weight, floor, cap) with lam
+  set (by bisection) so they sum to the total. What the weighted layers
+  cannot take (all at their caps) goes to the others in equal parts."""
+  pos = weight > 0
+  if not pos.any():
+    return _clamped_share(np.ones(len(weight)), total, floor, cap)
+  most = np.where(pos, cap, floor)
+  if most.sum() <= total:
+    rest = ~pos & (cap > floor)
+    if not rest.any():
+      return most
+    share = most.copy()
+    share[rest] = _clamped_share(np.ones(int(rest.sum())),
+                                 total - most[~rest].sum(), floor[rest],
+                                 cap[rest])
+    return share
+  lo, hi = 0.0, float(total) / weight[pos].min()
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    if np.clip(mid * weight, floor, cap).sum() < total:
+      lo = mid
+    else:
+      hi = mid
+  share = np.clip(hi * weight, floor, cap)
+  # The bisection's residual (a tiny fraction of a slot), from the layers
+  # strictly inside their bounds.
+  inside = (share > floor) & (share < cap)
+  if inside.any():
+    share[inside] -= (share.sum() - total) * weight[inside] / weight[
+        inside].sum()
+  return share
+
+
+def layer_budgets(sensitivity: Sequence[float], total: int, *,
+                  rule: str = "paper", alpha: float | None = None,
+                  floor: int | Sequence[int],
+                  caps: Sequence[int | None] | None = None
+                  ) -> tuple[int, ...]:
+  """Splits `total` slots per head among layers by sensitivity.
+
+  "paper" (the default, ml-epicache's rule, memory-exact): a layer gets
+  clip(lam * w_l, floor_l, cap_l), w = minmax(sensitivity)**alpha (alpha
+  1.3), lam such that the budgets sum to the total (ml-epicache takes lam =
+  total / sum(w) and then raises the layers below the floor, overshooting
+  the total; here the others give those slots back). "power" (the earlier
+  rule): every layer first gets its floor and the rest is shared in
+  proportion to max(sensitivity, 0)**alpha (alpha 1), a layer never above
+  its cap (the excess is shared again among the others). Either way weights
+  that are all 0 share uniformly, and the real shares are rounded to
+  integers by largest remainder (ties to the more sensitive, then lower,
+  layer). Among uncapped layers the budgets are non-decreasing in
+  sensitivity.
+
+  Args:
+    sensitivity: [L] per-layer sensitivities (profile_sensitivity: a key
+      cosine distance; higher = more sensitive).
+    total: slots per head over all layers (matched_layer_budgets: the
+      uniform cell's).
+    rule: one of RULES.
+    alpha: the sharpness (None: DEFAULT_ALPHA[rule]); 0 is uniform, larger
+      favours sensitive layers.
+    floor: the least a layer keeps (at least the protected set's size), one
+      for all layers or one per layer.
+    caps: per layer the most it can use (a sliding-window layer's window),
+      None for no cap.
+  Returns:
+    L ints summing to `total` (less only when every layer is at its cap).
+  Raises:
+    ValueError: an unknown rule, a negative alpha, a total below the sum of
+      the floors, a cap below its floor, non-finite sensitivities.
+  """
+  weight = rule_weights(sensitivity, rule, alpha)
+  n = len(weight)
+  floors = np.broadcast_to(np.asarray(floor, np.float64), (n,)) if np.ndim(
+      floor) == 0 else np.asarray(floor, np.float64)
+  if floors.shape != (n,):
+    raise ValueError(f"{len(floors)} floors for {n} layers")
+  if total < floors.sum():
+    raise ValueError(f"total budget {total} is below " + (
+        f"{n} layers x the floor {floor}" if np.ndim(floor) == 0 else
+        f"the layers' floors, {int(floors.sum())} in all"))
+  cap = np.array([np.inf if c is None else c for c in (caps or [None] * n)],
+                 np.float64)
+  if len(cap) != n:
+    raise ValueError(f"{len(cap)} caps for {n} layers")
+  if np.any(cap < floors):
+    i = int(np.argmax(cap < floors))
+    raise ValueError(f"a layer cap {cap[i]:g} is below the floor "
+                     f"{floors[i]:g}")
+  share = (_clamped_share if rule == "paper" else _floor_share)(
+      weight, total, floors, cap)
   budgets = np.floor(share + 1e-9).astype(np.int64)
   short = min(total, int(np.sum(np.minimum(cap, total)))) - int(budgets.sum())
   frac = share - budgets
   # Largest remainder first; ties to the more sensitive, then lower layer.
-  for i in sorted(range(n), key=lambda i: (-frac[i], -weight[i], i)):
-    if short <= 0:
+  order = sorted(range(n), key=lambda i: (-frac[i], -weight[i], i))
+  while short > 0:
+    grew = False
+    for i in order:
+      if short <= 0:
+        break
+      if budgets[i] + 1 <= cap[i]:
+        budgets[i] += 1
+        short -= 1
+        grew = True
+    if not grew:
       break
-    if budgets[i] + 1 <= cap[i]:
-      budgets[i] += 1
-      short -= 1
   return tuple(int(b) for b in budgets)
+
+
+def layer_caps(config, protected: cache_lib.Protected
+               ) -> tuple[int | None, ...]:
+  """Per layer the most slots it keeps after an eviction: a sliding-window
+  layer's window (at least the protected set, as the episodic prefill and
+  cache.window_capped_budgets round it), None for a global layer."""
+  return tuple(None if config.layer_window(i) is None
+               else max(config.layer_window(i), protected.size)
+               for i in range(config.num_layers))
+
+
+def uniform_total(config, budget: int, protected: cache_lib.Protected) -> int:
+  """Slots per head the uniform cell of budget b keeps over all layers:
+  sum over layers of min(b, cap_l) (cache.window_capped_budgets)."""
+  return int(sum(cache_lib.window_capped_budgets(config, budget, protected)))
+
+
+def matched_layer_budgets(config, sensitivity: Sequence[float], budget: int,
+                          *, protected: cache_lib.Protected,
+                          min_fraction: float = 0.25, rule: str = "paper",
+                          alpha: float | None = None) -> tuple[int, ...]:
+  """Sensitivity-aware budgets that hold what the uniform cell holds.
+
+  The total is uniform_total(config, budget, protected) (not budget x L: a
+  sliding-window layer keeps at most its window, so the uniform cell keeps
+  less, and the excess must not go to the global layers); a layer keeps
+  between min(floor, cap_l) and cap_l (layer_caps), floor =
+  max(protected.size, int(min_fraction x budget)) (ml-epicache: a quarter
+  of the budget). The budgets sum to the total exactly, so the compressed
+  caches hold the same bytes as the uniform cell's.
+
+  Args:
+    config: the DecoderConfig.
+    sensitivity: [L] per-layer sensitivities.
+    budget: the uniform cell's budget per head b.
+    protected: the always-kept tokens (the least any layer keeps).
+    min_fraction: the floor as a fraction of b, in [0, 1].
+    rule, alpha: the allocation rule (layer_budgets).
+  Returns:
+    L ints summing to uniform_total(config, budget, protected).
+  Raises:
+    ValueError: a budget below the protected set, a min_fraction outside
+      [0, 1], a bad profile or rule.
+  """
+  budget = cache_lib.check_budget(budget, protected)
+  if not 0.0 <= min_fraction <= 1.0:
+    raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
+  if len(sensitivity) != config.num_layers:
+    raise ValueError(f"{len(sensitivity)} layer sensitivities for a model of "
+                     f"{config.num_layers} layers")
+  caps = layer_caps(config, protected)
+  floor = max(protected.size, int(min_fraction * budget))
+  floors = [floor if c is None else min(floor, c) for c in caps]
+  return layer_budgets(sensitivity, uniform_total(config, budget, protected),
+                       rule=rule, alpha=alpha, floor=floors, caps=caps)
 
 
 def window_caps(config, floor: int) -> tuple[int | None, ...]:
   """Per layer the most slots it can use: a sliding-window layer's window
-  (at least `floor`), None for a global layer."""
+  (at least `floor`), None for a global layer. The earlier, unmatched
+  allocation's caps (budget x L shared with them holds more than the
+  uniform cell; matched_layer_budgets uses layer_caps)."""
   return tuple(None if config.layer_window(i) is None
                else max(config.layer_window(i), floor)
                for i in range(config.num_layers))

@@ -132,3 +132,84 @@ def test_an_episodic_batch_is_one_whole_conversation():
   # Other suites: batches of `size` by prompt length.
   assert [len(i.prompt) for b in _suites.get_kind("ruler").batches(items, 2)
           for i in b] == [1, 3, 5, 7, 9]
+
+
+def _settings(**episodic):
+  from kvp_jax import eviction as eviction_lib
+  return eviction_lib.EpisodicSettings(**episodic)
+
+
+def test_layer_budgets_follow_the_rule_and_match_the_uniform_memory(
+    model, tmp_path):
+  """The suite's layer budgets: by default the paper's rule, summing to
+  what the uniform cell keeps; the earlier rule and total when pinned."""
+  import json
+  import types
+  from kvp_jax import cache as cache_lib
+  from kvp_jax import eviction as eviction_lib
+  from kvp_jax.evaluation import _episodic_suite
+  sensitivity = [0.0, 0.004, 0.02]
+  path = tmp_path / "profile.json"
+  path.write_text(json.dumps({
+      "kind": "kvp_jax.layer_sensitivity", "version": 1,
+      "model_fingerprint": model.fingerprint, "sensitivity": sensitivity}))
+  sample = types.SimpleNamespace(context="A: hi\nB: yo")
+  protected = cache_lib.Protected()
+  eviction = eviction_lib.Eviction(48, protocol="chunked", chunk_size=64,
+                                   protected=protected)
+  suite = {"layer_profile": str(path)}
+  got = _episodic_suite._layer_budgets(model, suite, _settings(), eviction,
+                                       sample)
+  assert got == eviction_lib.matched_layer_budgets(
+      model.config, sensitivity, 48, protected=protected, rule="paper",
+      alpha=1.3)
+  assert sum(got) == eviction_lib.uniform_total(model.config, 48, protected)
+  earlier = _episodic_suite._layer_budgets(
+      model, dict(suite, alpha=1.0), _settings(rule="power",
+                                               matched_memory=False),
+      eviction, sample)
+  floor = max(protected.size, 12)
+  assert earlier == eviction_lib.layer_budgets(
+      sensitivity, 48 * 3, rule="power", alpha=1.0, floor=floor,
+      caps=eviction_lib.window_caps(model.config, floor))
+  assert _episodic_suite._layer_budgets(
+      model, {"layer_profile": ""}, _settings(), eviction, sample) is None
+
+
+def test_the_epicache_cells_use_the_settings_scorer():
+  """EPICACHE scores with episodic.scorer (KVzip-style by default), and
+  EPICACHE_KVP blends KVP with the same observer."""
+  import types
+  from kvp_jax import cache as cache_lib
+  from kvp_jax import eviction as eviction_lib
+  from kvp_jax import scorers as scorers_lib
+  from kvp_jax.evaluation import _episodic_suite
+  grid = types.SimpleNamespace(
+      include_full=False, scorers={"kvp": scorers_lib.get_scorer("knorm")},
+      identity={}, budgets=[48], chunk_size=64,
+      protected=cache_lib.Protected(),
+      cell=lambda suite, name, budget: (name, budget))
+  run = types.SimpleNamespace(grid=grid, suite="conv")
+  for name, cls in (("kvzip", eviction_lib.KVzipMaxScorer),
+                    ("snapkv", scorers_lib.SnapKVScorer)):
+    cells = {c.cell[0]: c.scorer for c, by_episode in _episodic_suite._cells(
+        run, {"blend_weight": 0.5, "plain": False}, _settings(scorer=name))}
+    assert set(cells) == {"epicache", "epicache+kvp"}
+    assert type(cells["epicache"]) is cls
+    assert type(cells["epicache+kvp"].observer) is cls
+
+
+def test_the_experiment_pins_the_earlier_options():
+  """experiments/long_conversations.py reproduces its committed results:
+  SnapKV in the episodes, the power rule, budget x layers in all."""
+  from experiments import long_conversations
+  from kvp_jax import eviction as eviction_lib
+  ec = evaluation.EvalConfig.from_config(long_conversations.get_config())
+  suites = ec.suite_dicts()
+  assert [s["name"] for s in suites] == ["conversations_uniform",
+                                         "conversations_sensitive"]
+  for suite in suites:
+    settings = eviction_lib.EpisodicSettings(**suite["episodic"])
+    assert (settings.scorer, settings.rule, settings.matched_memory) == (
+        "snapkv", "power", False)
+    assert suite["alpha"] == 1.0 and suite["min_fraction"] == 0.25

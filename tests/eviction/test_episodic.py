@@ -281,6 +281,10 @@ def test_the_blend_ranks_as_each_side_at_the_ends():
   learned = ev.MedoidBlendScorer(learned=knorm, weight=1.0).score(view)
   np.testing.assert_array_equal(rank(learned), rank(knorm.score(view)))
   observed = ev.MedoidBlendScorer(learned=knorm, weight=0.0).score(view)
+  np.testing.assert_array_equal(rank(observed),
+                                rank(ev.KVzipMaxScorer().score(view)))
+  observed = ev.MedoidBlendScorer(learned=knorm, observer=snap,
+                                  weight=0.0).score(view)
   np.testing.assert_array_equal(rank(observed), rank(snap.score(view)))
   mid = ev.MedoidBlendScorer(learned=knorm, weight=0.5).score(view)
   assert not np.array_equal(rank(mid), rank(learned))
