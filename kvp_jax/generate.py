@@ -6,7 +6,9 @@ r"""Greedy generation from the command line.
 
 A prompts file holds one prompt per line (write "\n" for a newline inside a
 prompt). Prints each prompt and its continuation; --output_jsonl also writes
-{"prompt", "completion"} records.
+{"prompt", "completion"} records. A prompt whose tokens plus
+--max_new_tokens exceed the model's context (32768 for Gemma 3 270M) stops
+the command with one `error:` line before anything runs.
 
 With --budget the cache is evicted down to that many tokens per head:
 
@@ -60,12 +62,16 @@ def main(argv):
   checked = _cli.check_eviction_flags()  # Before the model loads.
   model = _cli.load_model_from_flags()
   scorer, eviction = _cli.eviction_from_flags(model, checked)
+  all_ids = model.tokenizer.encode_batch(prompts, add_bos=True)
+  # Every prompt, not only the first batch's, before anything compiles.
+  inference.check_context(model.config, [len(i) for i in all_ids],
+                          _MAX_NEW_TOKENS.value)
   results = []
   batches = range(0, len(prompts), _BATCH_SIZE.value)
   for start in tqdm(batches, desc="generating", unit="batch",
                     disable=len(batches) == 1):
     chunk = prompts[start:start + _BATCH_SIZE.value]
-    ids = model.tokenizer.encode_batch(chunk, add_bos=True)
+    ids = all_ids[start:start + _BATCH_SIZE.value]
     if eviction is None:
       outs = inference.generate(model, ids, _MAX_NEW_TOKENS.value)
     else:

@@ -6,6 +6,8 @@ r"""Perplexity of a text file under the model.
 Tokenises the file with BOS, keeps the first `max_tokens` ids and scores the
 predictions made at positions skip .. max_tokens-2. Prints one JSON line with
 `perplexity`, `num_tokens` (predictions scored) and `nll` (mean, nats).
+More kept tokens than the model's context (32768 for Gemma 3 270M) stop the
+command with one `error:` line naming the limit, before anything runs.
 
 With --budget, tokens 0..skip are the context, compressed to that many tokens
 per head (--policy or --scorer), and the rest is read through the compressed

@@ -295,3 +295,38 @@ def test_a_second_training_job_on_a_run_directory_stops(tmp_path):
                             f"--config.traces.store={tmp_path / 'none'}"),
                       "training run")
   assert str(os.getpid()) in line and not workdir.exists()
+
+
+def test_a_prompt_beyond_the_context_is_one_line_before_any_compile(tmp_path):
+  """generate and perplexity (with and without a budget) refuse more tokens
+  than Gemma 3 270M's context (32768) with one line naming the limit; with
+  JAX_LOG_COMPILES on, nothing was compiled first. Loads the shipped model
+  (no forward pass)."""
+  try:
+    from kvp_jax.model import _gguf  # pylint: disable=g-import-not-at-top
+    _gguf.default_gguf_path()
+  except Exception:  # pylint: disable=broad-except
+    pytest.skip("the shipped model is not installed")
+  text = " ".join(f"word{i}" for i in range(20_000))       # > 32768 tokens.
+  (tmp_path / "prompts.txt").write_text(text + "\n")
+  (tmp_path / "long.txt").write_text(text)
+  limit = "exceeds the model's context of 32768 tokens (gemma3_270m)"
+  env = dict(ENV, JAX_LOG_COMPILES="1")
+  cases = [
+      (["kvp_jax.generate", f"--prompts_file={tmp_path / 'prompts.txt'}",
+        "--max_new_tokens=8"], "(+ 8 to generate) " + limit),
+      (["kvp_jax.perplexity", f"--text_file={tmp_path / 'long.txt'}",
+        "--max_tokens=40000"], "prompt of 40000 tokens " + limit),
+      (["kvp_jax.perplexity", f"--text_file={tmp_path / 'long.txt'}",
+        "--max_tokens=40000", "--skip=512", "--budget=128",
+        "--scorer=knorm"],
+       "prompt of 513 tokens (+ 39487 to score) " + limit),
+  ]
+  for args, fragment in cases:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600,
+                          check=False)
+    _one_error(proc.returncode, proc.stderr, fragment)
+    # Logged for every jitted program, compiled or read from the cache.
+    assert "Finished tracing" not in proc.stderr, proc.stderr
+    assert "Compiling" not in proc.stderr, proc.stderr

@@ -114,6 +114,15 @@ def compress_context(model: Pretrained, context: Context, scorer,
                    max(context.cache.num_bytes(), cache.num_bytes()))
 
 
+def _check_context(model: Pretrained, contexts, to_come=0,
+                   what: str = "to generate") -> None:
+  """inference.check_context on token lists or a prefilled Context: every
+  row's context plus the tokens still to come fit in the model's context."""
+  lengths = (contexts.lengths if isinstance(contexts, Context)
+             else [len(c) for c in contexts])
+  inference.check_context(model.config, lengths, to_come, what)
+
+
 def _check_scorer(scorer, eviction: Eviction) -> None:
   """A compressed cache needs a scorer; the full cache has none."""
   if scorer is None and not eviction.full:
@@ -152,8 +161,13 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
     room: slots to leave for tokens appended afterwards.
     importance: [B, L, K, P] future importance by position, for the oracle.
     rng: PRNG key for random scorers.
+  Raises:
+    ValueError: a prompt longer than the model's context, before anything
+      compiles (inference.check_context; the entries that know the tokens
+      still to come check them too).
   """
   _check_scorer(scorer, eviction)
+  _check_context(model, prompts)
   if eviction.full or eviction.protocol != "chunked":
     context = prefill_context(
         model, prompts,
@@ -237,6 +251,7 @@ def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
   Returns (one token list per prompt, cut after EOS; stats with the cache's
   bytes after compression and the peak slots per head).
   """
+  _check_context(model, prompts, max_new_tokens, "to generate")
   rng = jax.random.key(0) if rng is None else rng
   pre, moments = _start(model, scorer, eviction, prompts, max_new_tokens,
                         importance, rng)
@@ -273,6 +288,8 @@ def continuation_log_likelihood(model: Pretrained, scorer, eviction: Eviction,
   at a time and the cache is evicted back to the budget between pieces.
   Returns (one float array per row, stats).
   """
+  _check_context(model, contexts, [len(c) for c in continuations],
+                 "to score")
   rng = jax.random.key(0) if rng is None else rng
   n = max(map(len, continuations))
   width = inference.bucket_length(n, pad_multiple)
@@ -412,6 +429,8 @@ def continuation_logits(model: Pretrained, scorer, eviction: Eviction,
   if not continuations or min(map(len, continuations)) < 1:
     raise ValueError("continuation_logits needs a non-empty continuation "
                      "for every row")
+  _check_context(model, contexts, [len(c) for c in continuations],
+                 "to score")
   rng = jax.random.key(0) if rng is None else rng
   width = inference.bucket_length(max(map(len, continuations)), pad_multiple)
   piece = eviction.decode_interval if eviction.evicts_while_decoding \

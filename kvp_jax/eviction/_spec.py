@@ -15,7 +15,16 @@ class Eviction:
   """How the cache is compressed (see the kvp_jax.eviction docstring).
 
   budget: tokens kept per (layer, KV head), the protected ones included;
-    None keeps the full cache.
+    None keeps the full cache. A budget at or above the tokens a head holds
+    evicts nothing, under every protocol and allocation: the compressed
+    cache keeps every token attention can read and gives the full cache's
+    logits. That includes a budget above the model's context
+    (`DecoderConfig.max_context`), which is accepted, not refused: it is
+    the full cache, except that its arrays are sized by the budget (a
+    global layer gets budget + room slots, not prompt + room), so it costs
+    more memory than budget None (tests/eviction/test_long_context.py).
+    Under "chunked" a sliding-window layer may also keep tokens older than
+    its window, which no query reads.
   protocol: "once", "chunked" or "decode".
   allocation: "uniform", "layer" or "model".
   chunk_size: tokens per prefill chunk (protocol "chunked").

@@ -2,6 +2,7 @@
 with the full cache (eviction is kvp_jax.eviction, built on this)."""
 
 from kvp_jax.inference._batching import bucket_length
+from kvp_jax.inference._batching import check_context
 from kvp_jax.inference._batching import left_pad
 from kvp_jax.inference._batching import pad_batch
 from kvp_jax.inference._batching import PaddedBatch

@@ -9,6 +9,40 @@ import numpy as np
 from kvp_jax.model import PAD_ID
 
 
+def check_context(config, lengths: Sequence[int] | np.ndarray,
+                  to_come: int | Sequence[int] | np.ndarray = 0,
+                  what: str = "to generate") -> None:
+  """Refuses sequences longer than the model's context, before any compile.
+
+  The one rule (and message) of every inference entry: a row's prompt and
+  the tokens still to come (generated or scored) must fit in
+  `config.max_context` positions. Padding to a bucket does not count.
+
+  Args:
+    config: the DecoderConfig (its max_context and name).
+    lengths: [B] prompt lengths (tokens, BOS included).
+    to_come: tokens each row appends afterwards: one int for all rows, or
+      [B] per row (e.g. continuation lengths).
+    what: how the message names them ("to generate", "to score").
+  Raises:
+    ValueError: "prompt of N tokens (+ M to generate) exceeds the model's
+      context of C tokens (name)", for the row that exceeds it most.
+  """
+  limit = getattr(config, "max_context", None)
+  lengths = np.asarray(lengths, np.int64).reshape(-1)
+  if limit is None or not lengths.size:
+    return
+  extra = np.broadcast_to(np.asarray(to_come, np.int64), lengths.shape)
+  total = lengths + extra
+  row = int(np.argmax(total))
+  if total[row] <= limit:
+    return
+  n, m = int(lengths[row]), int(extra[row])
+  more = f" (+ {m} {what})" if m else ""
+  raise ValueError(f"prompt of {n} tokens{more} exceeds the model's context "
+                   f"of {limit} tokens ({config.name})")
+
+
 def bucket_length(n: int, multiple: int = 64) -> int:
   """n rounded up to a multiple (fewer distinct shapes, fewer compiles)."""
   return max(multiple, -(-n // multiple) * multiple)

@@ -7,6 +7,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from kvp_jax.inference._batching import check_context
 from kvp_jax.inference._batching import pad_batch
 from kvp_jax.inference._generation import decode, prefill, score_continuation
 from kvp_jax.model import EOS_ID, Pretrained, layer_capacities
@@ -27,7 +28,10 @@ def prefill_prompts(model: Pretrained, prompts: Sequence[Sequence[int]],
     (batch: PaddedBatch with [B, T] tokens and positions and [B] lengths,
      logits [B, V] at the last prompt token, the KVCache, per-layer Captured
      or None).
+  Raises:
+    ValueError: a prompt longer than the model's context (check_context).
   """
+  check_context(model.config, [len(p) for p in prompts])
   batch = pad_batch(prompts, pad_multiple)
   capacities = layer_capacities(model.config, batch.tokens.shape[1] + room)
   logits, cache, captured = prefill(
@@ -43,9 +47,13 @@ def generate(model: Pretrained, prompts: Sequence[Sequence[int]],
 
   Prompts are left-padded to a multiple of `pad_multiple` (fewer compiles).
   Returns one list of generated ids per prompt, cut after EOS.
+  Raises:
+    ValueError: max_new_tokens < 1, or a prompt plus max_new_tokens longer
+      than the model's context (check_context), before anything compiles.
   """
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+  check_context(model.config, [len(p) for p in prompts], max_new_tokens)
   batch, logits, cache, _ = prefill_prompts(model, prompts, max_new_tokens,
                                             pad_multiple=pad_multiple)
   out, _ = decode(model.config, model.params, cache, logits,
@@ -65,8 +73,12 @@ def sequence_log_likelihood(model: Pretrained, tokens: Sequence[int],
 
   The predictions scored are those made at positions skip .. len-2.
   Returns a float32 array of len(tokens) - skip - 1 values.
+  Raises:
+    ValueError: nothing to score, or more tokens than the model's context
+      (check_context), before anything compiles.
   """
   n = len(tokens)
+  check_context(model.config, [n])
   if not 0 <= skip < n - 1:
     raise ValueError(f"skip={skip} leaves nothing to score in {n} tokens")
   ids = jnp.asarray(tokens, jnp.int32)[None]

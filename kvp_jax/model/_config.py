@@ -45,6 +45,12 @@ class DecoderConfig:
     param_dtype / compute_dtype: dtype names ("float32", "bfloat16").
     attention_query_block: chunks of more queries than this are attended a
       block at a time, bounding the logits' memory (not the result).
+    max_context: the most tokens (positions 0 .. max_context - 1) a sequence
+      may hold, prompt and generated tokens together: the context the model
+      was trained for (Gemma 3 270M: 32768, its GGUF's
+      `gemma3.context_length`). Inference refuses longer inputs with a
+      ValueError naming it (kvp_jax.inference.check_context). Not part of
+      the architecture fingerprint (it changes no weight or output).
   """
   name: str
   vocab_size: int
@@ -67,6 +73,7 @@ class DecoderConfig:
   param_dtype: str = "float32"
   compute_dtype: str = "float32"
   attention_query_block: int | None = 1024
+  max_context: int = 32_768
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -82,6 +89,10 @@ class DecoderConfig:
       raise NotImplementedError("only tied embeddings are implemented")
     for field in ("param_dtype", "compute_dtype"):
       jnp.dtype(getattr(self, field))  # Raises on an unknown dtype name.
+    if (isinstance(self.max_context, bool) or
+        not isinstance(self.max_context, int) or self.max_context < 1):
+      raise ValueError(f"max_context must be a positive int, got "
+                       f"{self.max_context!r}")
 
   @property
   def group_size(self) -> int:
@@ -120,9 +131,11 @@ class DecoderConfig:
     return cls(**d)
 
   def architecture_fingerprint(self) -> str:
-    """Hash of everything that shapes the model's function (not dtypes)."""
+    """Hash of everything that shapes the model's function (not dtypes, nor
+    the context limit: fingerprints recorded before it existed still hold)."""
     d = self.to_dict()
-    for k in ("name", "param_dtype", "compute_dtype", "attention_query_block"):
+    for k in ("name", "param_dtype", "compute_dtype", "attention_query_block",
+              "max_context"):
       d.pop(k)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -143,13 +156,16 @@ def gemma3_270m(**overrides: Any) -> DecoderConfig:
       local_rope_base=10_000.0,
       global_rope_base=1_000_000.0,
       query_scale=256 ** -0.5,
+      max_context=32_768,  # The GGUF's gemma3.context_length.
   )
   return config.replace(**overrides)
 
 
 def tiny(**overrides: Any) -> DecoderConfig:
   """A few-layer model for tests: GQA (4 query heads on 2 KV heads), a short
-  window so sequences of a few dozen tokens cross it, both layer kinds."""
+  window so sequences of a few dozen tokens cross it, both layer kinds.
+  Its context limit is Gemma 3's (32768), so long-context tests run on it;
+  tests of the limit itself override max_context."""
   config = DecoderConfig(
       name="tiny",
       vocab_size=97,
@@ -162,6 +178,7 @@ def tiny(**overrides: Any) -> DecoderConfig:
       attention_pattern=(LOCAL, LOCAL, GLOBAL),
       sliding_window=8,
       query_scale=16 ** -0.5,
+      max_context=32_768,
   )
   return config.replace(**overrides)
 

@@ -14,6 +14,7 @@ from kvp_jax.objective._reward import reward
 from kvp_jax.objective._reward import UNIFORM
 from kvp_jax.objective._reward import WEIGHTINGS
 from kvp_jax.objective._rloo import ADVANTAGE_CLIP
+from kvp_jax.objective._rloo import ADVANTAGE_NORMS
 from kvp_jax.objective._rloo import MIN_REWARD
 from kvp_jax.objective._rloo import rloo_advantages
 from kvp_jax.objective._rloo import rloo_loss

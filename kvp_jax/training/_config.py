@@ -39,6 +39,16 @@ class TrainConfig:
       and evaluation always use the paper's all-budget cost, so runs with
       different rewards are compared on one scale.
     reward_max_budget: the largest budget "truncated" counts.
+    advantage_norm: what the RLOO advantages of K = num_samples > 1
+      rankings per trace are standardised over
+      (kvp_jax.objective.ADVANTAGE_NORMS; the objective's docstring):
+      "per_trace" (the default: each trace's K advantages among
+      themselves, how the shipped K = 4 policy was trained, so the default
+      reproduces it; a departure from the method spec), "batch" (the
+      spec's "standardise over the batch": all K x B advantages of an
+      agent's batch together; untested on dev, no evidence for or against
+      it) or "none" (leave-one-out advantages, only clipped). With K = 1
+      "per_trace" and "batch" are the same (the group is the batch).
   """
   steps: int = 4000
   learning_rate: float = 5e-5
@@ -61,6 +71,7 @@ class TrainConfig:
   best_per_agent: bool = False
   reward_budgets: str = "uniform"
   reward_max_budget: int = 512
+  advantage_norm: str = "per_trace"
 
   def __post_init__(self):
     for name in ("steps", "eval_every", "checkpoint_every", "log_every",
@@ -82,6 +93,9 @@ class TrainConfig:
     if self.reward_max_budget < 1:
       raise ValueError("config.train.reward_max_budget: must be >= 1, got "
                        f"{self.reward_max_budget}")
+    if self.advantage_norm not in objective.ADVANTAGE_NORMS:
+      raise ValueError(f"config.train.advantage_norm: {self.advantage_norm!r}"
+                       f" is not one of {', '.join(objective.ADVANTAGE_NORMS)}")
 
   @property
   def budget_weighting(self) -> objective.BudgetWeighting:

@@ -266,7 +266,7 @@ def prepare(config, tc: TrainConfig, workdir: str | Path) -> Job:
       mesh, state_sh, policy=pcfg, optimizer=optimizer, features=features,
       num_samples=tc.num_samples, ema_decay=tc.ema_decay,
       ema_start=tc.ema_start, windows=windows,
-      weighting=tc.budget_weighting)
+      weighting=tc.budget_weighting, advantage_norm=tc.advantage_norm)
   names = [f"L{l}H{h}" for l in range(*layers)
            for h in range(lay.num_kv_heads)]
   return Job(store=store, train_input=in_cfg, eval_input=eval_cfg,

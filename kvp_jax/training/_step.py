@@ -60,7 +60,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
                optimizer: optax.GradientTransformation, features: Callable,
                num_samples: int, ema_decay: float, ema_start: int,
                windows: tuple[int, ...] | None = None,
-               weighting: objective.BudgetWeighting = objective.UNIFORM):
+               weighting: objective.BudgetWeighting = objective.UNIFORM,
+               advantage_norm: str = "per_trace"):
   """One optimisation step.
 
   Args:
@@ -73,6 +74,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
     features: (batch, feature_params) -> (keys, values) [A, B, T, H].
     windows: per agent, its layer's sliding window (0: global).
     weighting: the budgets the reward sums over (default: all, the paper).
+    advantage_norm: what K > 1 advantages are standardised over
+      (objective.rloo_loss; default "per_trace", the shipped policy's).
   Returns:
     (new state, metrics): scalar metrics plus "per_agent_reward" [A] and
     "finite" (loss and params all finite).
@@ -86,7 +89,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array,
                           inputs["held"])
     return objective.rloo_loss(key, scores, inputs["importance"],
                                inputs["valid"], num_samples,
-                               weighting=weighting)
+                               weighting=weighting,
+                               advantage_norm=advantage_norm)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
@@ -107,8 +111,8 @@ def make_train_step(mesh: Mesh, state_sharding, *, policy: AgentConfig,
                     optimizer: optax.GradientTransformation,
                     features: Callable, num_samples: int, ema_decay: float,
                     ema_start: int, windows: tuple[int, ...] | None = None,
-                    weighting: objective.BudgetWeighting = objective.UNIFORM
-                    ) -> Callable:
+                    weighting: objective.BudgetWeighting = objective.UNIFORM,
+                    advantage_norm: str = "per_trace") -> Callable:
   """`train_step` jitted over a (data, heads) mesh.
 
   The state is sharded as `state_sharding` (agents over heads) and donated;
@@ -123,6 +127,7 @@ def make_train_step(mesh: Mesh, state_sharding, *, policy: AgentConfig,
       functools.partial(train_step, policy=policy, optimizer=optimizer,
                         features=features, num_samples=int(num_samples),
                         ema_decay=float(ema_decay), ema_start=int(ema_start),
-                        windows=windows, weighting=weighting),
+                        windows=windows, weighting=weighting,
+                        advantage_norm=advantage_norm),
       in_shardings=(state_sharding, None, replicated, replicated),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
