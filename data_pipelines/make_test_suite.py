@@ -73,10 +73,15 @@ DIALOGUES_FILE = "dialogues_test.jsonl"
 ID_SUFFIX = "-test"
 COMMAND = "python -m data_pipelines.make_test_suite"
 
-_CONFIG = _cli.define_config_flag()
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", OUTPUT_DIR,
-                                  "Where the suite and its manifest go.")
-_FORCE = flags.DEFINE_bool("force", False, "Rebuild over a frozen suite.")
+
+
+def _define_flags() -> tuple[Any, Any, Any]:
+  """The command's flags, defined only when it runs as a script: the tests
+  import this module beside others that define --config."""
+  return (_cli.define_config_flag(),
+          flags.DEFINE_string("output_dir", OUTPUT_DIR,
+                              "Where the suite and its manifest go."),
+          flags.DEFINE_bool("force", False, "Rebuild over a frozen suite."))
 
 
 def ruler_ood_file(length: int) -> str:
@@ -306,21 +311,23 @@ def build(output_dir: str | Path, tokenizer: samples_lib.TokenizerLike,
 
 
 def main(argv: Sequence[str]) -> None:
+  config_flag, output_dir_flag, force_flag = _FLAGS
   if len(argv) > 1:
     _cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  check_not_frozen(_OUTPUT_DIR.value, _FORCE.value)
-  if _CONFIG.value is None:
+  check_not_frozen(output_dir_flag.value, force_flag.value)
+  if config_flag.value is None:
     _cli.fail("--config is required: the dev grid's config, "
               "experiments/heldout.py")
   # Imported here: it pulls in jax, which flag errors need not wait for.
   from kvp_jax import model  # pylint: disable=import-outside-toplevel
-  manifest = build(_OUTPUT_DIR.value, model.load_tokenizer(),
-                   _CONFIG.value.eval,
+  manifest = build(output_dir_flag.value, model.load_tokenizer(),
+                   config_flag.value.eval,
                    config_flags.get_config_filename(flags.FLAGS["config"]))
   for name, entry in manifest["files"].items():
-    print(f"{Path(_OUTPUT_DIR.value) / name}: {entry['num_samples']} samples, "
+    print(f"{Path(output_dir_flag.value) / name}: {entry['num_samples']} samples, "
           f"{entry['bytes']} bytes, sha256 {entry['sha256']}")
 
 
 if __name__ == "__main__":
+  _FLAGS = _define_flags()
   _cli.run(main)

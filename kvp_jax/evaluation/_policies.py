@@ -87,15 +87,24 @@ def resolve_policies(ec: EvalConfig, workdir: str | Path, model_name: str,
   policy, else <workdir>/policy.kvp), then eval.policies. made_later: an
   earlier stage of the same job makes "kvp"'s policy, so it is left out
   (the evaluation stage resolves it). `resolved`: policies resolved before
-  (by name), taken as they are."""
+  (by name), taken as they are.
+
+  Raises:
+    ArtifactError: naming every policy that is missing or unusable.
+  """
   resolved = resolved or {}
-  out = {}
+  out, errors = {}, []
   default = str(Path(workdir) / "policy.kvp")
   for name, source in ec.policy_sources(default).items():
     if made_later and name == "kvp":
       continue
-    out[name] = resolved.get(name) or resolve_policy(
-        name, source, model_name, fingerprint, load=load)
+    try:
+      out[name] = resolved.get(name) or resolve_policy(
+          name, source, model_name, fingerprint, load=load)
+    except policy_lib.ArtifactError as e:
+      errors.append(str(e))
+  if errors:  # every unusable policy named at once, not one per rerun.
+    raise policy_lib.ArtifactError(" | ".join(errors))
   return out
 
 

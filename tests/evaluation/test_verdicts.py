@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from kvp_jax.evaluation import _multiplicity
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
@@ -55,10 +56,11 @@ def test_report_verdicts_are_the_paired_function(tmp_path):
   paired = [{k: v for k, v in r.items() if k != "kind"} for r in written
             if r["kind"] == "paired"]
   compressed = [r for r in rows if r["scorer"] != "full"]
-  want = _paired.kvp_against_baselines(
+  want = _multiplicity.adjust_comparisons(_paired.kvp_against_baselines(
       compressed + _verdicts.retention_rows(rows), num_resamples=10000,
-      seed=0)
+      seed=0))
   assert paired == json.loads(json.dumps(want))
+  assert all("p_holm" in r and "verdict_holm" in r for r in paired)
   assert {(r["metric"], r["family"]) for r in paired} == {
       (m, f) for m in ("accuracy", "kl", "retention")
       for f in ("query_free", "query_aware")}
