@@ -102,7 +102,11 @@ class EpisodicSuite(_suites.SuiteKind):
               rng=rng)
         for row in result:
           del row["sample"]       # The item's id, which Cell.row writes.
-        run.log.add(c.cell.row(item, "accuracy", row.pop("value"), **row)
+        # cluster: the paired intervals resample conversations, not
+        # questions (kvp_jax.evaluation._bootstrap).
+        run.log.add(c.cell.row(item, "accuracy", row.pop("value"),
+                               cluster=item.sample.metadata["conversation_id"],
+                               **row)
                     for item, row in zip(todo, result))
 
 

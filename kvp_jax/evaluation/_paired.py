@@ -1,37 +1,34 @@
-"""Paired comparisons of two scorers over the same samples, with a bootstrap.
+"""Paired comparisons of two scorers over the same samples, cell by cell.
 
-Every scorer of an evaluation sees the same samples, so two scorers are
-compared on their per-sample differences d_i = a_i - b_i (i = 1..n). The
-95% interval of the mean difference is the percentile bootstrap: resample
-the n differences with replacement, take the mean, and read the 2.5% and
-97.5% quantiles of those means. When n^n is at most the number of resamples
-every resample is enumerated instead (the exact bootstrap distribution).
+Every scorer of an evaluation sees the same samples, so KVP and a baseline
+are compared on their per-sample differences with a bootstrap interval
+(kvp_jax.evaluation._bootstrap): over samples, or over clusters of samples
+when the rows name one (`cluster`: the conversation of a question, so the
+interval resamples conversations, not questions). Lower is better for
+perplexity, the normalised cost, KL and evicted shares.
 
-The verdict is "not distinguishable" when the interval contains 0, else
-"better" or "worse" for the first scorer (a), in the metric's direction:
-lower is better for perplexity, the normalised cost, KL and evicted shares.
-
-  paired_bootstrap(a, b)            one pair of [n] arrays -> PairedDifference
   kvp_against_baselines(rows)      per (suite, budget, metric): KVP against
                                     the best query-free and the best
-                                    query-aware baseline
+                                    query-aware baseline (or every one)
   (their markdown tables: _paired_tables)
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
 from kvp_jax import scorers as scorers_lib
-from kvp_jax.evaluation import _multiplicity
-
-BETTER = "better"
-WORSE = "worse"
-TIE = "not distinguishable"
+# The statistics, re-exported: callers read them from here.
+from kvp_jax.evaluation._bootstrap import BETTER
+from kvp_jax.evaluation._bootstrap import paired_bootstrap
+from kvp_jax.evaluation._bootstrap import paired_cluster_bootstrap
+from kvp_jax.evaluation._bootstrap import PairedDifference
+from kvp_jax.evaluation._bootstrap import TIE
+from kvp_jax.evaluation._bootstrap import verdict
+from kvp_jax.evaluation._bootstrap import WORSE
 
 # Metrics of the result rows where a smaller value is better.
 LOWER_IS_BETTER = frozenset({
@@ -62,123 +59,6 @@ def is_extra_policy(scorer: str) -> bool:
   """An extra policy of the grid ("kvp_<label>", eval.policies)."""
   return scorer.startswith(EXTRA_POLICY_PREFIX)
 
-# Resampled indices held in memory at once (bounds the [m, n] index block).
-_CHUNK_ELEMENTS = 1 << 22
-# The largest exact enumeration (n^n resamples) allowed.
-_MAX_EXACT = 1 << 20
-
-
-@dataclasses.dataclass(frozen=True)
-class PairedDifference:
-  """The mean of a - b over paired samples and its bootstrap interval.
-
-  Attributes:
-    mean: mean over samples of a_i - b_i.
-    low, high: the bootstrap percentile interval of the mean (NaN when
-      fewer than 2 samples).
-    verdict: BETTER / WORSE (for a, in the metric's direction) or TIE (the
-      interval contains 0, or fewer than 2 samples).
-    num_samples: n.
-    exact: the interval comes from enumerating all n^n resamples.
-    p_value: the two-sided bootstrap p-value of a zero mean difference
-      (_multiplicity.bootstrap_p_value; NaN when fewer than 2 samples).
-  """
-  mean: float
-  low: float
-  high: float
-  verdict: str
-  num_samples: int
-  exact: bool
-  p_value: float = float("nan")
-
-
-def _exact_means(d: np.ndarray) -> np.ndarray:
-  """[n^n] means of every resample (index tuples in mixed radix n)."""
-  n = d.size
-  code = np.arange(n ** n, dtype=np.int64)[:, None]                # [N, 1]
-  digits = (code // n ** np.arange(n, dtype=np.int64)[None]) % n   # [N, n]
-  return d[digits].mean(axis=1)
-
-
-def _sampled_means(d: np.ndarray, num_resamples: int,
-                   seed: int) -> np.ndarray:
-  """[num_resamples] means of resamples drawn with replacement (seeded)."""
-  n = d.size
-  rng = np.random.default_rng(seed)
-  rows = max(1, _CHUNK_ELEMENTS // n)
-  out = np.empty(num_resamples, np.float64)
-  for start in range(0, num_resamples, rows):
-    m = min(rows, num_resamples - start)
-    idx = rng.integers(0, n, size=(m, n))                           # [m, n]
-    out[start:start + m] = d[idx].mean(axis=1)
-  return out
-
-
-def verdict(low: float, high: float, lower_is_better: bool) -> str:
-  """BETTER / WORSE for the first scorer of a - b, TIE if low <= 0 <= high."""
-  if not (np.isfinite(low) and np.isfinite(high)) or low <= 0.0 <= high:
-    return TIE
-  return BETTER if (low > 0.0) != lower_is_better else WORSE
-
-
-def paired_bootstrap(a: Sequence[float] | np.ndarray,
-                     b: Sequence[float] | np.ndarray, *,
-                     lower_is_better: bool = False,
-                     num_resamples: int = 10000, confidence: float = 0.95,
-                     seed: int = 0, exact: bool | None = None
-                     ) -> PairedDifference:
-  """Mean of a - b over paired samples, with a percentile bootstrap interval.
-
-  Args:
-    a: [n] per-sample values of the first method (e.g. KVP).
-    b: [n] the second method's values on the same samples, same order.
-    lower_is_better: the metric's direction (perplexity, KL: True); it only
-      decides between BETTER and WORSE.
-    num_resamples: bootstrap resamples (>= 2000).
-    confidence: the interval's coverage, in (0, 1).
-    seed: numpy seed of the resampling: the same inputs and seed give the
-      same interval.
-    exact: True enumerates all n^n resamples (up to 2^20 of them); False
-      samples num_resamples; None (default) enumerates when
-      n^n <= num_resamples.
-  Returns:
-    PairedDifference (mean, low, high, verdict, num_samples, exact). The
-    quantiles are numpy's default (linear interpolation between order
-    statistics of the resampled means).
-  Raises:
-    ValueError: shapes differ or are not 1-d, non-finite values, too few
-      resamples, or a confidence outside (0, 1).
-  """
-  a = np.asarray(a, np.float64)
-  b = np.asarray(b, np.float64)
-  if a.ndim != 1 or a.shape != b.shape:
-    raise ValueError(f"paired values must be two 1-d arrays of one length, "
-                     f"got shapes {a.shape} and {b.shape}")
-  if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-    raise ValueError("paired values must be finite")
-  if num_resamples < 2000:
-    raise ValueError(f"num_resamples={num_resamples} is below 2000")
-  if not 0.0 < confidence < 1.0:
-    raise ValueError(f"confidence={confidence} must be in (0, 1)")
-  d = a - b
-  n = d.size
-  mean = float(d.mean()) if n else float("nan")
-  if n < 2:
-    return PairedDifference(mean, float("nan"), float("nan"), TIE, n, False)
-  if exact is None:
-    exact = n ** n <= num_resamples     # Python ints: no overflow.
-  if exact and n ** n > _MAX_EXACT:
-    raise ValueError(f"exact bootstrap of n={n} samples needs n^n = {n ** n} "
-                     f"resamples (at most {_MAX_EXACT})")
-  means = _exact_means(d) if exact else _sampled_means(d, num_resamples, seed)
-  alpha = 1.0 - confidence
-  low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-  low, high = float(low), float(high)
-  return PairedDifference(mean, low, high,
-                          verdict(low, high, lower_is_better), n, bool(exact),
-                          _multiplicity.bootstrap_p_value(means))
-
-
 _CELL = ("suite", "budget", "metric", "protocol", "allocation")
 
 
@@ -198,7 +78,8 @@ def kvp_against_baselines(
   baseline of a family is the one with the best mean `value` over its
   samples in the cell (ties: the first name in sorted order); KVP minus that
   baseline is then bootstrapped over the samples both have, taken in sorted
-  order of their ids (so the result does not depend on the rows' order).
+  order of their ids (so the result does not depend on the rows' order),
+  by cluster when every shared sample's rows name one (`cluster`).
 
   Args:
     rows: per-sample dicts with at least suite, sample, scorer, budget,
@@ -223,6 +104,7 @@ def kvp_against_baselines(
   """
   families = baseline_families() if families is None else families
   cells = collections.defaultdict(dict)      # cell -> scorer -> sample -> v.
+  cluster_of = {}                            # sample -> its cluster.
   for r in rows:
     key = tuple(str(r.get(k)) for k in _CELL)
     per_sample = cells[key].setdefault(r["scorer"], {})
@@ -231,6 +113,8 @@ def kvp_against_baselines(
       raise ValueError(f"two rows for scorer {r['scorer']!r}, sample "
                        f"{sample!r} in cell {dict(zip(_CELL, key))}")
     per_sample[sample] = float(r["value"])
+    if r.get("cluster") is not None:
+      cluster_of[sample] = str(r["cluster"])
   out = []
   for key in sorted(cells, key=_cell_order):
     by_scorer = cells[key]
@@ -252,15 +136,21 @@ def kvp_against_baselines(
           continue
         a = np.asarray([ours[s] for s in shared])
         b = np.asarray([by_scorer[best][s] for s in shared])
-        diff = paired_bootstrap(a, b, lower_is_better=lower,
-                                num_resamples=num_resamples,
-                                confidence=confidence, seed=seed)
+        settings = dict(lower_is_better=lower, num_resamples=num_resamples,
+                        confidence=confidence, seed=seed)
+        if all(s in cluster_of for s in shared):
+          diff = paired_cluster_bootstrap(
+              a, b, [cluster_of[s] for s in shared], **settings)
+          clustered = {"num_clusters": diff.num_clusters}
+        else:
+          diff, clustered = paired_bootstrap(a, b, **settings), {}
         out.append(dict(
             zip(_CELL, key), method=kvp, family=family, baseline=best,
             num_samples=diff.num_samples, kvp_mean=float(a.mean()),
             baseline_mean=float(b.mean()), difference=diff.mean,
             low=diff.low, high=diff.high, verdict=diff.verdict,
-            lower_is_better=lower, exact=diff.exact, p_value=diff.p_value))
+            lower_is_better=lower, exact=diff.exact, p_value=diff.p_value,
+            **clustered))
   return out
 
 

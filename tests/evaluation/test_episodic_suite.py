@@ -58,6 +58,12 @@ def test_episodic_suite_runs_and_resumes(model, tmp_path, monkeypatch):
              for r in episodic)
   plain = [r for r in log.rows if r["scorer"] in ("kvp", "snapkv", "h2o")]
   assert len(plain) == 3 * 4 and all("episode" not in r for r in plain)
+  # Every question names its conversation, so the paired intervals resample
+  # conversations (one here: no interval).
+  assert {r["cluster"] for r in log.rows} == {
+      r["sample"].rsplit("-q", 1)[0] for r in log.rows}
+  verdicts = (tmp_path / "eval" / "verdicts.jsonl").read_text()
+  assert '"num_clusters": 1' in verdicts
   # Peak memory: one cache of at most budget + block slots per head for a
   # plain baseline; E caches (here with sensitivity-aware layer budgets)
   # for EpiCache.
