@@ -39,7 +39,10 @@ Departures from EpiCache: windows of the synthetic transcripts, not LoCoMo
 sessions; the layer profile compares the keys of the last 128 tokens over a
 compressed vs a full cache (EpiCache: a block-sparse mask). This config PINS
 the library's earlier options, with which the committed results were made
-(the library's defaults are now the paper's): the observation window is
+(the library's defaults are now the paper's): the layer profile is made
+on the first conversation evaluated (the default: a calibration
+conversation built from dialogues no evaluated conversation uses); the
+observation window is
 scored by SnapKV's pooled attention (EPISODIC["scorer"] = "snapkv"; the
 paper, and the default "kvzip": KVzip's max over the queries and the GQA
 group, no pooling); the sensitive suite's budgets follow sensitivity**alpha
@@ -65,6 +68,9 @@ EPISODIC = {"num_episodes": 3, "utterances": 4, "medoids": 2,
             "embedding": "embedding", "route_by": "centroid", "seed": 0,
             "scorer": "snapkv", "rule": "power", "matched_memory": False}
 PROFILE = "runs/layer_profiles/gemma3_270m.json"
+# The profile's text, pinned: the first conversation evaluated (the default
+# is a calibration conversation that no evaluated one contains).
+CALIBRATION = "first_conversation"
 # The plain baselines: each compresses the conversation once, block by block.
 SCORERS = ["kvp", "roco", "snapkv", "keydiff", "streaming_llm"]
 BUDGETS = [256, 512, 1024, 2048]
@@ -75,8 +81,8 @@ def episodic_suite(name: str, layer_profile: str = "", alpha: float = 1.0,
                    plain: bool = True) -> dict:
   suite = {"kind": "episodic", "name": name,
            "conversations": dict(CONVERSATIONS), "episodic": dict(EPISODIC),
-           "layer_profile": layer_profile, "alpha": alpha,
-           "min_fraction": 0.25, "plain": plain}
+           "layer_profile": layer_profile, "calibration": CALIBRATION,
+           "alpha": alpha, "min_fraction": 0.25, "plain": plain}
   if blend_weight is not None:
     suite["blend_weight"] = blend_weight
   return suite

@@ -91,8 +91,8 @@ class SuiteConfig:
       None for each task's own (ruler, attention_cost).
     text_files: perplexity suites: extra text files to score.
     context_tokens, continuation_tokens: how those files are cut.
-    conversations, episodic, layer_profile, alpha, min_fraction,
-      blend_weight, plain: the episodic suite's (see
+    conversations, episodic, layer_profile, calibration, alpha,
+      min_fraction, blend_weight, plain: the episodic suite's (see
       kvp_jax.evaluation._episodic_suite).
     ratios: the long_text suite's budgets as shares of each context (see
       kvp_jax.evaluation._long_text_suite).
@@ -107,6 +107,7 @@ class SuiteConfig:
   conversations: Any = None
   episodic: Any = None
   layer_profile: str = ""
+  calibration: Any = None
   alpha: Optional[float] = None
   min_fraction: float = 0.25
   blend_weight: Optional[float] = None

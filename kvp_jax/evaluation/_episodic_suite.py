@@ -23,6 +23,13 @@ over the medoid).
    (budget x layers, the window-capped layers' excess going to the
    others)},
    "layer_profile": JSON path ("" = uniform budgets),
+   "calibration": the text the profile is made on, when its file does not
+   exist yet: {"num_conversations": n, "target_length": t, "seed": s}
+   (default: one conversation of the suite's length, seed
+   CALIBRATION_SEED) built from chitchat dialogues that no conversation of
+   the suite uses, so no evaluated conversation contains it (recorded in
+   the file and checked whenever it is read) | "first_conversation" (the
+   earlier choice: the first conversation evaluated),
    "alpha": float (absent: the rule's, 1.3 | 1.0), "min_fraction": float,
    "blend_weight": float (adds an EPICACHE_KVP cell),
    "plain": bool (default true)}
@@ -35,15 +42,23 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _suites
 from kvp_jax.evaluation._grid import Evaluated, FULL
+from kvp_jax.samples import dialogues
 from kvp_jax.samples import long_conversations
 
 EPICACHE = _paired.EPICACHE           # Episodes scored by their medoids.
 EPICACHE_KVP = _paired.EPICACHE_KVP   # The same, KVP blended into the score.
+CALIBRATION_SEED = 9000   # No suite's conversations use it (they: 2000).
+FIRST_CONVERSATION = "first_conversation"
 
 
 @_suites.register
@@ -92,7 +107,8 @@ class EpisodicSuite(_suites.SuiteKind):
           result = eviction_lib.answer_conversation(
               run.model, c.scorer, c.eviction, [i.sample for i in todo],
               episodic, layer_budgets=_layer_budgets(
-                  run.model, settings, episodic, c.eviction, todo[0].sample),
+                  run.model, settings, episodic, c.eviction, todo[0].sample,
+                  [i.sample for i in run.items]),
               rng=rng)
           for row in result:
             row["routed_to_fact"] = row["episode"] == row["fact_episode"]
@@ -145,22 +161,38 @@ def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any],
                           protected=grid.protected)), by_episode
 
 
-def _layer_budgets(model, settings, episodic, eviction, sample):
+def _layer_budgets(model, settings, episodic, eviction, sample,
+                   evaluated=()):
   """Sensitivity-aware per-layer budgets from the suite's layer profile, or
-  None. The profile is made once per model (on `sample`'s context, with
-  keydiff at the first budget asked for) and reused from its file; the
-  budgets follow episodic.rule and hold what the uniform cell holds unless
-  episodic.matched_memory is false."""
+  None. The profile is made once per model (on the suite's calibration
+  text, with keydiff at the first budget asked for) and reused from its
+  file, its calibration text checked against the `evaluated` samples (the
+  suite's) each time; the budgets follow episodic.rule and hold what the
+  uniform cell holds unless episodic.matched_memory is false. `sample`:
+  the conversation being evaluated (the text of "first_conversation")."""
   path = settings.get("layer_profile")
   if not path:
     return None
-  context = model.tokenizer.encode(sample.context, add_bos=True)
-  profile_eviction = eviction_lib.Eviction(
-      eviction.budget, protocol="chunked", chunk_size=eviction.chunk_size,
-      protected=eviction.protected)
-  sensitivity = eviction_lib.load_or_profile(
-      path, model, [context], scorers_lib.get_scorer("keydiff"),
-      profile_eviction)
+  calibration = settings.get("calibration") or {}
+  if Path(path).is_file():
+    profile = eviction_lib.read_profile(path, model)
+    if calibration != FIRST_CONVERSATION:
+      check_disjoint(profile.get("calibration"), evaluated, path)
+    sensitivity = np.asarray(profile["sensitivity"], np.float32)
+  else:
+    if calibration == FIRST_CONVERSATION:
+      prompts = [model.tokenizer.encode(sample.context, add_bos=True)]
+      info = {"kind": FIRST_CONVERSATION,
+              "conversations": [sample.metadata.get("conversation_id")]}
+    else:
+      prompts, info = calibration_prompts(model.tokenizer, settings,
+                                          evaluated)
+    sensitivity = eviction_lib.load_or_profile(
+        path, model, prompts, scorers_lib.get_scorer("keydiff"),
+        eviction_lib.Eviction(eviction.budget, protocol="chunked",
+                              chunk_size=eviction.chunk_size,
+                              protected=eviction.protected),
+        calibration=info)
   rule = episodic.rule
   alpha = settings.get("alpha")
   alpha = None if alpha is None else float(alpha)
@@ -175,3 +207,67 @@ def _layer_budgets(model, settings, episodic, eviction, sample):
       sensitivity, eviction.budget * model.config.num_layers, rule=rule,
       alpha=alpha, floor=floor,
       caps=eviction_lib.window_caps(model.config, floor))
+
+
+def _text_hash(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sources(samples) -> set[str]:
+  return {str(x) for s in samples for x in s.metadata.get("sources", ())}
+
+
+def calibration_prompts(tokenizer, settings: Mapping[str, Any],
+                        evaluated: Sequence[Any]
+                        ) -> tuple[list[list[int]], dict[str, Any]]:
+  """The token lists a layer profile is made on, and their record: long
+  conversations built from the chitchat dialogues none of the `evaluated`
+  samples uses (settings["calibration"]: num_conversations, target_length,
+  seed; defaults 1, the suite's target length, CALIBRATION_SEED).
+
+  Raises:
+    ValueError: unknown calibration fields.
+  """
+  spec = dict(settings.get("calibration") or {})
+  suite_spec = settings.get("conversations") or {}
+  n = int(spec.pop("num_conversations", 1))
+  length = int(spec.pop("target_length",
+                        suite_spec.get("target_length", 4096)))
+  seed = int(spec.pop("seed", CALIBRATION_SEED))
+  if spec:
+    raise ValueError(f"calibration: unknown fields {sorted(spec)}")
+  used = _sources(evaluated)
+  pool = [c for c in dialogues.load_conversations() if c.id not in used]
+  built = long_conversations.generate_long_conversations(
+      n, length, tokenizer, seed, conversations=pool)
+  contexts = {s.metadata["conversation_id"]: s for s in built}
+  info = {"kind": "calibration", "num_conversations": n,
+          "target_length": length, "seed": seed,
+          "conversations": sorted(contexts),
+          "text_sha256": sorted(_text_hash(s.context)
+                                for s in contexts.values()),
+          "sources": sorted(_sources(contexts.values()))}
+  check_disjoint(info, evaluated, "the calibration text")
+  return [tokenizer.encode(s.context, add_bos=True)
+          for s in contexts.values()], info
+
+
+def check_disjoint(info: Mapping[str, Any] | None, evaluated: Sequence[Any],
+                   where: Any) -> None:
+  """Raises ValueError, naming `where`, unless the calibration record
+  `info` shares no conversation id, text or source dialogue with the
+  evaluated samples."""
+  if not info or info.get("kind") != "calibration":
+    raise ValueError(f"{where}: the profile records no calibration text "
+                     f"disjoint from the evaluated conversations; delete "
+                     f"it to profile again (or set the suite's calibration "
+                     f"to {FIRST_CONVERSATION!r})")
+  ids = {s.metadata.get("conversation_id") for s in evaluated}
+  texts = {_text_hash(s.context) for s in evaluated}
+  shared = (sorted(ids & set(info["conversations"])) +
+            sorted(texts & set(info["text_sha256"]))[:1] +
+            sorted(_sources(evaluated) & set(info["sources"]))[:3])
+  if shared:
+    raise ValueError(f"{where}: its calibration text overlaps the evaluated "
+                     f"conversations ({', '.join(shared)}); delete it to "
+                     f"profile again")

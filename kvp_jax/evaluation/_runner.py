@@ -60,7 +60,7 @@ def run_grid(model: Pretrained, grid: Grid, suites: Sequence[Mapping],
     name = _suites.suite_name(suite, index)
     items = _suites.build_suite(suite, model.tokenizer)
     batches = list(kind.batches(items, grid.batch_size))
-    run = _suites.SuiteRun(model, grid, name, suite, log, rng)
+    run = _suites.SuiteRun(model, grid, name, suite, log, rng, items)
     bar = tqdm(_log.process_batches(batches, log), desc=f"evaluating {name}",
                unit="batch", disable=not progress,
                total=len(distributed.process_shard(len(batches), True)))

@@ -51,13 +51,15 @@ class Item:
 @dataclasses.dataclass(frozen=True)
 class SuiteRun:
   """What a suite kind's `run` works with: the model, the grid, the suite's
-  name and settings, the sample log and the grid's PRNG key."""
+  name and settings, the sample log, the grid's PRNG key and every item of
+  the suite (a batch holds some)."""
   model: Pretrained
   grid: Grid
   suite: str
   settings: Mapping[str, Any]
   log: SampleLog
   rng: jax.Array
+  items: Sequence[Item] = ()
 
   def pending(self, cells: Sequence[Evaluated], batch: Sequence[Item],
               metrics: Sequence[str]) -> list[Evaluated]:

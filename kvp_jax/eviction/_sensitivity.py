@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -392,13 +392,16 @@ def read_profile(path: str | os.PathLike[str], model: Pretrained) -> dict:
 def load_or_profile(path: str | os.PathLike[str], model: Pretrained,
                     prompts: Sequence[Sequence[int]], scorer,
                     eviction: Eviction, probe_tokens: int = 128,
-                    rng: jax.Array | None = None) -> np.ndarray:
+                    rng: jax.Array | None = None,
+                    calibration: Mapping[str, Any] | None = None
+                    ) -> np.ndarray:
   """The model's [L] layer sensitivities from `path`, profiled and saved
   there first if the file does not exist yet.
 
   A saved profile is reused whatever budget, scorer or prompts are passed
   now (they are recorded in the file): it is one profile per model; delete
-  the file to profile again.
+  the file to profile again. `calibration`: what the prompts are (recorded
+  as the file's "calibration", for the caller to check on reuse).
   """
   path = Path(path)
   if path.is_file():
@@ -412,5 +415,6 @@ def load_or_profile(path: str | os.PathLike[str], model: Pretrained,
       "budget": eviction.budget, "protocol": eviction.protocol,
       "chunk_size": eviction.chunk_size, "probe_tokens": probe_tokens,
       "num_prompts": len(prompts),
+      **({"calibration": dict(calibration)} if calibration else {}),
       "sensitivity": [float(x) for x in s]})
   return s

@@ -163,7 +163,7 @@ def test_layer_budgets_follow_the_rule_and_match_the_uniform_memory(
   protected = cache_lib.Protected()
   eviction = eviction_lib.Eviction(48, protocol="chunked", chunk_size=64,
                                    protected=protected)
-  suite = {"layer_profile": str(path)}
+  suite = {"layer_profile": str(path), "calibration": "first_conversation"}
   got = _episodic_suite._layer_budgets(model, suite, _settings(), eviction,
                                        sample)
   assert got == eviction_lib.matched_layer_budgets(
@@ -219,3 +219,73 @@ def test_the_experiment_pins_the_earlier_options():
     assert (settings.scorer, settings.rule, settings.matched_memory) == (
         "snapkv", "power", False)
     assert suite["alpha"] == 1.0 and suite["min_fraction"] == 0.25
+    assert suite["calibration"] == "first_conversation"
+
+
+def _conversations(model, n=2, seed=5):
+  from kvp_jax.samples import long_conversations
+  return long_conversations.generate_long_conversations(
+      n, 600, model.tokenizer, seed, num_facts=2, max_new_tokens=4)
+
+
+def test_the_calibration_text_is_disjoint_from_the_evaluated_one(model):
+  """The default profile text: a conversation built from dialogues that no
+  evaluated conversation uses (ids, texts and source dialogues disjoint)."""
+  from kvp_jax.evaluation import _episodic_suite
+  evaluated = _conversations(model)
+  settings = {"conversations": {"target_length": 600}}
+  prompts, info = _episodic_suite.calibration_prompts(
+      model.tokenizer, settings, evaluated)
+  assert len(prompts) == 1 and 300 < len(prompts[0]) <= 600
+  assert info["seed"] == _episodic_suite.CALIBRATION_SEED
+  used = {x for s in evaluated for x in s.metadata["sources"]}
+  assert info["sources"] and not used & set(info["sources"])
+  assert not {s.metadata["conversation_id"] for s in evaluated} & set(
+      info["conversations"])
+  texts = {s.context for s in evaluated}
+  assert model.tokenizer.decode(prompts[0][1:]) not in texts
+  # A record sharing one source dialogue with them is refused.
+  with pytest.raises(ValueError, match="profile.json: its calibration"):
+    _episodic_suite.check_disjoint(
+        dict(info, sources=evaluated[0].metadata["sources"][:1]),
+        evaluated, "profile.json")
+
+
+def test_a_profile_is_made_on_calibration_text_and_checked_on_reuse(
+    model, tmp_path):
+  import json
+  import types
+  from kvp_jax import cache as cache_lib
+  from kvp_jax import eviction as eviction_lib
+  from kvp_jax.evaluation import _episodic_suite
+  evaluated = _conversations(model)
+  path = tmp_path / "profile.json"
+  eviction = eviction_lib.Eviction(48, protocol="chunked", chunk_size=64,
+                                   protected=cache_lib.Protected())
+  suite = {"layer_profile": str(path),
+           "conversations": {"target_length": 600}}
+  first = _episodic_suite._layer_budgets(model, suite, _settings(), eviction,
+                                         evaluated[0], evaluated)
+  record = json.loads(path.read_text())["calibration"]
+  assert record["kind"] == "calibration" and record["sources"]
+  # Reused as it is for the same conversations.
+  assert _episodic_suite._layer_budgets(
+      model, suite, _settings(), eviction, evaluated[1], evaluated) == first
+  # Another suite whose conversations contain the calibration text: refused.
+  overlapping = [types.SimpleNamespace(
+      context="x", metadata={"conversation_id": "c",
+                             "sources": record["sources"][:1]})]
+  with pytest.raises(ValueError, match="overlaps the evaluated"):
+    _episodic_suite._layer_budgets(model, suite, _settings(), eviction,
+                                   overlapping[0], overlapping)
+  # A profile without a calibration record (the earlier kind) is refused
+  # unless the suite asks for the first conversation.
+  record_free = json.loads(path.read_text())
+  del record_free["calibration"]
+  path.write_text(json.dumps(record_free))
+  with pytest.raises(ValueError, match="records no calibration text"):
+    _episodic_suite._layer_budgets(model, suite, _settings(), eviction,
+                                   evaluated[0], evaluated)
+  assert _episodic_suite._layer_budgets(
+      model, dict(suite, calibration="first_conversation"), _settings(),
+      eviction, evaluated[0], evaluated) == first
