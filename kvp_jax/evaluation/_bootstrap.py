@@ -66,26 +66,35 @@ class PairedDifference:
   num_clusters: int | None = None
 
 
-def _exact_means(d: np.ndarray) -> np.ndarray:
-  """[n^n] means of every resample (index tuples in mixed radix n)."""
-  n = d.size
+def _every_draw(n: int) -> np.ndarray:
+  """[n^n, n] every ordered draw of n indices out of n (mixed radix n)."""
   code = np.arange(n ** n, dtype=np.int64)[:, None]                # [N, 1]
-  digits = (code // n ** np.arange(n, dtype=np.int64)[None]) % n   # [N, n]
-  return d[digits].mean(axis=1)
+  return (code // n ** np.arange(n, dtype=np.int64)[None]) % n     # [N, n]
 
 
-def _sampled_means(d: np.ndarray, num_resamples: int,
-                   seed: int) -> np.ndarray:
-  """[num_resamples] means of resamples drawn with replacement (seeded)."""
-  n = d.size
+def _sampled_draws(n: int, num_resamples: int, seed: int, statistic
+                   ) -> np.ndarray:
+  """[num_resamples] statistic([m, n] index draws with replacement), drawn
+  in blocks (seeded)."""
   rng = np.random.default_rng(seed)
   rows = max(1, _CHUNK_ELEMENTS // n)
   out = np.empty(num_resamples, np.float64)
   for start in range(0, num_resamples, rows):
     m = min(rows, num_resamples - start)
-    idx = rng.integers(0, n, size=(m, n))                           # [m, n]
-    out[start:start + m] = d[idx].mean(axis=1)
+    out[start:start + m] = statistic(rng.integers(0, n, size=(m, n)))
   return out
+
+
+def _exact_means(d: np.ndarray) -> np.ndarray:
+  """[n^n] means of every resample."""
+  return d[_every_draw(d.size)].mean(axis=1)
+
+
+def _sampled_means(d: np.ndarray, num_resamples: int,
+                   seed: int) -> np.ndarray:
+  """[num_resamples] means of resamples drawn with replacement (seeded)."""
+  return _sampled_draws(d.size, num_resamples, seed,
+                        lambda idx: d[idx].mean(axis=1))
 
 
 def verdict(low: float, high: float, lower_is_better: bool) -> str:
@@ -162,26 +171,9 @@ def paired_bootstrap(a: Sequence[float] | np.ndarray,
                           _multiplicity.bootstrap_p_value(means))
 
 
-def _exact_cluster_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-  """[C^C] pooled means of every resample of the C clusters."""
-  c = sums.size
-  code = np.arange(c ** c, dtype=np.int64)[:, None]                # [N, 1]
-  digits = (code // c ** np.arange(c, dtype=np.int64)[None]) % c   # [N, C]
-  return sums[digits].sum(axis=1) / counts[digits].sum(axis=1)
-
-
-def _sampled_cluster_means(sums: np.ndarray, counts: np.ndarray,
-                           num_resamples: int, seed: int) -> np.ndarray:
-  """[num_resamples] pooled means of cluster resamples (seeded)."""
-  c = sums.size
-  rng = np.random.default_rng(seed)
-  rows = max(1, _CHUNK_ELEMENTS // c)
-  out = np.empty(num_resamples, np.float64)
-  for start in range(0, num_resamples, rows):
-    m = min(rows, num_resamples - start)
-    idx = rng.integers(0, c, size=(m, c))                           # [m, C]
-    out[start:start + m] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-  return out
+def _pooled_means(sums: np.ndarray, counts: np.ndarray):
+  """The statistic of a cluster draw [m, C]: its pooled mean."""
+  return lambda idx: sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
 
 
 def paired_cluster_bootstrap(a: Sequence[float] | np.ndarray,
@@ -233,8 +225,9 @@ def paired_cluster_bootstrap(a: Sequence[float] | np.ndarray,
   if exact and c ** c > _MAX_EXACT:
     raise ValueError(f"exact bootstrap of {c} clusters needs C^C = {c ** c} "
                      f"resamples (at most {_MAX_EXACT})")
-  means = (_exact_cluster_means(sums, counts) if exact else
-           _sampled_cluster_means(sums, counts, num_resamples, seed))
+  pooled = _pooled_means(sums, counts)
+  means = (pooled(_every_draw(c)) if exact else
+           _sampled_draws(c, num_resamples, seed, pooled))
   alpha = 1.0 - confidence
   low, high = (float(q) for q in np.quantile(means, [alpha / 2,
                                                       1 - alpha / 2]))
