@@ -64,6 +64,13 @@ FAMILIES = {
         {"name": "position_absolute", "policy.position_mode": "absolute"},
         {"name": "position_age", "policy.position_mode": "relative"},
         {"name": "position_none", "policy.use_position": False}],
+    # Position features that mean the same at every context length (for
+    # contexts past the trained one; kvp_jax.policy.depth_bucket,
+    # log_age_bucket).
+    "length_free": [
+        {"name": "position_depth", "policy.position_mode": "depth"},
+        {"name": "position_depth_log_age",
+         "policy.position_mode": "depth_log_age"}],
     "target": [
         {"name": "target_value_weighted", "traces.target": "value_weighted"}],
 }

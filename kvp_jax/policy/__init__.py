@@ -4,6 +4,13 @@ from kvp_jax.policy._agent import ABSOLUTE
 from kvp_jax.policy._agent import Agent
 from kvp_jax.policy._agent import AgentConfig
 from kvp_jax.policy._agent import BOTH
+from kvp_jax.policy._agent import DEPTH
+from kvp_jax.policy._agent import DEPTH_LOG_AGE
+from kvp_jax.policy._agent import depth_bucket
+from kvp_jax.policy._agent import LOG_AGE
+from kvp_jax.policy._agent import LOG_AGE_ROWS
+from kvp_jax.policy._agent import LOG_AGE_STEPS
+from kvp_jax.policy._agent import log_age_bucket
 from kvp_jax.policy._agent import POSITION_MODES
 from kvp_jax.policy._agent import RELATIVE
 from kvp_jax.policy._agent import key_contrast

@@ -6,6 +6,8 @@ Method section 3 (arXiv 2602.10238): for every cached token j of one
     k' = LN(Dense(feature_width)(k_j))
     v' = LN(Dense(feature_width)(v_j))
     p' = LN(Embed(max_position, position_dim)(min(pos_j, max_position - 1)))
+        (position_mode "absolute"; "relative": the age; "depth", "log_age",
+        "depth_log_age": the length-free buckets below)
     c' = LN(Dense(feature_width)(u_j - a)), cos(u_j, a)       # use_key_contrast
     h  = concat(enabled features)
     h  = silu(LN(Dense(hidden)(h)))          # num_mlp_layers times
@@ -27,6 +29,16 @@ to a tell how distinctive its key is in this context (a needle in a
 repetitive haystack), which a per-token MLP cannot see from k_j alone. It
 still reads nothing but the cached keys: no queries, no attention.
 
+Positions past the trained range: the absolute position and the age are
+clamped to the largest ones training ranked (an agent never reads an
+untrained row), so at 16k every token older than the trained 2k looks the
+same to them. Beyond the paper, two position features that do not depend on
+the context's length: the token's depth, floor(num_depth_buckets * pos / L)
+(L the tokens seen so far: the same buckets at 1k and at 32k), and its
+log-scaled age, floor(LOG_AGE_STEPS * log2(1 + age)) (a bucket per quarter
+doubling: ages 2k..32k take 16 buckets where linear rows take 30k; clamped
+to the bucket of the largest trained age).
+
 Numerics: parameters are float32; the MLP runs in `AgentConfig.dtype`
 (bfloat16 by default; LayerNorm statistics are reduced in float32 by flax);
 the final Dense(1) runs in float32 so that scores of thousands of tokens do
@@ -41,11 +53,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ABSOLUTE = "absolute"
 RELATIVE = "relative"
 BOTH = "both"
-POSITION_MODES = (ABSOLUTE, RELATIVE, BOTH)
+DEPTH = "depth"
+LOG_AGE = "log_age"
+DEPTH_LOG_AGE = "depth_log_age"
+POSITION_MODES = (ABSOLUTE, RELATIVE, BOTH, DEPTH, LOG_AGE, DEPTH_LOG_AGE)
+# Log-age buckets per doubling of the age, and the table's rows (ages up to
+# 2^20 tokens).
+LOG_AGE_STEPS = 4
+LOG_AGE_ROWS = LOG_AGE_STEPS * 20 + 1
 _EPS = 1e-8
 
 
@@ -73,7 +93,11 @@ class AgentConfig:
     position_mode: "absolute" embeds the token's absolute position pos;
       "relative" embeds its age, context_length - 1 - pos (known at
       inference when eviction happens; what matters for sliding-window
-      layers); "both" concatenates the two embeddings (separate tables).
+      layers); "both" concatenates the two embeddings (separate tables);
+      "depth" embeds the depth bucket (depth_bucket), "log_age" the
+      log-age bucket (log_age_bucket), "depth_log_age" both: features that
+      mean the same at every context length.
+    num_depth_buckets: rows of the depth embedding.
     dtype: compute dtype of the MLP ("bfloat16" or "float32"). Parameters
       are always float32, scores always float32.
   """
@@ -87,6 +111,7 @@ class AgentConfig:
   use_position: bool = True
   use_key_contrast: bool = False
   position_mode: str = ABSOLUTE
+  num_depth_buckets: int = 64
   dtype: str = "bfloat16"
   trained_max_position: int | None = None
   trained_max_age: int | None = None
@@ -100,6 +125,9 @@ class AgentConfig:
     if self.num_mlp_layers < 0:
       raise ValueError(
           f"num_mlp_layers must be >= 0, got {self.num_mlp_layers}")
+    if self.num_depth_buckets < 1:
+      raise ValueError(f"num_depth_buckets must be >= 1, got "
+                       f"{self.num_depth_buckets}")
     if self.max_position < 1:
       raise ValueError(f"max_position must be >= 1, got {self.max_position}")
     for name in ("trained_max_position", "trained_max_age"):
@@ -117,6 +145,15 @@ class AgentConfig:
   @property
   def uses_relative(self) -> bool:
     return self.use_position and self.position_mode in (RELATIVE, BOTH)
+
+  @property
+  def uses_depth(self) -> bool:
+    return self.use_position and self.position_mode in (DEPTH, DEPTH_LOG_AGE)
+
+  @property
+  def uses_log_age(self) -> bool:
+    return self.use_position and self.position_mode in (LOG_AGE,
+                                                        DEPTH_LOG_AGE)
 
   def replace(self, **changes: Any) -> "AgentConfig":
     return dataclasses.replace(self, **changes)
@@ -172,6 +209,40 @@ def token_age(positions: jax.Array, context_length: jax.Array) -> jax.Array:
   return context_length[..., None].astype(jnp.int32) - 1 - positions
 
 
+def depth_bucket(positions: jax.Array, context_length: jax.Array,
+                 num_buckets: int) -> jax.Array:
+  """Depth of each cached token in the context, in num_buckets equal parts:
+  floor(num_buckets * pos / context_length), in [0, num_buckets - 1].
+
+  Args:
+    positions: [..., T] int32 absolute positions.
+    context_length: [...] int32 tokens seen so far.
+  Returns:
+    [..., T] int32 buckets (0: the first tokens).
+  """
+  length = jnp.maximum(context_length.astype(jnp.int32), 1)[..., None]
+  pos = jnp.clip(positions.astype(jnp.int32), 0, length - 1)
+  # pos * num_buckets in int32: exact below 2^31 / num_buckets positions.
+  return (pos * num_buckets) // length
+
+
+def log_age_bucket(age: jax.Array) -> jax.Array:
+  """floor(LOG_AGE_STEPS * log2(1 + age)) of ages >= 0 (negative: 0), in
+  [0, LOG_AGE_ROWS - 1]: [..., T] int32.
+
+  Exact at every power of two (no float log): with x = 1 + age = m 2^k,
+  1 <= m < 2, k is x's bit length - 1 and the step within the doubling
+  counts the thresholds 2^(i / LOG_AGE_STEPS) that m reaches (x below 2^24,
+  so m is exact in float32).
+  """
+  x = jnp.clip(age, 0, (1 << 24) - 2).astype(jnp.int32) + 1
+  k = 31 - jax.lax.clz(x)                                   # floor(log2 x)
+  m = jnp.ldexp(x.astype(jnp.float32), -k)                  # [1, 2)
+  steps = sum((m >= np.float32(2.0 ** (i / LOG_AGE_STEPS))).astype(jnp.int32)
+              for i in range(1, LOG_AGE_STEPS))
+  return jnp.minimum(LOG_AGE_STEPS * k + steps, LOG_AGE_ROWS - 1)
+
+
 class Agent(nn.Module):
   """Scores the cached tokens of one (layer, KV head).
 
@@ -192,6 +263,17 @@ class Agent(nn.Module):
     index = jnp.clip(index, 0, top)
     x = nn.Embed(cfg.max_position, cfg.position_dim, dtype=dtype,
                  param_dtype=jnp.float32, name=f"{name}_embed")(index)
+    return nn.LayerNorm(dtype=dtype, name=f"{name}_norm")(x)   # [B, T, Dp]
+
+  def _embed_bucket(self, index: jax.Array, rows: int, top: int | jax.Array,
+                    name: str) -> jax.Array:
+    """A bucket's embedding (a table of `rows`; buckets above `top`, never
+    trained, read row `top`)."""
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    x = nn.Embed(rows, cfg.position_dim, dtype=dtype,
+                 param_dtype=jnp.float32, name=f"{name}_embed")(
+                     jnp.clip(index, 0, top))
     return nn.LayerNorm(dtype=dtype, name=f"{name}_norm")(x)   # [B, T, Dp]
 
   @nn.compact
@@ -227,6 +309,16 @@ class Agent(nn.Module):
     if cfg.uses_relative:
       age = token_age(positions, context_length)
       features.append(self._embed_position(age, "age"))
+    if cfg.uses_depth:
+      features.append(self._embed_bucket(
+          depth_bucket(positions, context_length, cfg.num_depth_buckets),
+          cfg.num_depth_buckets, cfg.num_depth_buckets - 1, "depth"))
+    if cfg.uses_log_age:
+      top = LOG_AGE_ROWS - 1 if cfg.trained_max_age is None else (
+          log_age_bucket(jnp.asarray(cfg.trained_max_age)))
+      features.append(self._embed_bucket(
+          log_age_bucket(token_age(positions, context_length)),
+          LOG_AGE_ROWS, top, "log_age"))
     h = jnp.concatenate(features, axis=-1)                   # [B, T, F]
 
     for i in range(cfg.num_mlp_layers):
