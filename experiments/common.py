@@ -180,6 +180,7 @@ def eval_config(suites=(), **overrides) -> ml_collections.ConfigDict:
   # eval.policies is a mapping, so that a config sets {name: path} and the
   # command line overrides one entry (--config.eval.policies.kvp_x=PATH).
   defaults["policies"] = {}
+  defaults["scorer_options"] = {}
   c = ml_collections.ConfigDict({
       k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()})
   c.suites = list(suites)

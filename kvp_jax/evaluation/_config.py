@@ -4,7 +4,6 @@ checked once, when the evaluation starts."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Mapping, Optional
 
 from kvp_jax import configs
@@ -13,6 +12,9 @@ from kvp_jax import scorers as scorers_lib
 from kvp_jax.evaluation import _suites
 from kvp_jax.evaluation._grid import OPTIONAL_METRICS
 from kvp_jax.evaluation._grid import PRIMARY_METRICS
+from kvp_jax.evaluation._policy_source import policy_pairs
+from kvp_jax.evaluation._policy_source import POLICY_NAME
+from kvp_jax.evaluation._policy_source import PolicySource
 from kvp_jax.samples import frozen
 
 # eval.metrics: the primary metrics are always computed; "fidelity" adds
@@ -20,9 +22,6 @@ from kvp_jax.samples import frozen
 # and "evicted_share" the evicted share at fixed budgets (attention_cost).
 # A grid built without a config (Grid(...)) computes the primary ones only.
 DEFAULT_METRICS = PRIMARY_METRICS
-# Scorer names of the extra policies (eval.policies): "kvp_" + a label.
-POLICY_NAME = re.compile(r"kvp_[A-Za-z0-9_]+")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 ROLES = ("dev", "test")
 
 
@@ -32,51 +31,6 @@ def default_scorers() -> tuple[str, ...]:
   return ("kvp",) + tuple(
       n for f in ("query_free", "query_aware", "oracle")
       for n in scorers_lib.scorers_in(f))
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicySource:
-  """Where a grid's policy comes from.
-
-  Attributes:
-    path: the exported artifact ("shipped": the policy shipped for the
-      model).
-    sha256: the artifact's hash, pinned (optional): a file with another
-      hash is refused, and a report (--report_only) needs no file.
-    commit: a git commit whose tree holds `path` (optional): a file that is
-      not in the working tree is restored from there
-      (`git show COMMIT:PATH > PATH`).
-  """
-  path: str
-  sha256: str = ""
-  commit: str = ""
-
-  @classmethod
-  def parse(cls, name: str, value) -> PolicySource:
-    """From a path, or a mapping with path and optionally sha256, commit;
-    ValueError naming config.eval.policies.<name> otherwise."""
-    where = f"config.eval.policies.{name}"
-    if isinstance(value, PolicySource):
-      return value
-    if isinstance(value, str):
-      value = {"path": value}
-    elif hasattr(value, "items"):
-      value = dict(value.items())
-    else:
-      raise ValueError(f"{where}: expected the path of an exported policy "
-                       f"or a mapping with its path, got {value!r}")
-    unknown = sorted(set(value) - {"path", "sha256", "commit"})
-    if unknown:
-      raise ValueError(f"{where}: unknown fields {unknown}; known: path, "
-                       "sha256, commit")
-    source = cls(**{k: str(v) for k, v in value.items()})
-    if not source.path:
-      raise ValueError(f"{where}: expected the path of an exported policy, "
-                       f"got {source.path!r}")
-    if source.sha256 and not _SHA256.fullmatch(source.sha256):
-      raise ValueError(f"{where}.sha256: {source.sha256!r} is not a sha256 "
-                       "(64 lowercase hex digits)")
-    return source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +105,11 @@ class EvalConfig:
       paired ("kvp" or names of `policies`; e.g. the shipped default beside
       the base an ablation changed). One that is not in a grid's results is
       skipped; a policy is not compared with itself.
+    scorer_options: {scorer name: {field: value}}: baselines built with
+      other settings than their defaults (e.g. {"roco": {"recent_ratio":
+      0.3}}, kvp_jax.scorers.get_scorer). A scorer's settings are part of
+      its cells' identity (Scorer.identity), so rows made with others are
+      never reused.
     budgets: tokens kept per (layer, KV head), the protected ones included.
     protocol: "once" (the paper), "chunked" or "decode".
     allocation: "uniform" (the paper), "layer" or "model".
@@ -177,6 +136,7 @@ class EvalConfig:
   policy: str = ""
   policies: Any = dataclasses.field(default_factory=dict)
   references: tuple[str, ...] = ("kvp",)
+  scorer_options: Any = dataclasses.field(default_factory=dict)
   budgets: tuple[int, ...] = (64, 128, 256, 512, 1024)
   protocol: str = "once"
   allocation: str = "uniform"
@@ -218,7 +178,9 @@ class EvalConfig:
       if b < 1:
         raise ValueError(f"config.eval.budgets: {b} is not a positive "
                          "integer")
-    object.__setattr__(self, "policies", _policy_pairs(self.policies))
+    object.__setattr__(self, "policies", policy_pairs(self.policies))
+    object.__setattr__(self, "scorer_options",
+                       _scorer_options(self.scorer_options, self.scorers))
     for name in self.references:
       if not isinstance(name, str) or not (
           name == "kvp" or POLICY_NAME.fullmatch(name)):
@@ -271,23 +233,24 @@ class EvalConfig:
             for s in self.suites]
 
 
-def _policy_pairs(policies) -> tuple[tuple[str, PolicySource], ...]:
-  """config.eval.policies as ((name, PolicySource), ...), every entry
-  checked."""
-  if policies is None:
-    return ()
-  if isinstance(policies, tuple) and all(
-      isinstance(p, tuple) and len(p) == 2 for p in policies):
-    items = policies                    # Already normalised (a replace()).
-  elif hasattr(policies, "items"):
-    items = tuple(policies.items())
-  else:
-    raise ValueError("config.eval.policies: expected a mapping {scorer name:"
-                     f" policy path}}, got {type(policies).__name__} "
-                     f"{policies!r}")
-  for name, _ in items:
-    if not isinstance(name, str) or not POLICY_NAME.fullmatch(name):
-      raise ValueError(f"config.eval.policies: {name!r} is not a policy's "
-                       "scorer name: use 'kvp_' + letters, digits or _ "
-                       "(e.g. kvp_contrast)")
-  return tuple((str(n), PolicySource.parse(n, v)) for n, v in items)
+def _scorer_options(options, scorers) -> dict[str, dict[str, Any]]:
+  """config.eval.scorer_options as {name: {field: value}}, each entry a
+  scorer of the grid that accepts its options."""
+  options = {} if options is None else options
+  if not hasattr(options, "items"):
+    raise ValueError("config.eval.scorer_options: expected a mapping "
+                     f"{{scorer name: {{field: value}}}}, got {options!r}")
+  out = {}
+  for name, fields in options.items():
+    where = f"config.eval.scorer_options.{name}"
+    if name not in scorers:
+      raise ValueError(f"{where}: {name!r} is not one of config.eval.scorers")
+    fields = dict(fields.items()) if hasattr(fields, "items") else fields
+    if not isinstance(fields, dict):
+      raise ValueError(f"{where}: expected a mapping {{field: value}}")
+    try:
+      scorers_lib.get_scorer(name, **fields)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{where}: {e}") from None
+    out[str(name)] = fields
+  return out

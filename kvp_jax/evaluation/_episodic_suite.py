@@ -148,8 +148,6 @@ def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any],
   observer = eviction_lib.episode_scorer(episodic.scorer)
   cells.append((EPICACHE, observer, True))
   if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
-    # The blend's results depend on the policy file as KVP's do.
-    grid.identity.setdefault(EPICACHE_KVP, grid.identity.get("kvp"))
     cells.append((EPICACHE_KVP, eviction_lib.MedoidBlendScorer(
         learned=grid.scorers["kvp"], observer=observer,
         weight=float(settings["blend_weight"])), True))

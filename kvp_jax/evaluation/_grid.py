@@ -133,10 +133,14 @@ class Grid:
   def settings(self, scorer: str) -> str:
     """A short id of everything a scorer's result depends on beyond its
     cell: a rerun with another policy, model or protocol setting does not
-    reuse old results."""
+    reuse old results. A scorer's own settings count where it declares
+    them (Scorer.identity: those that differ from the settings the earlier
+    results were made with)."""
+    own = getattr(self.scorers.get(scorer), "identity", dict)()
     text = json.dumps([self.identity.get("model"),
                        self.identity.get(scorer), scorer == FULL or [
-                           self.chunk_size, self.decode_interval, self.seed]])
+                           self.chunk_size, self.decode_interval, self.seed]]
+                      + ([own] if own else []))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
   def cell(self, suite: str, scorer: str, budget: int | str) -> Cell:

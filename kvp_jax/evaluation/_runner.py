@@ -28,6 +28,7 @@ from kvp_jax import distributed
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
 from kvp_jax.evaluation import _log
+from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _policies
 from kvp_jax.evaluation import _report
 from kvp_jax.evaluation import _suites
@@ -103,9 +104,13 @@ def make_grid(ec: EvalConfig, model: Pretrained,
     configured.check_same(protected, "the policies " + ", ".join(
         p.path for p in policies.values()))
   scorers = {name: learned.get(name) if name in policies
-             else scorers_lib.get_scorer(name) for name in ec.all_scorers}
+             else scorers_lib.get_scorer(name, **ec.scorer_options.get(name,
+                                                                       {}))
+             for name in ec.all_scorers}
   identity = {"model": model.fingerprint}
   identity.update({name: p.sha256 for name, p in policies.items()})
+  if "kvp" in identity:   # EpiCache + KVP's results depend on KVP's policy.
+    identity[_paired.EPICACHE_KVP] = identity["kvp"]
   for b in ec.budgets:                         # Fail early on a bad budget.
     eviction_lib.Eviction(b, protocol=ec.protocol, allocation=ec.allocation,
                           protected=protected)

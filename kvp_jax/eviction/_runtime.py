@@ -260,11 +260,12 @@ def generate_compressed(model: Pretrained, scorer, eviction: Eviction,
   if moments is not None:
     hook = _moments.EvictWithMoments(model.config, eviction.budget,
                                      eviction.protected)
-    state = (scorer.for_budget(eviction.budget), jax.random.fold_in(rng, 1),
-             moments)
+    state = (scorer.for_decoding().for_budget(eviction.budget),
+             jax.random.fold_in(rng, 1), moments)
   elif eviction.evicts_while_decoding:
     hook = EvictWhenFull(model.config, eviction.budget, eviction.protected)
-    state = (scorer.for_budget(eviction.budget), jax.random.fold_in(rng, 1))
+    state = (scorer.for_decoding().for_budget(eviction.budget),
+             jax.random.fold_in(rng, 1))
   out, final = inference.decode(
       model.config, model.params, pre.cache, pre.first_logits,
       jnp.asarray(pre.lengths), max_new_tokens=max_new_tokens, eos_id=eos_id,
@@ -334,6 +335,7 @@ def _evict_appended(model, cache, moments, captured, positions, scorer,
   """Evicts a cache that a piece of the continuation was appended to back
   to the budget, with room for the next piece (protocol "decode"); running
   attention moments (or None) follow. Returns (cache, moments)."""
+  scorer = scorer.for_decoding()
   ctx = jnp.asarray(positions[:, -1] + 1, jnp.int32)
   if moments is not None:
     return _moments.evict_appended(

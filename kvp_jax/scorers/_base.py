@@ -80,6 +80,19 @@ class Scorer:
     Rules that read prefill queries (TOVA, SnapKV) or the future cannot."""
     return not ("queries" in self.needs or self.needs_future)
 
+  def identity(self) -> dict:
+    """The settings its results depend on beyond its name, as a JSON-able
+    mapping (part of an evaluation cell's identity). Empty by default: a
+    rule whose settings change lists those that differ from the settings
+    its earlier results were made with, so those results stay valid and new
+    ones are never mixed with them."""
+    return {}
+
+  def for_decoding(self) -> "Scorer":
+    """The scorer to evict with during decoding (protocol "decode"): this
+    one by default; RoCo keeps a wider recent window there, as EasyKV."""
+    return self
+
   def for_budget(self, budget: int | None) -> "Scorer":
     """The scorer to evict to `budget` with. One ranking serves every budget
     for most rules (this default); a rule that depends on the budget (RoCo)

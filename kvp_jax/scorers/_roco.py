@@ -5,6 +5,7 @@ Inference", arXiv 2402.06262; EasyKV's `h2o_head_std_avg` policy)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -50,7 +51,9 @@ class RoCoScorer(Scorer):
   head holding n > b valid tokens):
 
     1. protected P (+inf): the first `num_sinks` positions and the r newest
-       tokens, r = max(floor(recent_ratio b), min_recent);
+       tokens, r = max(floor(recent_ratio b), min_recent) (recent_ratio:
+       0.1 in prefill, decode_recent_ratio = 0.3 when evicting during
+       decoding, EasyKV's two values; for_decoding);
     2. the others O; e = n - b of them must go;
     3. the candidates F: the m lowest-std tokens of O (the most robust),
        m = min(max(b - |P|, e), |O|) (EasyKV: max(budget - recent_window -
@@ -70,7 +73,10 @@ class RoCoScorer(Scorer):
 
   Departures from EasyKV: EasyKV keeps only the 10 newest tokens out of F
   and uses r solely to size F; here the recent window r is kept, as the
-  paper describes it. With a compress-once prefill e is usually larger than
+  paper describes it. (Until the recent ratios were split, one ratio of
+  0.3 served prefill and decoding: identity() names what differs from
+  that, so results made with it stay apart; scorer_options {"roco":
+  {"recent_ratio": 0.3}} rebuilds it.) With a compress-once prefill e is usually larger than
   b - |P|, so F = the e lowest-std tokens and RoCo keeps the highest-std
   ones (EasyKV only ever evicts a stride at a time). In a chunked prefill
   the statistics come from the current chunk's queries over the cache's
@@ -92,13 +98,18 @@ class RoCoScorer(Scorer):
   needs = frozenset({"attention_sums", "attention_counts",
                      "attention_sq_sums"})
   budget: int | None = None
-  recent_ratio: float = 0.3
+  recent_ratio: float = 0.1
+  decode_recent_ratio: float = 0.3
   num_sinks: int = 4
   min_recent: int = 16
+  # The settings RoCo's results were made with before EasyKV's two recent
+  # ratios (identity() lists the fields that differ from them).
+  EARLIER: ClassVar[dict] = {"recent_ratio": 0.3, "decode_recent_ratio": 0.3}
 
   def __post_init__(self):
-    if not 0.0 <= self.recent_ratio < 1.0:
-      raise ValueError(f"recent_ratio={self.recent_ratio} not in [0, 1)")
+    for field in ("recent_ratio", "decode_recent_ratio"):
+      if not 0.0 <= getattr(self, field) < 1.0:
+        raise ValueError(f"{field}={getattr(self, field)} not in [0, 1)")
     for field in ("num_sinks", "min_recent"):
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -109,6 +120,15 @@ class RoCoScorer(Scorer):
       raise ValueError(
           f"budget must be None or an int >= num_sinks + min_recent = "
           f"{self.num_sinks + self.min_recent}, got {b!r}")
+
+  def identity(self) -> dict:
+    return {k: getattr(self, k) for k, v in self.EARLIER.items()
+            if getattr(self, k) != v}
+
+  def for_decoding(self) -> "RoCoScorer":
+    """The scorer that evicts during decoding: decode_recent_ratio's
+    recent window."""
+    return dataclasses.replace(self, recent_ratio=self.decode_recent_ratio)
 
   def for_budget(self, budget: int | None) -> "RoCoScorer":
     """The rule depends on the budget: the scorer that evicts to it."""

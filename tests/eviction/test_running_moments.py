@@ -101,7 +101,8 @@ def test_generation_matches_the_hook_step_by_step(tiny):
                                             steps, eos_id=-1)
   context = eviction_lib.prefill_context(tiny, prompts, capture=True)
   pre = eviction_lib.compress_context(tiny, context, scorer, eviction, steps)
-  state = (scorer.for_budget(24), jax.random.fold_in(jax.random.key(0), 1),
+  state = (scorer.for_decoding().for_budget(24),
+           jax.random.fold_in(jax.random.key(0), 1),
            _moments.initial_moments(context.views(tiny.config, None),
                                     pre.cache))
   hook = jax.jit(_moments.EvictWithMoments(tiny.config, 24, PROTECTED))
@@ -116,6 +117,26 @@ def test_generation_matches_the_hook_step_by_step(tiny):
     kv, state = hook(kv, state, captured, pos[:, None])
     token, pos = jnp.argmax(logits, axis=-1).astype(jnp.int32), pos + 1
   np.testing.assert_array_equal(np.asarray(out), np.stack(want, axis=1))
+
+
+def test_decoding_keeps_easykvs_wider_recent_window(tiny):
+  """RoCo evicts with recent_ratio in prefill and decode_recent_ratio while
+  decoding (EasyKV: 0.1 and 0.3). With a budget the prompts fit in, only
+  decode-time evictions happen (here between the pieces of a teacher-forced
+  continuation): the prefill ratio changes nothing, the decoding one does
+  (at b = 64: 19 recent tokens kept, not 16)."""
+  prompts = _prompts()
+  conts = [list(np.random.default_rng(3).integers(3, 64, 40))] * 2
+  eviction = eviction_lib.Eviction(64, protocol="decode", decode_interval=4,
+                                   protected=PROTECTED)
+  def run(**ratios):
+    logits, _ = eviction_lib.continuation_logits(
+        tiny, scorers.get_scorer("roco", **ratios), eviction, prompts, conts)
+    return np.asarray(logits)[:, :40]
+  default = run()
+  np.testing.assert_array_equal(
+      default, run(recent_ratio=0.3, decode_recent_ratio=0.3))
+  assert not np.allclose(default, run(decode_recent_ratio=0.0))
 
 
 def test_teacher_forced_decode_protocol(tiny):

@@ -93,7 +93,7 @@ def _view(seed, window=None, lengths=(38, 31), drop=((3, 6), (0, 5)),
       attention_sq_sums=f32(sq))
 
 
-def ref_kept(view, budget, ratio=0.3, sinks=4, min_recent=16):
+def ref_kept(view, budget, ratio=0.1, sinks=4, min_recent=16):
   """The slots EasyKV's step keeps, per (row, head), as sets of slots:
   recent window and sinks, then std of the rest (protected at 1e9), the
   m most robust as candidates, the e lowest means of them evicted."""
@@ -207,7 +207,7 @@ def test_sliding_window_layer_budget():
   assert (np.asarray(std)[unseen] == 0).all()
 
 
-def ref_any_budget(view, f=0.3, sinks=4):
+def ref_any_budget(view, f=0.1, sinks=4):
   pos = np.asarray(view.positions)
   c = np.maximum(np.asarray(view.attention_counts, np.float64), 1)
   mean = np.asarray(view.attention_sums, np.float64) / c

@@ -1,0 +1,64 @@
+"""A scorer's own settings in its cells' identity: RoCo's EasyKV ratios
+get new cells, its earlier single ratio keeps the committed ones, every
+other scorer's identity is what it was."""
+
+import hashlib
+import json
+
+import pytest
+
+from kvp_jax import cache as cache_lib
+from kvp_jax import evaluation
+from kvp_jax import scorers
+from kvp_jax.evaluation._grid import Grid
+
+
+def _grid(**options):
+  return Grid(
+      scorers={"knorm": scorers.get_scorer("knorm"),
+               "roco": scorers.get_scorer("roco", **options)},
+      budgets=(64,), protected=cache_lib.Protected(), protocol="once",
+      allocation="uniform", chunk_size=512, decode_interval=32,
+      batch_size=8, include_full=True, seed=0, identity={"model": "m"})
+
+
+def _earlier_settings(scorer):
+  """The identity as it was computed before scorers declared settings."""
+  text = json.dumps(["m", None, [512, 32, 0]])
+  del scorer
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_roco_declares_what_differs_from_its_earlier_settings():
+  roco = scorers.get_scorer("roco")
+  assert (roco.recent_ratio, roco.decode_recent_ratio) == (0.1, 0.3)
+  assert roco.identity() == {"recent_ratio": 0.1}
+  assert roco.for_decoding().recent_ratio == 0.3
+  assert scorers.get_scorer("roco", recent_ratio=0.3).identity() == {}
+  assert scorers.get_scorer("knorm").identity() == {}
+
+
+def test_only_changed_settings_change_a_cells_identity():
+  new, pinned = _grid(), _grid(recent_ratio=0.3)
+  assert pinned.settings("roco") == _earlier_settings("roco")
+  assert new.settings("roco") != pinned.settings("roco")
+  assert new.settings("knorm") == pinned.settings("knorm") == (
+      _earlier_settings("knorm"))
+  row = {"scorer": "roco", "protocol": "once", "allocation": "uniform",
+         "settings": pinned.settings("roco")}
+  assert pinned.is_current(row) and not new.is_current(row)
+
+
+def test_scorer_options_are_checked():
+  with pytest.raises(ValueError, match="scorer_options.tova: 'tova' is not"):
+    evaluation.EvalConfig(scorers=("roco",),
+                          scorer_options={"tova": {"window": 8}})
+  with pytest.raises(ValueError, match="scorer_options.roco: .*recent_rati"):
+    evaluation.EvalConfig(scorers=("roco",),
+                          scorer_options={"roco": {"recent_ratio": 2.0}})
+  with pytest.raises(ValueError, match="scorer_options.roco: .*unexpected"):
+    evaluation.EvalConfig(scorers=("roco",),
+                          scorer_options={"roco": {"stride": 8}})
+  ec = evaluation.EvalConfig(scorers=("roco",),
+                             scorer_options={"roco": {"recent_ratio": 0.3}})
+  assert ec.scorer_options == {"roco": {"recent_ratio": 0.3}}
