@@ -18,6 +18,11 @@ with the layer's slots, and follow the slots through every eviction:
                     a layer about to wrap
   evict_appended    the same for a teacher-forced continuation read piece
                     by piece (protocol "decode" of continuation scoring)
+  add_chunk /       in a chunked prefill, for a scorer that accumulates
+  follow_eviction   (RoCo, as EasyKV: statistics over every chunk since the
+                    token entered): a chunk's attention added to what the
+                    kept tokens received before, then the totals carried
+                    to the slots the eviction keeps
 
 Shapes: M = [batch, kv_heads, slots, 3] float32 per layer, the last axis
 (counts, sums, sq_sums); P = [batch, kv_heads, slots] int32 the positions
@@ -171,3 +176,44 @@ def evict_appended(config: DecoderConfig, cache: KVCache, state, captured,
     layers.append(layer)
     new_state.append((moments, layer.pos))
   return KVCache(layers=tuple(layers)), tuple(new_state)
+
+
+def accumulates_chunks(scorer) -> bool:
+  """The scorer reads attention moments accumulated over every chunk of a
+  chunked prefill since each token entered (not only the current chunk's
+  queries): RoCo's accumulate_chunks."""
+  return bool(getattr(scorer, "accumulate_chunks", False)) and (
+      reads_moments_only(scorer))
+
+
+@jax.jit
+def add_chunk(views: Sequence[scorers_lib.LayerView], cache: KVCache,
+              running) -> tuple[tuple[scorers_lib.LayerView, ...], tuple]:
+  """A chunk's views with each slot's moments summed with those its token
+  received from earlier chunks.
+
+  Args:
+    views: the chunk's LayerViews (its queries' moments over the cache).
+    cache: the cache the chunk was appended to (the views' slots).
+    running: per layer (M, P) of the earlier chunks, or None (the first).
+  Returns:
+    (the views with the summed moments, per layer (M, P) of the sums).
+  """
+  out, totals = [], []
+  for j, (view, layer) in enumerate(zip(views, cache.layers)):
+    m = jnp.stack([getattr(view, f).astype(jnp.float32)
+                   for f in MOMENT_FIELDS], axis=-1)          # [B, K, S, 3]
+    if running is not None:
+      m = m + _match(running[j][1], running[j][0], layer.pos)
+    out.append(view.replace(**{f: m[..., c]
+                               for c, f in enumerate(MOMENT_FIELDS)}))
+    totals.append((m, layer.pos))
+  return tuple(out), tuple(totals)
+
+
+@jax.jit
+def follow_eviction(totals, cache: KVCache) -> tuple:
+  """Per layer (M, P) of an evicted cache: each kept slot's sums (matched by
+  position), zeros for an empty slot."""
+  return tuple((_match(p, m, layer.pos), layer.pos)
+               for (m, p), layer in zip(totals, cache.layers))

@@ -187,6 +187,9 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
   imp = None if importance is None else jnp.asarray(importance)
   caps = cache_lib.eviction_capacities(config, b, c)
   cache = None
+  # RoCo (as EasyKV) reads every chunk's attention since a token entered.
+  accumulate = capture and _moments.accumulates_chunks(scorer)
+  running = None
   peak = peak_bytes = 0
   for i, start in enumerate(range(0, t, c)):
     chunk = slice(start, start + c)
@@ -204,9 +207,13 @@ def prefill_compressed(model: Pretrained, scorer, eviction: Eviction,
     seen = jnp.asarray(np.clip(lengths - (t - start - c), 0, None), jnp.int32)
     views = layer_views(config, cache, captured, positions[:, chunk], seen,
                         imp, capture, whole_prompt=False)
+    if accumulate:
+      views, running = _moments.add_chunk(views, cache, running)
     last = start + c >= t
     cache = evict_cache(config, cache, views, scorer, eviction, seen,
                         room if last else c, jax.random.fold_in(rng, i))
+    if accumulate and not last:
+      running = _moments.follow_eviction(running, cache)
   return Prefilled(logits, cache, lengths, peak,
                    max(peak_bytes, cache.num_bytes()))
 

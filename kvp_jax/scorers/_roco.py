@@ -73,14 +73,17 @@ class RoCoScorer(Scorer):
 
   Departures from EasyKV: EasyKV keeps only the 10 newest tokens out of F
   and uses r solely to size F; here the recent window r is kept, as the
-  paper describes it. (Until the recent ratios were split, one ratio of
-  0.3 served prefill and decoding: identity() names what differs from
-  that, so results made with it stay apart; scorer_options {"roco":
-  {"recent_ratio": 0.3}} rebuilds it.) With a compress-once prefill e is usually larger than
-  b - |P|, so F = the e lowest-std tokens and RoCo keeps the highest-std
-  ones (EasyKV only ever evicts a stride at a time). In a chunked prefill
-  the statistics come from the current chunk's queries over the cache's
-  keys (EasyKV's stride), not accumulated over earlier chunks. Under the
+  paper describes it. With a compress-once prefill e is usually larger
+  than b - |P|, so F = the e lowest-std tokens and RoCo keeps the
+  highest-std ones (EasyKV only ever evicts a stride at a time). In a
+  chunked prefill (eval.chunk_size: EasyKV's stride, the tokens between
+  evictions) each token's statistics add up the attention of every chunk's
+  queries since it entered, over the cache each chunk saw
+  (accumulate_chunks, as EasyKV). Earlier results were made with one
+  recent ratio of 0.3 in prefill and decoding and the current chunk's
+  statistics only (EARLIER): identity() names what differs from those, so
+  they stay apart, and scorer_options {"roco": {"recent_ratio": 0.3,
+  "accumulate_chunks": False}} rebuilds them. Under the
   "decode" protocol they run: the prompt's moments of the kept tokens, then
   every generated query's attention added (kvp_jax.eviction._moments), and
   each eviction drops the decode_interval tokens the rule picks.
@@ -100,11 +103,13 @@ class RoCoScorer(Scorer):
   budget: int | None = None
   recent_ratio: float = 0.1
   decode_recent_ratio: float = 0.3
+  accumulate_chunks: bool = True
   num_sinks: int = 4
   min_recent: int = 16
   # The settings RoCo's results were made with before EasyKV's two recent
   # ratios (identity() lists the fields that differ from them).
-  EARLIER: ClassVar[dict] = {"recent_ratio": 0.3, "decode_recent_ratio": 0.3}
+  EARLIER: ClassVar[dict] = {"recent_ratio": 0.3, "decode_recent_ratio": 0.3,
+                             "accumulate_chunks": False}
 
   def __post_init__(self):
     for field in ("recent_ratio", "decode_recent_ratio"):

@@ -1,6 +1,6 @@
-"""A scorer's own settings in its cells' identity: RoCo's EasyKV ratios
-get new cells, its earlier single ratio keeps the committed ones, every
-other scorer's identity is what it was."""
+"""A scorer's own settings in its cells' identity: RoCo as EasyKV builds it
+gets new cells, its earlier settings keep the committed ones, every other
+scorer's identity is what it was."""
 
 import hashlib
 import json
@@ -32,14 +32,16 @@ def _earlier_settings(scorer):
 def test_roco_declares_what_differs_from_its_earlier_settings():
   roco = scorers.get_scorer("roco")
   assert (roco.recent_ratio, roco.decode_recent_ratio) == (0.1, 0.3)
-  assert roco.identity() == {"recent_ratio": 0.1}
+  assert roco.accumulate_chunks
+  assert roco.identity() == {"recent_ratio": 0.1, "accumulate_chunks": True}
   assert roco.for_decoding().recent_ratio == 0.3
-  assert scorers.get_scorer("roco", recent_ratio=0.3).identity() == {}
+  assert scorers.get_scorer("roco", recent_ratio=0.3,
+                            accumulate_chunks=False).identity() == {}
   assert scorers.get_scorer("knorm").identity() == {}
 
 
 def test_only_changed_settings_change_a_cells_identity():
-  new, pinned = _grid(), _grid(recent_ratio=0.3)
+  new, pinned = _grid(), _grid(recent_ratio=0.3, accumulate_chunks=False)
   assert pinned.settings("roco") == _earlier_settings("roco")
   assert new.settings("roco") != pinned.settings("roco")
   assert new.settings("knorm") == pinned.settings("knorm") == (
