@@ -57,7 +57,7 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   matched_layer_budgets / uniform_total / layer_caps
                                    budgets that hold what the uniform cell
                                    of the same budget holds
-  EpisodicSettings / answer_conversation
+  EpisodicSettings / answer_conversation / routing_accuracy
                                    one conversation's samples, text in,
                                    scored answers out
   answer_compressed                the plain baseline: one compressed cache
@@ -113,3 +113,4 @@ from kvp_jax.eviction._conversation import answer_conversation
 from kvp_jax.eviction._conversation import build_episodes
 from kvp_jax.eviction._conversation import EpisodicSettings
 from kvp_jax.eviction._conversation import routing_text
+from kvp_jax.eviction._conversation import routing_accuracy

@@ -47,7 +47,8 @@ class EpisodicSettings:
   num_episodes: E (fewer when the conversation has fewer windows).
   utterances: utterances per window.
   medoids: windows per episode in its observation window.
-  embedding: "embedding" (mean input embedding) or "hidden".
+  embedding: "embedding" (mean input embedding), "middle" (mean hidden state
+    after half the layers) or "hidden" (mean final hidden state).
   route_by: "centroid" or "medoid".
   instruction: text before the medoid windows in the observation window.
   seed: the k-means seed.
@@ -228,3 +229,35 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
   answers = answer_questions(model, pre, routed, questions, max_new)
   return _rows(model, samples, answers, pre, episodes=episodes,
                routed=np.asarray(routed).tolist(), windows=windows)
+
+
+def routing_accuracy(model: Pretrained, samples: Sequence,
+                     settings: EpisodicSettings) -> dict[str, float]:
+  """How often a question is routed to the episode that holds its planted
+  fact (no cache is built: episodes and routing only).
+
+  Args:
+    model: a decoder with a tokenizer.
+    samples: long-conversation samples (any number of conversations), each
+      with metadata["fact"]["char_start"].
+    settings: episodes and routing (its embedding is what is compared).
+  Returns:
+    {"questions", "conversations", "routed_to_fact", "accuracy" (%)}.
+  """
+  by_conversation: dict[str, list] = {}
+  for s in samples:
+    by_conversation.setdefault(s.metadata["conversation_id"], []).append(s)
+  hits = 0
+  for group in by_conversation.values():
+    windows, episodes, _ = build_episodes(model, group[0].context, settings)
+    routed = np.asarray(_episodes.route(_episodes.embed_tokens(
+        model, [model.tokenizer.encode(routing_text(s.question))
+                for s in group], settings.embedding),
+        episodes, by=settings.route_by))
+    for s, episode in zip(group, routed):
+      fact = episodes.labels[_episodes.window_of(
+          windows, s.metadata["fact"]["char_start"])]
+      hits += int(episode == fact)
+  n = len(samples)
+  return {"questions": n, "conversations": len(by_conversation),
+          "routed_to_fact": hits, "accuracy": 100.0 * hits / max(n, 1)}

@@ -10,8 +10,10 @@ This module holds the offline half, with no eviction in it:
 
   split_windows       transcript text -> Windows of a few utterances
   embed_tokens        token lists -> [N, D] unit embeddings, mean-pooled from
-                      the decoder's own input embeddings ("embedding") or its
-                      final hidden states ("hidden"); no extra model
+                      the decoder's own input embeddings ("embedding"), the
+                      hidden states after its first half of layers
+                      ("middle") or its final ones ("hidden"); no extra
+                      model
   kmeans              seeded spherical-ish k-means (Lloyd on unit vectors,
                       k-means++ init, restarts), pure JAX
   cluster_episodes    windows' embeddings -> Episodes (labels, centroids,
@@ -33,7 +35,7 @@ import numpy as np
 
 from kvp_jax.model import Decoder, Pretrained
 
-EMBEDDINGS = ("embedding", "hidden")
+EMBEDDINGS = ("embedding", "middle", "hidden")
 ROUTE_BY = ("centroid", "medoid")
 
 
@@ -135,9 +137,11 @@ def embed_tokens(model: Pretrained, token_lists: Sequence[Sequence[int]],
     model: the decoder.
     token_lists: N token lists (no BOS needed; "hidden" reads each alone).
     kind: "embedding" (mean of the input embeddings, EpiCache's "llm"
-      option: cheap, lexical) or "hidden" (mean of the final hidden states:
-      a forward per list).
-    batch_size: lists per forward ("hidden").
+      option: cheap, lexical), "middle" (mean of the hidden states after
+      the first num_layers // 2 layers, final-normed: a forward through
+      half the decoder per list) or "hidden" (mean of the final hidden
+      states: a forward per list).
+    batch_size: lists per forward ("middle", "hidden").
   Returns:
     [N, D] float32, unit rows.
   """
@@ -147,7 +151,11 @@ def embed_tokens(model: Pretrained, token_lists: Sequence[Sequence[int]],
   if kind == "embedding":
     table = model.params["embedder"]["input_embedding"]
     return np.asarray(_pool_embeddings(table, tokens, mask))
-  out = [np.asarray(_pool_hidden(model.config, model.params,
+  config = model.config
+  if kind == "middle":          # The first half of the layers, same params.
+    config = dataclasses.replace(config,
+                                 num_layers=max(config.num_layers // 2, 1))
+  out = [np.asarray(_pool_hidden(config, model.params,
                                  tokens[i:i + batch_size],
                                  mask[i:i + batch_size]))
          for i in range(0, len(tokens), batch_size)]

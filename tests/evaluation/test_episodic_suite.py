@@ -289,3 +289,27 @@ def test_a_profile_is_made_on_calibration_text_and_checked_on_reuse(
   assert _episodic_suite._layer_budgets(
       model, dict(suite, calibration="first_conversation"), _settings(),
       eviction, evaluated[0], evaluated) == first
+
+
+def test_routing_accuracy_counts_what_answering_routes(model):
+  """routing_accuracy (no caches) agrees with the episode and fact episode
+  answer_conversation reports; with one episode every question is routed
+  to its fact's."""
+  from kvp_jax import cache as cache_lib
+  from kvp_jax import eviction as eviction_lib
+  samples = _conversations(model, n=2, seed=7)
+  settings = _settings(num_episodes=3, utterances=3, medoids=1, restarts=2)
+  got = eviction_lib.routing_accuracy(model, samples, settings)
+  eviction = eviction_lib.Eviction(48, protocol="chunked", chunk_size=64,
+                                   protected=cache_lib.Protected())
+  rows = []
+  for c in ("long_conversations-600-7-0", "long_conversations-600-7-1"):
+    rows += eviction_lib.answer_conversation(
+        model, None, eviction,
+        [s for s in samples if s.metadata["conversation_id"] == c], settings)
+  hits = sum(r["episode"] == r["fact_episode"] for r in rows)
+  assert got == {"questions": 4, "conversations": 2, "routed_to_fact": hits,
+                 "accuracy": 100.0 * hits / 4}
+  one = eviction_lib.routing_accuracy(model, samples,
+                                      _settings(num_episodes=1))
+  assert one["accuracy"] == 100.0

@@ -80,7 +80,7 @@ def test_routing_with_the_decoders_own_embeddings(tiny):
   groups = [np.arange(3, 10), np.arange(20, 27), np.arange(40, 47)]
   order = [0, 0, 1, 1, 2, 2, 0, 1]
   windows = [list(rng.choice(groups[g], 12)) for g in order]
-  for kind in ("embedding", "hidden"):
+  for kind in ("embedding", "middle", "hidden"):
     emb = ev.embed_tokens(tiny, windows, kind=kind)
     assert emb.shape == (8, tiny.config.width)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -90,6 +90,26 @@ def test_routing_with_the_decoders_own_embeddings(tiny):
   fact = 5
   question = ev.embed_tokens(tiny, [windows[fact][:6]])
   assert ev.route(question, eps)[0] == eps.labels[fact] == 2
+
+
+def test_the_middle_embedding_is_the_first_half_of_the_decoder(tiny):
+  """"middle": the final-normed hidden states of a decoder cut after
+  num_layers // 2 layers (the later layers' parameters unread)."""
+  import dataclasses
+  from kvp_jax import model as model_lib
+  half = tiny.config.num_layers // 2
+  cut_config = dataclasses.replace(tiny.config, num_layers=half)
+  params = {k: v for k, v in tiny.params.items()
+            if not (k.startswith("layer_") and int(k.split("_")[1]) >= half)}
+  assert len(params) < len(tiny.params)
+  cut = model_lib.Pretrained(cut_config, params, None, "x", "random")
+  windows = [list(range(3, 15)), list(range(20, 29)), list(range(40, 52))]
+  middle = ev.embed_tokens(tiny, windows, kind="middle")
+  np.testing.assert_allclose(middle, ev.embed_tokens(cut, windows,
+                                                     kind="hidden"),
+                             rtol=1e-5, atol=1e-6)
+  assert not np.allclose(middle, ev.embed_tokens(tiny, windows,
+                                                 kind="hidden"), atol=1e-3)
 
 
 def test_split_windows_and_window_of():
