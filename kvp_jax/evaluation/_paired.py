@@ -21,14 +21,8 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from kvp_jax import scorers as scorers_lib
-# The statistics, re-exported: callers read them from here.
-from kvp_jax.evaluation._bootstrap import BETTER
 from kvp_jax.evaluation._bootstrap import paired_bootstrap
 from kvp_jax.evaluation._bootstrap import paired_cluster_bootstrap
-from kvp_jax.evaluation._bootstrap import PairedDifference
-from kvp_jax.evaluation._bootstrap import TIE
-from kvp_jax.evaluation._bootstrap import verdict
-from kvp_jax.evaluation._bootstrap import WORSE
 
 # Metrics of the result rows where a smaller value is better.
 LOWER_IS_BETTER = frozenset({

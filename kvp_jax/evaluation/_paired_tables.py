@@ -12,9 +12,9 @@ import collections
 from typing import Mapping, Sequence
 
 
-from kvp_jax.evaluation._paired import BETTER
-from kvp_jax.evaluation._paired import TIE
-from kvp_jax.evaluation._paired import WORSE
+from kvp_jax.evaluation._bootstrap import BETTER
+from kvp_jax.evaluation._bootstrap import TIE
+from kvp_jax.evaluation._bootstrap import WORSE
 from kvp_jax.evaluation._paired import baseline_families
 from kvp_jax.evaluation._paired import budget_order
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from kvp_jax.evaluation import _bootstrap
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _paired_tables
 
@@ -32,7 +33,7 @@ def test_exact_mode_matches_brute_force_enumeration(n):
   rng = np.random.default_rng(n)
   a, b = rng.normal(size=n), rng.normal(size=n)
   low, high, _ = _brute_force_interval(list(a - b))
-  got = _paired.paired_bootstrap(a, b, exact=True)
+  got = _bootstrap.paired_bootstrap(a, b, exact=True)
   assert got.exact and got.num_samples == n
   np.testing.assert_allclose([got.low, got.high], [low, high], rtol=0,
                              atol=1e-12)
@@ -41,17 +42,17 @@ def test_exact_mode_matches_brute_force_enumeration(n):
 
 def test_exact_mode_is_automatic_when_enumeration_fits():
   a, b = np.array([1.0, 2.0, 4.0, 0.5]), np.zeros(4)
-  assert _paired.paired_bootstrap(a, b, num_resamples=2000).exact  # 256.
+  assert _bootstrap.paired_bootstrap(a, b, num_resamples=2000).exact  # 256.
   a5, b5 = np.arange(5.0), np.zeros(5)                              # 3125.
-  assert not _paired.paired_bootstrap(a5, b5, num_resamples=2000).exact
-  assert _paired.paired_bootstrap(a5, b5, num_resamples=4000).exact
+  assert not _bootstrap.paired_bootstrap(a5, b5, num_resamples=2000).exact
+  assert _bootstrap.paired_bootstrap(a5, b5, num_resamples=4000).exact
 
 
 def test_sampled_quantiles_approach_the_exact_ones():
   rng = np.random.default_rng(7)
   d = rng.exponential(size=5) - 0.8            # Skewed: a real asymmetry.
   low, high, means = _brute_force_interval(list(d))
-  got = _paired.paired_bootstrap(d, np.zeros(5), num_resamples=200000,
+  got = _bootstrap.paired_bootstrap(d, np.zeros(5), num_resamples=200000,
                                  exact=False, seed=3)
   assert not got.exact
   spread = means[-1] - means[0]
@@ -64,9 +65,9 @@ def test_sampled_quantiles_approach_the_exact_ones():
 def test_seeded_and_deterministic():
   rng = np.random.default_rng(0)
   a, b = rng.normal(size=300), rng.normal(size=300)
-  first = _paired.paired_bootstrap(a, b, seed=11)
-  again = _paired.paired_bootstrap(a, b, seed=11)
-  other = _paired.paired_bootstrap(a, b, seed=12)
+  first = _bootstrap.paired_bootstrap(a, b, seed=11)
+  again = _bootstrap.paired_bootstrap(a, b, seed=11)
+  other = _bootstrap.paired_bootstrap(a, b, seed=12)
   assert first == again
   assert (first.low, first.high) != (other.low, other.high)
   # Either interval is about mean -/+ 1.96 standard errors.
@@ -81,41 +82,41 @@ def test_fast_for_hundreds_of_samples():
   rng = np.random.default_rng(1)
   a, b = rng.normal(size=500), rng.normal(size=500)
   start = time.perf_counter()
-  _paired.paired_bootstrap(a, b, num_resamples=10000)
+  _bootstrap.paired_bootstrap(a, b, num_resamples=10000)
   assert time.perf_counter() - start < 5.0
 
 
 def test_verdicts_in_both_directions():
   base = np.linspace(0.0, 1.0, 40)
   up = base + 1.0 + 0.01 * np.sin(np.arange(40))
-  higher = _paired.paired_bootstrap(up, base)
-  assert higher.low > 0 and higher.verdict == _paired.BETTER
-  assert _paired.paired_bootstrap(up, base, lower_is_better=True).verdict \
-      == _paired.WORSE
-  assert _paired.paired_bootstrap(base, up).verdict == _paired.WORSE
-  assert _paired.paired_bootstrap(base, up, lower_is_better=True).verdict \
-      == _paired.BETTER
+  higher = _bootstrap.paired_bootstrap(up, base)
+  assert higher.low > 0 and higher.verdict == _bootstrap.BETTER
+  assert _bootstrap.paired_bootstrap(up, base, lower_is_better=True).verdict \
+      == _bootstrap.WORSE
+  assert _bootstrap.paired_bootstrap(base, up).verdict == _bootstrap.WORSE
+  assert _bootstrap.paired_bootstrap(base, up, lower_is_better=True).verdict \
+      == _bootstrap.BETTER
   # Differences of both signs: the interval contains 0.
   noisy = base + np.where(np.arange(40) % 2, 1.0, -1.0)
-  tie = _paired.paired_bootstrap(noisy, base)
-  assert tie.low < 0 < tie.high and tie.verdict == _paired.TIE
+  tie = _bootstrap.paired_bootstrap(noisy, base)
+  assert tie.low < 0 < tie.high and tie.verdict == _bootstrap.TIE
   # Identical methods: a zero-width interval at 0 is a tie.
-  same = _paired.paired_bootstrap(base, base)
-  assert (same.low, same.high, same.verdict) == (0.0, 0.0, _paired.TIE)
-  assert _paired.verdict(0.0, 1.0, False) == _paired.TIE
-  one = _paired.paired_bootstrap([3.0], [1.0])
-  assert one.verdict == _paired.TIE and np.isnan(one.low)
+  same = _bootstrap.paired_bootstrap(base, base)
+  assert (same.low, same.high, same.verdict) == (0.0, 0.0, _bootstrap.TIE)
+  assert _bootstrap.verdict(0.0, 1.0, False) == _bootstrap.TIE
+  one = _bootstrap.paired_bootstrap([3.0], [1.0])
+  assert one.verdict == _bootstrap.TIE and np.isnan(one.low)
 
 
 def test_bad_input():
   with pytest.raises(ValueError, match="1-d"):
-    _paired.paired_bootstrap([1.0, 2.0], [1.0])
+    _bootstrap.paired_bootstrap([1.0, 2.0], [1.0])
   with pytest.raises(ValueError, match="finite"):
-    _paired.paired_bootstrap([1.0, np.nan], [1.0, 2.0])
+    _bootstrap.paired_bootstrap([1.0, np.nan], [1.0, 2.0])
   with pytest.raises(ValueError, match="2000"):
-    _paired.paired_bootstrap([1.0, 2.0], [1.0, 2.0], num_resamples=100)
+    _bootstrap.paired_bootstrap([1.0, 2.0], [1.0, 2.0], num_resamples=100)
   with pytest.raises(ValueError, match="n\\^n"):
-    _paired.paired_bootstrap(np.arange(12.0), np.zeros(12), exact=True)
+    _bootstrap.paired_bootstrap(np.arange(12.0), np.zeros(12), exact=True)
 
 
 def _rows(suite, metric, budget, scorer, values, start=0):
@@ -155,18 +156,18 @@ def test_kvp_against_the_best_baseline_of_each_family():
   # The helper pairs samples in sorted order of their ids.
   order = sorted(range(n), key=lambda i: f"s{i}")
   keydiff = [r["value"] for r in rows if r["scorer"] == "keydiff"]
-  direct = _paired.paired_bootstrap(
+  direct = _bootstrap.paired_bootstrap(
       kvp[order], np.asarray(keydiff)[order], num_resamples=2000, seed=1)
   assert (free["difference"], free["low"], free["high"], free["verdict"]) \
       == (direct.mean, direct.low, direct.high, direct.verdict)
   aware = got["ruler", "128", "query_aware"]
-  assert aware["baseline"] == "snapkv" and aware["verdict"] == _paired.WORSE
+  assert aware["baseline"] == "snapkv" and aware["verdict"] == _bootstrap.WORSE
   assert aware["difference"] == pytest.approx(-10.0)
   assert aware["low"] == pytest.approx(-10.0)
   ppl = got["dialogue", "64", "query_free"]
   # lagkv has the lower mean, so it is the best; paired on its 15 samples.
   assert ppl["baseline"] == "lagkv" and ppl["num_samples"] == 15
-  assert ppl["lower_is_better"] and ppl["verdict"] == _paired.BETTER
+  assert ppl["lower_is_better"] and ppl["verdict"] == _bootstrap.BETTER
   assert ppl["difference"] == pytest.approx(-1.0)
   assert ppl["kvp_mean"] == pytest.approx(np.mean(kvp[:15] / 10))
   text = "\n".join(_paired_tables.comparisons_markdown(out))
@@ -214,7 +215,7 @@ def test_summary_table_has_one_row_per_method_and_family():
   assert body["kvp - query_aware"][0] == "-5.00 [-5.00, -5.00] ▼"
   # kvp_paper has no cell at 128: that column is blank.
   (paper,) = [c for c in comparisons if c["method"] == "kvp_paper"]
-  assert paper["verdict"] == _paired.WORSE
+  assert paper["verdict"] == _bootstrap.WORSE
   assert body["kvp_paper - kvp"] == [
       f"{paper['difference']:+.2f} [{paper['low']:+.2f}, "
       f"{paper['high']:+.2f}] ▼", " |"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kvp_jax.evaluation import _multiplicity
+from kvp_jax.evaluation import _bootstrap
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
@@ -116,13 +117,13 @@ def test_group_verdicts_show_where_the_suite_verdict_comes_from(tmp_path):
     better = cells[("ruler/a@1k", str(budget), "query_free")]
     worse = cells[("ruler/b@1k", str(budget), "query_free")]
     assert better["baseline"] == worse["baseline"] == "keydiff"
-    assert better["verdict"] == _paired.BETTER and better["num_samples"] == 10
-    assert worse["verdict"] == _paired.WORSE
+    assert better["verdict"] == _bootstrap.BETTER and better["num_samples"] == 10
+    assert worse["verdict"] == _bootstrap.WORSE
     assert better["difference"] == pytest.approx(5, abs=0.5)
   # The suite as a whole: the two tasks cancel.
   suite = [c for c in _verdicts.paired_comparisons(rows)
            if c["family"] == "query_free"]
-  assert {c["verdict"] for c in suite} == {_paired.TIE}
+  assert {c["verdict"] for c in suite} == {_bootstrap.TIE}
   md = _paired_tables.group_markdown(by_group)
   lines = [l for l in md if l.startswith("| a@1k") or l.startswith("| b@1k")]
   assert len(lines) == 4                  # Two tasks x two families.
@@ -175,7 +176,7 @@ def test_extra_policies_are_compared_with_each_reference_policy():
     assert c["baseline"] == ref and c["num_samples"] == 12
     assert c["difference"] == pytest.approx(np.mean(diffs))
     assert c["difference"] == pytest.approx(want, abs=0.1)
-    assert c["verdict"] == _paired.BETTER
+    assert c["verdict"] == _bootstrap.BETTER
   # The default keeps the base as its only reference.
   plain = {(c["method"], c["family"])
            for c in _verdicts.paired_comparisons(rows)}
