@@ -57,8 +57,9 @@ def long_prompt(tokenizer, num_tokens: int) -> str:
 
 
 def escaped(prompt: str) -> str:
-  """A prompt as one line of a prompts file (newlines written "\\n")."""
-  return prompt.replace("\\", "\\\\").replace("\n", "\\n")
+  """A prompt as one line of a prompts file: newlines written "\\n", the
+  only escape the command reads back."""
+  return prompt.replace("\n", "\\n")
 
 
 def _time_field(report: str, label: str) -> str:
@@ -79,7 +80,8 @@ def main(argv):
   tokenizer = model.load_tokenizer()
   prompt = long_prompt(tokenizer, _PROMPT_TOKENS.value)
   # What the command reads: the text tokenized again, BOS first.
-  read_tokens = len(tokenizer.encode(prompt, add_bos=True))
+  read_back = escaped(prompt).replace("\\n", "\n")
+  read_tokens = len(tokenizer.encode(read_back, add_bos=True))
   with tempfile.TemporaryDirectory() as tmp:
     prompts = Path(tmp) / "prompts.txt"
     prompts.write_text(escaped(prompt) + "\n", encoding="utf-8")

@@ -106,10 +106,10 @@ class EvalConfig:
       the base an ablation changed). One that is not in a grid's results is
       skipped; a policy is not compared with itself.
     scorer_options: {scorer name: {field: value}}: baselines built with
-      other settings than their defaults (e.g. {"roco": {"recent_ratio":
-      0.3}}, kvp_jax.scorers.get_scorer). A scorer's settings are part of
-      its cells' identity (Scorer.identity), so rows made with others are
-      never reused.
+      other settings than their defaults (e.g. {"lagkv": {"lag": 64}};
+      kvp_jax.scorers.get_scorer). A scorer's settings are part of its
+      cells' identity (Scorer.identity), so rows made with others are never
+      reused.
     budgets: tokens kept per (layer, KV head), the protected ones included.
     protocol: "once" (the paper), "chunked" or "decode".
     allocation: "uniform" (the paper), "layer" or "model".

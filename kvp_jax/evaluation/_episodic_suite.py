@@ -172,6 +172,10 @@ def _layer_budgets(model, settings, episodic, eviction, sample,
   if not path:
     return None
   calibration = settings.get("calibration") or {}
+  if isinstance(calibration, str) and calibration != FIRST_CONVERSATION:
+    raise ValueError(f"calibration: {calibration!r} is neither "
+                     f"{FIRST_CONVERSATION!r} nor a mapping of "
+                     f"num_conversations, target_length, seed")
   if Path(path).is_file():
     profile = eviction_lib.read_profile(path, model)
     if calibration != FIRST_CONVERSATION:

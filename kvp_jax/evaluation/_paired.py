@@ -98,7 +98,7 @@ def kvp_against_baselines(
   """
   families = baseline_families() if families is None else families
   cells = collections.defaultdict(dict)      # cell -> scorer -> sample -> v.
-  cluster_of = {}                            # sample -> its cluster.
+  cluster_of = {}                            # (suite, sample) -> cluster.
   for r in rows:
     key = tuple(str(r.get(k)) for k in _CELL)
     per_sample = cells[key].setdefault(r["scorer"], {})
@@ -108,7 +108,7 @@ def kvp_against_baselines(
                        f"{sample!r} in cell {dict(zip(_CELL, key))}")
     per_sample[sample] = float(r["value"])
     if r.get("cluster") is not None:
-      cluster_of[sample] = str(r["cluster"])
+      cluster_of[(key[0], sample)] = str(r["cluster"])
   out = []
   for key in sorted(cells, key=_cell_order):
     by_scorer = cells[key]
@@ -132,9 +132,9 @@ def kvp_against_baselines(
         b = np.asarray([by_scorer[best][s] for s in shared])
         settings = dict(lower_is_better=lower, num_resamples=num_resamples,
                         confidence=confidence, seed=seed)
-        if all(s in cluster_of for s in shared):
+        if all((key[0], s) in cluster_of for s in shared):
           diff = paired_cluster_bootstrap(
-              a, b, [cluster_of[s] for s in shared], **settings)
+              a, b, [cluster_of[(key[0], s)] for s in shared], **settings)
           clustered = {"num_clusters": diff.num_clusters}
         else:
           diff, clustered = paired_bootstrap(a, b, **settings), {}

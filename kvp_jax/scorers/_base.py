@@ -82,11 +82,29 @@ class Scorer:
 
   def identity(self) -> dict:
     """The settings its results depend on beyond its name, as a JSON-able
-    mapping (part of an evaluation cell's identity). Empty by default: a
-    rule whose settings change lists those that differ from the settings
-    its earlier results were made with, so those results stay valid and new
-    ones are never mixed with them."""
-    return {}
+    mapping (part of an evaluation cell's identity): every field of a plain
+    value (number, string, bool) that differs from its default, the budget
+    aside (a cell has its own). Empty for a scorer built with its defaults,
+    so results made with the defaults keep their identity; a rule whose
+    defaults change compares some fields with the earlier ones instead
+    (RoCo)."""
+    return self._differing({})
+
+  def _differing(self, earlier: dict) -> dict:
+    """Fields that differ from `earlier` (those it names) or else from
+    their defaults."""
+    if not dataclasses.is_dataclass(self):
+      return {}
+    out = {}
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if f.name == "budget" or not isinstance(
+          value, (bool, int, float, str)):
+        continue
+      base = earlier.get(f.name, f.default)
+      if base is not dataclasses.MISSING and value != base:
+        out[f.name] = value
+    return out
 
   def for_decoding(self) -> "Scorer":
     """The scorer to evict with during decoding (protocol "decode"): this

@@ -127,8 +127,7 @@ class RoCoScorer(Scorer):
           f"{self.num_sinks + self.min_recent}, got {b!r}")
 
   def identity(self) -> dict:
-    return {k: getattr(self, k) for k, v in self.EARLIER.items()
-            if getattr(self, k) != v}
+    return self._differing(self.EARLIER)
 
   def for_decoding(self) -> "RoCoScorer":
     """The scorer that evicts during decoding: decode_recent_ratio's

@@ -64,3 +64,23 @@ def test_scorer_options_are_checked():
   ec = evaluation.EvalConfig(scorers=("roco",),
                              scorer_options={"roco": {"recent_ratio": 0.3}})
   assert ec.scorer_options == {"roco": {"recent_ratio": 0.3}}
+
+
+def test_any_option_changes_the_identity_of_its_scorer_only():
+  lag = scorers.get_scorer("lagkv", lag=64)
+  assert lag.identity() == {"lag": 64}
+  assert scorers.get_scorer("lagkv").identity() == {}
+  assert scorers.get_scorer("roco", num_sinks=8).identity() == {
+      "recent_ratio": 0.1, "accumulate_chunks": True, "num_sinks": 8}
+  grid = _grid()
+  grid.scorers["lagkv"] = scorers.get_scorer("lagkv")
+  before = grid.settings("lagkv")
+  grid.scorers["lagkv"] = lag
+  assert grid.settings("lagkv") != before
+  assert before == _earlier_settings("lagkv")
+
+
+def test_a_policys_identity_is_its_file_not_its_fields():
+  from kvp_jax.policy import shipped_policy
+  kvp = scorers.KVPScorer.from_artifact(shipped_policy("gemma3_270m").path)
+  assert kvp.fingerprint and kvp.identity() == {}
