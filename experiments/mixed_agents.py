@@ -25,7 +25,6 @@ it, the job records all of them. The held-out grid (heldout_cross.py) holds
 its committed policy as "kvp_mixed" (pinned in experiments/policies.py).
 """
 
-from experiments import common
 from experiments import dialogue_agents
 from experiments import ruler_agents_contrast
 

@@ -17,11 +17,20 @@ a config with eval.role = "test" reads them, for a policy it names.
 Config arguments (after the file's ":", comma-separated):
   policy=PATH   the policy reported as "kvp" (default: the shipped one)
   suites=a,b    only these suites (ruler_ood, dialogues)
+  seeds=P1,P2   the same policy trained with other seeds (exported
+                policies, e.g. runs/sweeps/method/seed43/policy.kvp from
+                launch/method_ablations.py:families=seeds), each reported as
+                "kvp_<its directory>" beside "kvp": the spread over seeds
 Every query-free and query-aware scorer, RoCo and the oracle (a bound) run
 at budgets 64..1024; the verdicts are Holm-adjusted per suite and metric
-(kvp_jax.evaluation._verdicts). Results: experiments/results/test/. On 2
-CPU cores the whole grid takes hours; its log resumes where it stopped.
+(kvp_jax.evaluation._verdicts). Teacher-forced agreement and KL cover every
+sample; greedy answers through compressed caches are generated only where
+the full cache answers right (answers="where_full_right"), the samples
+answer retention reads. Results: experiments/results/test/. On 2 CPU cores
+the whole grid takes hours; its log resumes where it stopped.
 """
+
+from pathlib import Path
 
 from experiments import common
 from experiments import ruler_agents_contrast
@@ -35,7 +44,9 @@ def test_suites() -> list[dict]:
   jsonl = lambda *names: [{"kind": "jsonl",
                            "paths": [f"{SUITES}/{n}" for n in names]}]
   return [
-      {"kind": "ruler", "name": "ruler_ood",
+      # Compressed cells answer where the full cache is right (what answer
+      # retention reads); agreement and KL cover every sample.
+      {"kind": "ruler", "name": "ruler_ood", "answers": "where_full_right",
        "sources": jsonl("ruler_ood_2048.jsonl", "ruler_ood_4096.jsonl")},
       {"kind": "perplexity", "name": "dialogues",
        "sources": jsonl("dialogues_test.jsonl")},
@@ -43,7 +54,8 @@ def test_suites() -> list[dict]:
 
 
 def get_config(arg=None):
-  args = configs.parse_config_arg(arg, policy="shipped", suites=[])
+  args = configs.parse_config_arg(arg, policy="shipped", suites=[],
+                                  seeds=[])
   c = ruler_agents_contrast.get_config()      # The model and input settings.
   suites = test_suites()
   if args["suites"]:
@@ -55,6 +67,7 @@ def get_config(arg=None):
   c.eval = common.eval_config(
       suites=suites, budgets=[64, 128, 256, 512, 1024], batch_size=8,
       policy=args["policy"], output_dir="experiments/results/test",
-      compress_log=True)
+      compress_log=True,
+      policies={f"kvp_{Path(p).parent.name}": p for p in args["seeds"]})
   c.eval.role = "test"
   return c

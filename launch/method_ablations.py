@@ -28,6 +28,8 @@ Families (issue #12, item 1), each one change to its base (below):
             weighted by ||W_O^g v_j||, the size of what the token writes
             through that head (traces.target = "value_weighted", its own
             trace store).
+  seeds:    the default with train.seed 43 and 44 beside the shipped 42:
+            no ablation, the seed spread the test reports.
 Two bases. The samples family changes experiments/ruler_agents_contrast.py
 as committed (key contrast, position "both", uniform reward, greedy
 futures, K = 1), which is "kvp_contrast" of the held-out grid, so it is not trained
@@ -73,6 +75,10 @@ FAMILIES = {
          "policy.position_mode": "depth_log_age"}],
     "target": [
         {"name": "target_value_weighted", "traces.target": "value_weighted"}],
+    # The default itself with other initialisation and sampling seeds (the
+    # shipped policy is seed 42): the spread over seeds beside the
+    # interval over samples (experiments/test.py:seeds=...).
+    "seeds": [{"name": f"seed{s}", "train.seed": s} for s in (43, 44)],
 }
 
 

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Optional
 from kvp_jax import configs
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation import _episodic_suite
+from kvp_jax.evaluation import _ruler_suite
 from kvp_jax.evaluation import _suites
 from kvp_jax.evaluation._grid import OPTIONAL_METRICS
 from kvp_jax.evaluation._grid import PRIMARY_METRICS
@@ -45,11 +47,14 @@ class SuiteConfig:
       None for each task's own (ruler, attention_cost).
     text_files: perplexity suites: extra text files to score.
     context_tokens, continuation_tokens: how those files are cut.
-    conversations, episodic, layer_profile, calibration, alpha,
-      min_fraction, blend_weight, plain: the episodic suite's (see
-      kvp_jax.evaluation._episodic_suite).
+    conversations, disjoint_from, episodic, layer_profile, calibration, alpha,
+      min_fraction, blend_weight, plain, plain_protocols: the episodic
+      suite's (see kvp_jax.evaluation._episodic_suite).
     ratios: the long_text suite's budgets as shares of each context (see
       kvp_jax.evaluation._long_text_suite).
+    answers: the ruler suite's: "all" (every cell answers every sample) or
+      "where_full_right" (compressed cells answer only where the full
+      cache is right; kvp_jax.evaluation._ruler_suite).
   """
   kind: str
   name: str = ""
@@ -59,6 +64,7 @@ class SuiteConfig:
   context_tokens: int = 1024
   continuation_tokens: int = 256
   conversations: Any = None
+  disjoint_from: Any = None
   episodic: Any = None
   layer_profile: str = ""
   calibration: Any = None
@@ -66,10 +72,19 @@ class SuiteConfig:
   min_fraction: float = 0.25
   blend_weight: Optional[float] = None
   plain: bool = True
+  plain_protocols: tuple[str, ...] = ()
   ratios: tuple[float, ...] = ()
+  answers: str = "all"
 
   def __post_init__(self):
     _suites.get_kind(self.kind)      # ValueError naming the known kinds.
+    where = f"suite {self.name or self.kind}"
+    _ruler_suite.check_answers(self.answers, f"{where}: answers")
+    try:
+      _episodic_suite.plain_protocols(
+          {"plain_protocols": self.plain_protocols})
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}") from None
     for name in ("context_tokens", "continuation_tokens"):
       if getattr(self, name) < 1:
         raise ValueError(f"suite {self.name or self.kind}: {name} must be "

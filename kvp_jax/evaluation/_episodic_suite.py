@@ -14,7 +14,11 @@ over the medoid).
 
   {"kind": "episodic", "sources": [jsonl of long conversation samples]
    and/or "conversations": {"num_conversations": n, "target_length": t,
-   "seed": s, "num_facts": f, "max_new_tokens": m},
+   "seed": s, "num_facts": f, "max_new_tokens": m} or a list of these
+   (generated_conversations: then no two conversations share a source
+   dialogue),
+   "disjoint_from": specs of conversations this suite's must share no
+   source dialogue with (a dev suite's, beside a test suite),
    "episodic": {EpisodicSettings fields, among them "scorer": "kvzip"
    (default) | "snapkv", the in-episode scorer; "rule": "paper" (default)
    | "power", how the layer budgets follow the profile
@@ -32,7 +36,10 @@ over the medoid).
    earlier choice: the first conversation evaluated),
    "alpha": float (absent: the rule's, 1.3 | 1.0), "min_fraction": float,
    "blend_weight": float (adds an EPICACHE_KVP cell),
-   "plain": bool (default true)}
+   "plain": bool (default true),
+   "plain_protocols": the plain baselines' protocols (default ["chunked"];
+   "once" adds compress-once cells: the whole conversation prefilled, then
+   evicted to the budget once, where its full cache fits)}
 
 Change the suite's name when changing these settings: the sample log's key
 does not hold them.
@@ -42,23 +49,22 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation import _conversations
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _suites
 from kvp_jax.evaluation._grid import Evaluated, FULL
-from kvp_jax.samples import dialogues
-from kvp_jax.samples import long_conversations
 
 EPICACHE = _paired.EPICACHE           # Episodes scored by their medoids.
 EPICACHE_KVP = _paired.EPICACHE_KVP   # The same, KVP blended into the score.
-CALIBRATION_SEED = 9000   # No suite's conversations use it (they: 2000).
-FIRST_CONVERSATION = "first_conversation"
+FIRST_CONVERSATION = _conversations.FIRST_CONVERSATION
+CHUNKED = "chunked"       # EpiCache's, and the plain baselines' default.
+PLAIN_PROTOCOLS = (CHUNKED, "once")
 
 
 @_suites.register
@@ -68,13 +74,8 @@ class EpisodicSuite(_suites.SuiteKind):
   def samples(self, suite: Mapping[str, Any], samples: list, tokenizer):
     """The suite's conversations (generated and/or from its sources);
     every sample must name its conversation."""
-    spec = suite.get("conversations")
-    if spec:
-      spec = dict(spec)
-      samples = list(samples) + long_conversations.generate_long_conversations(
-          int(spec.pop("num_conversations", 1)),
-          int(spec.pop("target_length", 4096)), tokenizer,
-          int(spec.pop("seed", 2000)), **spec)
+    samples = list(samples) + _conversations.generated_conversations(
+        suite, tokenizer)
     for sample in samples:
       if "conversation_id" not in sample.metadata:
         raise ValueError(f"sample {sample.id!r} has no metadata "
@@ -144,19 +145,39 @@ def _cells(run: _suites.SuiteRun, settings: Mapping[str, Any],
                     grid.full_eviction()), False
   cells = []
   if settings.get("plain", True):
-    cells += [(n, s, False) for n, s in grid.scorers.items()]
+    cells += [(n, s, False, p) for p in plain_protocols(settings)
+              for n, s in grid.scorers.items()]
   observer = eviction_lib.episode_scorer(episodic.scorer)
-  cells.append((EPICACHE, observer, True))
+  cells.append((EPICACHE, observer, True, CHUNKED))
   if "kvp" in grid.scorers and settings.get("blend_weight") is not None:
     cells.append((EPICACHE_KVP, eviction_lib.MedoidBlendScorer(
         learned=grid.scorers["kvp"], observer=observer,
-        weight=float(settings["blend_weight"])), True))
-  for name, scorer, by_episode in cells:
+        weight=float(settings["blend_weight"])), True, CHUNKED))
+  for name, scorer, by_episode, protocol in cells:
     for b in grid.budgets:
-      yield Evaluated(grid.cell(run.suite, name, b), scorer,
+      yield Evaluated(grid.cell(run.suite, name, b, protocol), scorer,
                       eviction_lib.Eviction(
-                          b, protocol="chunked", chunk_size=grid.chunk_size,
+                          b, protocol=protocol, chunk_size=grid.chunk_size,
                           protected=grid.protected)), by_episode
+
+
+def plain_protocols(settings: Mapping[str, Any]) -> tuple[str, ...]:
+  """The plain baselines' protocols of an episodic suite's settings.
+
+  Raises:
+    ValueError: a protocol other than "chunked" and "once".
+  """
+  protocols = tuple(settings.get("plain_protocols") or (CHUNKED,))
+  unknown = sorted(set(protocols) - set(PLAIN_PROTOCOLS))
+  if unknown:
+    raise ValueError(f"plain_protocols: {unknown} not among "
+                     f"{PLAIN_PROTOCOLS}")
+  return protocols
+
+
+def protocols_of(settings: Mapping[str, Any]) -> tuple[str, ...]:
+  """Every protocol an episodic suite's cells are logged under."""
+  return tuple(dict.fromkeys((CHUNKED,) + plain_protocols(settings)))
 
 
 def _layer_budgets(model, settings, episodic, eviction, sample,
@@ -179,7 +200,8 @@ def _layer_budgets(model, settings, episodic, eviction, sample,
   if Path(path).is_file():
     profile = eviction_lib.read_profile(path, model)
     if calibration != FIRST_CONVERSATION:
-      check_disjoint(profile.get("calibration"), evaluated, path)
+      _conversations.check_disjoint(profile.get("calibration"), evaluated,
+                                    path)
     sensitivity = np.asarray(profile["sensitivity"], np.float32)
   else:
     if calibration == FIRST_CONVERSATION:
@@ -187,8 +209,8 @@ def _layer_budgets(model, settings, episodic, eviction, sample,
       info = {"kind": FIRST_CONVERSATION,
               "conversations": [sample.metadata.get("conversation_id")]}
     else:
-      prompts, info = calibration_prompts(model.tokenizer, settings,
-                                          evaluated)
+      prompts, info = _conversations.calibration_prompts(
+          model.tokenizer, settings, evaluated)
     sensitivity = eviction_lib.load_or_profile(
         path, model, prompts, scorers_lib.get_scorer("keydiff"),
         eviction_lib.Eviction(eviction.budget, protocol="chunked",
@@ -209,67 +231,3 @@ def _layer_budgets(model, settings, episodic, eviction, sample,
       sensitivity, eviction.budget * model.config.num_layers, rule=rule,
       alpha=alpha, floor=floor,
       caps=eviction_lib.window_caps(model.config, floor))
-
-
-def _text_hash(text: str) -> str:
-  return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _sources(samples) -> set[str]:
-  return {str(x) for s in samples for x in s.metadata.get("sources", ())}
-
-
-def calibration_prompts(tokenizer, settings: Mapping[str, Any],
-                        evaluated: Sequence[Any]
-                        ) -> tuple[list[list[int]], dict[str, Any]]:
-  """The token lists a layer profile is made on, and their record: long
-  conversations built from the chitchat dialogues none of the `evaluated`
-  samples uses (settings["calibration"]: num_conversations, target_length,
-  seed; defaults 1, the suite's target length, CALIBRATION_SEED).
-
-  Raises:
-    ValueError: unknown calibration fields.
-  """
-  spec = dict(settings.get("calibration") or {})
-  suite_spec = settings.get("conversations") or {}
-  n = int(spec.pop("num_conversations", 1))
-  length = int(spec.pop("target_length",
-                        suite_spec.get("target_length", 4096)))
-  seed = int(spec.pop("seed", CALIBRATION_SEED))
-  if spec:
-    raise ValueError(f"calibration: unknown fields {sorted(spec)}")
-  used = _sources(evaluated)
-  pool = [c for c in dialogues.load_conversations() if c.id not in used]
-  built = long_conversations.generate_long_conversations(
-      n, length, tokenizer, seed, conversations=pool)
-  contexts = {s.metadata["conversation_id"]: s for s in built}
-  info = {"kind": "calibration", "num_conversations": n,
-          "target_length": length, "seed": seed,
-          "conversations": sorted(contexts),
-          "text_sha256": sorted(_text_hash(s.context)
-                                for s in contexts.values()),
-          "sources": sorted(_sources(contexts.values()))}
-  check_disjoint(info, evaluated, "the calibration text")
-  return [tokenizer.encode(s.context, add_bos=True)
-          for s in contexts.values()], info
-
-
-def check_disjoint(info: Mapping[str, Any] | None, evaluated: Sequence[Any],
-                   where: Any) -> None:
-  """Raises ValueError, naming `where`, unless the calibration record
-  `info` shares no conversation id, text or source dialogue with the
-  evaluated samples."""
-  if not info or info.get("kind") != "calibration":
-    raise ValueError(f"{where}: the profile records no calibration text "
-                     f"disjoint from the evaluated conversations; delete "
-                     f"it to profile again (or set the suite's calibration "
-                     f"to {FIRST_CONVERSATION!r})")
-  ids = {s.metadata.get("conversation_id") for s in evaluated}
-  texts = {_text_hash(s.context) for s in evaluated}
-  shared = (sorted(ids & set(info["conversations"])) +
-            sorted(texts & set(info["text_sha256"]))[:1] +
-            sorted(_sources(evaluated) & set(info["sources"]))[:3])
-  if shared:
-    raise ValueError(f"{where}: its calibration text overlaps the evaluated "
-                     f"conversations ({', '.join(shared)}); delete it to "
-                     f"profile again")

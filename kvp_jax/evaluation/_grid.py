@@ -102,6 +102,9 @@ class Grid:
     is None where the grid only reports (nothing computes).
   identity: what makes results reusable by a rerun besides the cell itself
     (the model's fingerprint; per scorer, e.g. the policy file's sha256).
+  more_protocols: protocols some suite's cells use beside `protocol` (an
+    episodic suite's compress-once baselines); a report reads their rows
+    too.
   """
   scorers: dict[str, scorers_lib.Scorer | None]
   budgets: tuple[int, ...]
@@ -115,6 +118,7 @@ class Grid:
   seed: int
   identity: dict[str, str] = dataclasses.field(default_factory=dict)
   metrics: tuple[str, ...] = PRIMARY_METRICS
+  more_protocols: tuple[str, ...] = ()
 
   def __post_init__(self):
     unknown = set(self.metrics) - set(PRIMARY_METRICS + OPTIONAL_METRICS)
@@ -143,13 +147,17 @@ class Grid:
                       + ([own] if own else []))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-  def cell(self, suite: str, scorer: str, budget: int | str) -> Cell:
-    """A compressed cell of the grid's protocol and allocation, or the full
-    cache's (budget FULL)."""
+  def cell(self, suite: str, scorer: str, budget: int | str,
+           protocol: str | None = None) -> Cell:
+    """A compressed cell of the grid's protocol (or `protocol`, one of
+    more_protocols) and allocation, or the full cache's (budget FULL)."""
     if budget == FULL:
       return Cell(suite, FULL, FULL, FULL, FULL, self.settings(FULL))
-    return Cell(suite, scorer, budget, self.protocol, self.allocation,
-                self.settings(scorer))
+    if protocol not in (None, self.protocol, *self.more_protocols):
+      raise ValueError(f"protocol {protocol!r} is neither the grid's "
+                       f"({self.protocol!r}) nor one of {self.more_protocols}")
+    return Cell(suite, scorer, budget, protocol or self.protocol,
+                self.allocation, self.settings(scorer))
 
   def ranking_cell(self, suite: str, scorer: str,
                    budget: int | str = ALL) -> Cell:
@@ -177,5 +185,5 @@ class Grid:
     """A logged row of this grid's settings (a report reads only those)."""
     return row.get("settings") == self.settings(row["scorer"]) and (
         row["protocol"] in (FULL, RANKING) or (
-            row["protocol"] == self.protocol and
+            row["protocol"] in (self.protocol, *self.more_protocols) and
             row["allocation"] == self.allocation))

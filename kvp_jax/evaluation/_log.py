@@ -52,6 +52,7 @@ class SampleLog(_files.JsonlLog):
     fresh = [r for r in self.rows if self._key(r) not in self.done]
     self.rows = frozen + fresh
     self.done |= {self._key(r) for r in fresh}
+    self._values = {self._key(r): r.get("value") for r in self.rows}
 
   @property
   def compressed_path(self) -> Path:
@@ -63,6 +64,12 @@ class SampleLog(_files.JsonlLog):
   def has(self, **key) -> bool:
     return self._key(key) in self.done
 
+  def value(self, cell, sample, metric: str):
+    """The logged value of (cell, sample, metric), or None where it is not
+    logged (or logged by another process)."""
+    return self._values.get(self._key(dict(sample=sample, metric=metric,
+                                           **cell.key())))
+
   def has_all(self, cell, samples: Iterable, metrics: Sequence[str]) -> bool:
     """Every (sample, metric) of `cell` (a _grid.Cell) is logged."""
     return all(self.has(sample=s, metric=m, **cell.key())
@@ -72,6 +79,7 @@ class SampleLog(_files.JsonlLog):
     """Appends the rows not logged yet (a batch may be partly done)."""
     rows = self.append(r for r in rows if self._key(r) not in self.done)
     self.done |= {self._key(r) for r in rows}
+    self._values.update((self._key(r), r.get("value")) for r in rows)
 
   def compact(self) -> None:
     """Folds every row into samples.jsonl.gz (written atomically, with a
@@ -96,6 +104,7 @@ class MergedLog(SampleLog):
       super().__init__(path)
     else:                         # Process 0's file may be on its disk only.
       self.path, self.sync, self.rows, self.done = Path(path), False, [], set()
+      self._values = {}
     self.done = set(distributed.gather_rows(
         sorted(self.done) if distributed.is_primary() else []))
     self._new: list[dict] = []
@@ -113,6 +122,7 @@ class MergedLog(SampleLog):
     self.done |= {self._key(r) for r in rows}
     if distributed.is_primary():
       self.append(rows)
+      self._values.update((self._key(r), r.get("value")) for r in rows)
 
 
 def open_log(path: Path) -> SampleLog:

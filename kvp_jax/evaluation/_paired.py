@@ -45,6 +45,11 @@ def baseline_families() -> dict[str, tuple[str, ...]]:
   return families
 # Methods compared beside KVP, each against its own families.
 OTHER_METHODS = {EPICACHE_KVP: {"episodic": (EPICACHE,)}}
+# Episodic suites' plain baselines may also compress each conversation once
+# (protocol ONCE, after a full prefill): the family EpiCache's methods are
+# compared with across protocols (against_compress_once).
+ONCE = "once"
+COMPRESS_ONCE = "compress_once"
 # The scorer names of a grid's extra policies (eval.policies).
 EXTRA_POLICY_PREFIX = "kvp_"
 
@@ -146,6 +151,28 @@ def kvp_against_baselines(
             lower_is_better=lower, exact=diff.exact, p_value=diff.p_value,
             **clustered))
   return out
+
+
+def against_compress_once(rows: Sequence[Mapping], **settings) -> list[dict]:
+  """EpiCache and EpiCache + KVP (block by block, one cache per episode)
+  against each plain baseline that compresses the whole conversation once
+  (protocol ONCE) at the same budget, paired as kvp_against_baselines (by
+  conversation where rows name one). Every baseline is compared, none
+  picked on the data; each entry's family is "compress_once/<baseline>"
+  and its protocol ONCE (the comparison's cell, a multiplicity family of
+  its own).
+
+  settings: num_resamples, confidence, seed, as kvp_against_baselines.
+  """
+  methods = (EPICACHE, EPICACHE_KVP)
+  once = [r for r in rows if str(r.get("protocol")) == ONCE]
+  names = sorted({r["scorer"] for r in once} - set(methods))
+  cells = once + [dict(r, protocol=ONCE) for r in rows
+                  if r["scorer"] in methods]
+  families = {f"{COMPRESS_ONCE}/{n}": (n,) for n in names}
+  return [c for method in methods if families
+          for c in kvp_against_baselines(cells, kvp=method,
+                                         families=families, **settings)]
 
 
 def budget_order(budget: str) -> tuple:

@@ -4,6 +4,8 @@
   summary_markdown(comparisons)      the same at a glance: one row per
                                      (method, family), one column per budget
   group_markdown(comparisons)        per-task (group) comparisons
+  seed_spread_markdown(comparisons)  KVP's interval over samples beside
+                                     its spread over seeds
 """
 
 from __future__ import annotations
@@ -157,5 +159,50 @@ def group_markdown(comparisons: Sequence[Mapping],
       lines.append(f"| {group} | {n} | " + " | ".join(
           _glance_cell(by_budget.get(b), digits, with_baseline=True)
           for b in budgets) + " |")
+    lines.append("")
+  return lines
+
+
+SEED_PREFIX = "kvp_seed"     # Extra policies: the default with other seeds.
+
+
+def seed_spread_markdown(comparisons: Sequence[Mapping],
+                         metrics: Sequence[str] = SUMMARY_METRICS
+                         ) -> list[str]:
+  """KVP's difference to the best baseline of each family with its interval
+  over samples, beside the range of that difference over seeds: "kvp" and
+  the extra policies named SEED_PREFIX + seed (the same training with other
+  seeds). Empty without such policies."""
+  methods = {c.get("method", "kvp") for c in comparisons}
+  seeds = sorted(m for m in methods if m.startswith(SEED_PREFIX))
+  if not seeds or "kvp" not in methods:
+    return []
+  cells = {((c["suite"], c["metric"], str(c.get("protocol"))), c["family"],
+            str(c["budget"]), c.get("method", "kvp")): c for c in comparisons
+           if c["metric"] in metrics}
+  lines = []
+  for where in sorted({k[0] for k in cells}):
+    suite, metric, _ = where
+    keys = [k for k in cells if k[0] == where]
+    budgets = sorted({k[2] for k in keys}, key=budget_order)
+    families = sorted({k[1] for k in keys if k[3] == "kvp"},
+                      key=lambda f: _family_rank(f, list(baseline_families())))
+    lines += [f"## {suite}: {metric}, KVP minus the best baseline over "
+              f"{len(seeds) + 1} seeds", "",
+              "The shipped policy's difference [95% interval over samples]; "
+              f"then the smallest and largest difference over it and "
+              f"{', '.join(seeds)} (the same training, other seeds).", "",
+              "| family | " + " | ".join(f"b={b}" for b in budgets) + " |",
+              "|---" * (len(budgets) + 1) + "|"]
+    for family in families:
+      row = []
+      for b in budgets:
+        spread = [cells[(where, family, b, m)]["difference"]
+                  for m in ["kvp", *seeds] if (where, family, b, m) in cells]
+        ours = cells.get((where, family, b, "kvp"))
+        row.append("" if ours is None else (
+            f"{_glance_cell(ours, 2)}; seeds {min(spread):+.2f}.."
+            f"{max(spread):+.2f}"))
+      lines.append(f"| {family} | " + " | ".join(row) + " |")
     lines.append("")
   return lines

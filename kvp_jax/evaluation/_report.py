@@ -86,6 +86,19 @@ def _evicted_share_value(members: Sequence[dict]) -> dict:
           "heads_global": int(geo["heads_global"][0])}
 
 
+def by_protocol(rows: Sequence[dict]) -> list[dict]:
+  """The rows for tables and plots: in a suite whose compressed cells use
+  more than one protocol (an episodic suite's compress-once baselines),
+  each compressed scorer is named with its protocol ("kvp (once)")."""
+  protocols = collections.defaultdict(set)
+  for r in rows:
+    if r["scorer"] != FULL:
+      protocols[r["suite"]].add(r.get("protocol"))
+  return [dict(r, scorer=f"{r['scorer']} ({r.get('protocol')})")
+          if r["scorer"] != FULL and len(protocols[r["suite"]]) > 1 else r
+          for r in rows]
+
+
 def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   """Markdown table: at each suite's mean and each budget, KVP's mean
   against the best other deployable scorer's (neither the oracle nor the
@@ -125,7 +138,7 @@ def markdown(rows: Sequence[dict], title: str = "",
   """KVP's verdicts, then per suite and group a scorers x budgets table
   (`rows` from aggregate(); primary metrics only), then the `extra` lines
   (the sections of kvp_jax.evaluation._verdicts)."""
-  rows = [r for r in rows if r["metric"] in PRIMARY]
+  rows = by_protocol([r for r in rows if r["metric"] in PRIMARY])
   lines = [f"# {title}" if title else "# Evaluation results", ""]
   lines += kvp_verdicts(rows)
   by_suite = collections.defaultdict(list)
@@ -184,6 +197,7 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   paths = []
+  rows = by_protocol(rows)
   for suite in sorted({r["suite"] for r in rows}):
     srows = [r for r in rows if r["suite"] == suite and r["group"] == "mean"
              and r["metric"] in PRIMARY]

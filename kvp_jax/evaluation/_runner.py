@@ -27,6 +27,7 @@ from kvp_jax import cache as cache_lib
 from kvp_jax import distributed
 from kvp_jax import eviction as eviction_lib
 from kvp_jax import scorers as scorers_lib
+from kvp_jax.evaluation import _episodic_suite
 from kvp_jax.evaluation import _log
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _policies
@@ -119,7 +120,16 @@ def make_grid(ec: EvalConfig, model: Pretrained,
       protocol=ec.protocol, allocation=ec.allocation,
       chunk_size=ec.chunk_size, decode_interval=ec.decode_interval,
       batch_size=ec.batch_size, include_full=ec.include_full, seed=ec.seed,
-      identity=identity, metrics=ec.metrics)
+      identity=identity, metrics=ec.metrics,
+      more_protocols=more_protocols(ec))
+
+
+def more_protocols(ec: EvalConfig) -> tuple[str, ...]:
+  """Protocols the suites' cells use beside eval.protocol (an episodic
+  suite's chunked cells and its plain_protocols)."""
+  used = [p for s in ec.suite_dicts() if s.get("kind") == "episodic"
+          for p in _episodic_suite.protocols_of(s)]
+  return tuple(p for p in dict.fromkeys(used) if p != ec.protocol)
 
 
 def output_dir(ec: EvalConfig, workdir: str | os.PathLike[str]) -> Path:

@@ -96,7 +96,8 @@ def paired_comparisons(samples: Sequence[dict],
     out += _paired.kvp_against_baselines(
         rows, kvp=method, families=families, num_resamples=NUM_RESAMPLES,
         seed=SEED)
-  return out
+  return out + _paired.against_compress_once(
+      rows, num_resamples=NUM_RESAMPLES, seed=SEED)
 
 
 def every_baseline(samples: Sequence[dict]) -> list[dict]:
@@ -150,9 +151,16 @@ def _table(rows: Sequence[dict], cell) -> list[str]:
 
 def retention_markdown(aggregated: Sequence[dict],
                        retention: Sequence[dict]) -> list[str]:
-  """Per RULER-style suite (mean group): raw accuracy / answer retention."""
-  acc = {(r["suite"], r["scorer"], r["budget"]): r for r in aggregated
-         if r["metric"] == "accuracy" and r["group"] == "mean"}
+  """Per RULER-style suite (mean group): raw accuracy / answer retention;
+  the raw accuracy only of cells that answered every sample the full cache
+  did (not where compressed cells answered only the samples the full cache
+  gets right, kvp_jax.evaluation._ruler_suite)."""
+  means = [r for r in aggregated
+           if r["metric"] == "accuracy" and r["group"] == "mean"]
+  full_n = {r["suite"]: r.get("num_samples") for r in means
+            if r["scorer"] == FULL}
+  acc = {(r["suite"], r["scorer"], r["budget"]): r for r in means
+         if r.get("num_samples") == full_n.get(r["suite"])}
   lines = []
   for suite in sorted({r["suite"] for r in retention}):
     rows = [r for r in retention if r["suite"] == suite and
@@ -292,9 +300,11 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
   plot_paired(comparisons, out_dir)
-  return (retention_markdown(aggregated, retention) +
-          fidelity_markdown(aggregated) + evicted_share_markdown(aggregated) +
-          memory_markdown(aggregated) +
+  tables = _report.by_protocol(aggregated)
+  return (retention_markdown(tables, _report.by_protocol(retention)) +
+          fidelity_markdown(tables) + evicted_share_markdown(tables) +
+          memory_markdown(tables) +
           _paired_tables.summary_markdown(comparisons) +
+          _paired_tables.seed_spread_markdown(comparisons) +
           _paired_tables.group_markdown(by_group) +
           _paired_tables.comparisons_markdown(comparisons))

@@ -8,6 +8,7 @@ from experiments import common
 from kvp_jax import evaluation
 from kvp_jax import model as model_lib
 from kvp_jax import policy as policy_lib
+from kvp_jax.evaluation import _conversations as text_lib
 from kvp_jax.evaluation import _suites
 
 
@@ -194,7 +195,7 @@ def test_the_epicache_cells_use_the_settings_scorer():
       include_full=False, scorers={"kvp": scorers_lib.get_scorer("knorm")},
       identity={}, budgets=[48], chunk_size=64,
       protected=cache_lib.Protected(),
-      cell=lambda suite, name, budget: (name, budget))
+      cell=lambda suite, name, budget, protocol=None: (name, budget))
   run = types.SimpleNamespace(grid=grid, suite="conv")
   for name, cls in (("kvzip", eviction_lib.KVzipMaxScorer),
                     ("snapkv", scorers_lib.SnapKVScorer)):
@@ -231,13 +232,12 @@ def _conversations(model, n=2, seed=5):
 def test_the_calibration_text_is_disjoint_from_the_evaluated_one(model):
   """The default profile text: a conversation built from dialogues that no
   evaluated conversation uses (ids, texts and source dialogues disjoint)."""
-  from kvp_jax.evaluation import _episodic_suite
   evaluated = _conversations(model)
   settings = {"conversations": {"target_length": 600}}
-  prompts, info = _episodic_suite.calibration_prompts(
+  prompts, info = text_lib.calibration_prompts(
       model.tokenizer, settings, evaluated)
   assert len(prompts) == 1 and 300 < len(prompts[0]) <= 600
-  assert info["seed"] == _episodic_suite.CALIBRATION_SEED
+  assert info["seed"] == text_lib.CALIBRATION_SEED
   used = {x for s in evaluated for x in s.metadata["sources"]}
   assert info["sources"] and not used & set(info["sources"])
   assert not {s.metadata["conversation_id"] for s in evaluated} & set(
@@ -246,7 +246,7 @@ def test_the_calibration_text_is_disjoint_from_the_evaluated_one(model):
   assert model.tokenizer.decode(prompts[0][1:]) not in texts
   # A record sharing one source dialogue with them is refused.
   with pytest.raises(ValueError, match="profile.json: its calibration"):
-    _episodic_suite.check_disjoint(
+    text_lib.check_disjoint(
         dict(info, sources=evaluated[0].metadata["sources"][:1]),
         evaluated, "profile.json")
 
