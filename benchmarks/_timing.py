@@ -1,15 +1,23 @@
 """Helpers shared by the benchmark scripts: timing, JSON lines, the header.
 
 Imported as `import _timing` (a script's own directory is first on sys.path
-when it is run as `python benchmarks/<name>.py`).
+when it is run as `python benchmarks/<name>.py`). Importing it also puts
+the checkout's root on sys.path, so that the scripts read the experiment
+configs (`experiments/`), which `pip install` does not install.
 """
 
 import json
+from pathlib import Path
 import resource
 import statistics
+import sys
 import time
 
 import jax
+
+_CHECKOUT = str(Path(__file__).resolve().parents[1])
+if _CHECKOUT not in sys.path:
+  sys.path.append(_CHECKOUT)
 
 
 def median_seconds(fn, repeats: int) -> float:

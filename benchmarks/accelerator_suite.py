@@ -14,6 +14,8 @@ a fresh process (a clean device and peak RSS):
   memory    eviction_speed.py --parts=memory: chunked-prefill peak memory
   score     eviction_speed.py --parts=score: scoring cost vs a prefill
   model     model_speed.py: prefill tokens/s and decode step time
+  length    cost_at_length.py: prefill time, peak cache and process memory,
+            decode step, full cache vs a budget, from 4k to 32k context
 
 --size=accelerator uses the sizes of the targets of benchmarks/README.md
 (2k-token traces at batch 32; 18 agents on 128 traces of 2k tokens; batch 32
@@ -150,12 +152,17 @@ SIZES = {
         Job("traces", "trace_speed.py", ("--batch_size=32", "--num_batches=4"),
             90, _TARGETS["traces"]),
         Job("memory", "eviction_speed.py", ("--parts=memory", "--repeats=1"),
-            60),
-        Job("score", "eviction_speed.py", ("--parts=score", "--repeats=3"), 40),
+            40),
+        Job("score", "eviction_speed.py", ("--parts=score", "--repeats=3"), 30),
         Job("model", "model_speed.py", (
             "--contexts=4096", "--prefill_batches=1,8",
-            "--decode_batches=1,32", "--repeats=3"), 60, _TARGETS["model"],
+            "--decode_batches=1,32", "--repeats=3"), 50, _TARGETS["model"],
             takes_out=False),
+        # Last: what is left of the budget; a point at a time, so a cut run
+        # keeps the points it finished.
+        Job("length", "cost_at_length.py", (
+            "--lengths=4096,32768", "--batches=8", "--budgets=1024",
+            "--dtype=bfloat16", "--decode_steps=32", "--repeats=3"), 40),
     ),
     "smoke": (
         Job("decode", "eviction_speed.py", _TINY + _TINY_AGENTS + (
@@ -178,6 +185,10 @@ SIZES = {
         Job("model", "model_speed.py", _TINY + (
             "--contexts=128", "--prefill_batches=1", "--decode_batches=1",
             "--decode_steps=4", "--repeats=2"), 120, takes_out=False),
+        Job("length", "cost_at_length.py", (
+            "--model=tiny", "--lengths=128,256", "--batches=1",
+            "--budgets=32", "--chunk_size=64", "--decode_steps=2",
+            "--repeats=1"), 240),
     ),
 }
 _DEFAULT_BUDGET = {"accelerator": 480.0, "smoke": 600.0}

@@ -80,7 +80,7 @@ SUITE_NAMES = {"ruler": "RULER-style", "attention_cost": "attention cost"}
 DEV = "dev: these samples chose the default"
 HOLM = ("the marks Holm-adjusted over every budget and compared baseline "
         "of the row's suite, metric and method (the intervals are not)")
-TABLES = ("summary", "ablations", "decisions")
+TABLES = ("summary", "ablations", "decisions", "full_cache")
 # Bumped when the figure's drawing changes, so that --check sees it stale.
 FIGURE_VERSION = 1
 DIGEST_KEY = "Source"
@@ -295,8 +295,9 @@ def load_pins(root: Path) -> Pins:
 # Verdicts and their cells.
 
 
-def read_verdicts(path: Path) -> list[dict]:
-  """The "paired" rows of a verdicts.jsonl ([] when there is none)."""
+def read_verdicts(path: Path, kind: str | None = "paired") -> list[dict]:
+  """The rows of a verdicts.jsonl of that kind ("paired"; None: every row
+  of a results.jsonl; [] when there is no file)."""
   if not path.is_file():
     return []
   rows = []
@@ -307,9 +308,34 @@ def read_verdicts(path: Path) -> list[dict]:
       row = json.loads(line)
     except json.JSONDecodeError:
       raise ValueError(f"{path}: line {n} is not JSON") from None
-    if row.get("kind") == "paired":
+    if kind is None or row.get("kind") == kind:
       rows.append(row)
   return rows
+
+
+def full_cache_table(results: Sequence[Mapping]) -> list[str]:
+  """Task x context length: the full cache's RULER-style accuracy (%, and
+  the samples) per group "task@length" of a results.jsonl."""
+  cells = {}
+  for r in results:
+    task, _, length = str(r.get("group")).partition("@")
+    if (r.get("scorer") == "full" and r.get("metric") == "accuracy"
+        and length.isdigit()):
+      cells[(task, int(length))] = r
+  if not cells:
+    return []
+  lengths = sorted({n for _, n in cells})
+  label = lambda n: f"{n // 1024}k" if n % 1024 == 0 else str(n)
+  lines = ["| task | " + " | ".join(label(n) for n in lengths) + " |",
+           "|---" * (len(lengths) + 1) + "|"]
+  for task in sorted({t for t, _ in cells}):
+    lines.append(f"| {task} | " + " | ".join(
+        f"{cells[(task, n)]['value']:.0f} ({cells[(task, n)]['num_samples']})"
+        if (task, n) in cells else "" for n in lengths) + " |")
+  means = [[cells[k]["value"] for k in cells if k[1] == n] for n in lengths]
+  lines.append("| mean over tasks | " + " | ".join(
+      f"{sum(m) / len(m):.1f}" for m in means) + " |")
+  return lines + [""]
 
 
 def budget_key(budget: Any) -> tuple:
@@ -578,6 +604,8 @@ def _verdict_sections(page: Page, verdicts: Sequence[Mapping],
                     "candidate; " + _rule_text() + ")."),
   }
   for name in page.tables:
+    if name == "full_cache":
+      continue            # Read from results.jsonl (_full_cache_section).
     heading, table, what = sections[name]
     if not table:
       continue
@@ -617,6 +645,14 @@ def render_page(root: Path, page: Page, pins: Pins,
   verdicts = read_verdicts(root / RESULTS / page.verdicts_dir
                            / "verdicts.jsonl")
   lines += _verdict_sections(page, verdicts, here)
+  if "full_cache" in page.tables:
+    table = full_cache_table(read_verdicts(
+        root / RESULTS / page.verdicts_dir / "results.jsonl", kind=None))
+    if table:
+      lines += ["## Full-cache accuracy by task and context length", "",
+                "RULER-style score (% of the reference strings in the "
+                "greedy answer) of the uncompressed model; in brackets, "
+                "the samples.", "", *table]
   lines += _file_lines(_listed_files(root, page, extra_files))
   return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -224,3 +224,19 @@ def test_generated_docs_are_up_to_date():
   """The committed pages, index, README headline and figure match the
   committed results (else: run python -m kvp_jax.results_pages)."""
   assert results_pages.stale(REPO) is None
+
+
+def test_the_full_cache_table_is_task_by_length():
+  from kvp_jax import results_pages  # pylint: disable=g-import-not-at-top
+  row = lambda group, value, n, scorer="full": dict(
+      suite="ruler", group=group, scorer=scorer, budget="full",
+      metric="accuracy", value=value, num_samples=n)
+  table = results_pages.full_cache_table([
+      row("vt@1024", 100.0, 3), row("vt@32768", 0.0, 2),
+      row("cwe@1024", 50.0, 3), row("mean", 75.0, 6),
+      row("vt@1024", 10.0, 3, scorer="kvp")])
+  assert table[0] == "| task | 1k | 32k |"
+  assert table[2] == "| cwe | 50 (3) |  |"
+  assert table[3] == "| vt | 100 (3) | 0 (2) |"
+  assert table[4] == "| mean over tasks | 75.0 | 0.0 |"
+  assert results_pages.full_cache_table([row("mean", 1.0, 1)]) == []

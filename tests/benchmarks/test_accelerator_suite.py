@@ -101,10 +101,11 @@ def test_dry_run_lists_both_sizes():
         env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert len(lines) == 6 and first in lines[0]
+    assert len(lines) == 7 and first in lines[0]
     scripts = {l.split()[1] for l in lines}
     assert scripts == {f"benchmarks/{s}.py" for s in (
-        "eviction_speed", "train_speed", "trace_speed", "model_speed")}
+        "eviction_speed", "train_speed", "trace_speed", "model_speed",
+        "cost_at_length")}
 
 
 def test_real_smoke_run_of_two_benchmarks(tmp_path):
