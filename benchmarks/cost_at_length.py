@@ -140,13 +140,14 @@ def check_targets(rows: list[dict]) -> list[str]:
   chunked = [r for r in rows if r["what"] == "chunked_prefill"]
   for batch in sorted({r["batch"] for r in chunked}):
     for budget in sorted({r["budget"] for r in chunked}):
-      peaks = {r["context"]: r["peak_cache_mib"] for r in chunked
+      # The slots the cache held at its peak, as the prefill counted them.
+      peaks = {r["context"]: r["peak_slots_per_head"] for r in chunked
                if r["batch"] == batch and r["budget"] == budget}
       if len(peaks) > 1:
-        flat = max(peaks.values()) <= min(peaks.values()) * 1.0001
+        flat = max(peaks.values()) <= min(peaks.values())
         lines.append(f"peak cache, batch {batch}, b={budget}: "
-                     f"{min(peaks.values()):.1f}..{max(peaks.values()):.1f} "
-                     f"MiB over {min(peaks)}..{max(peaks)} tokens: "
+                     f"{min(peaks.values())}..{max(peaks.values())} slots "
+                     f"per head over {min(peaks)}..{max(peaks)} tokens: "
                      f"{'flat (holds)' if flat else 'GROWS (misses)'}")
   decode = [r for r in rows if r["what"] == "decode"]
   for batch in sorted({r["batch"] for r in decode}):
@@ -216,26 +217,49 @@ def main(argv):
   # A rerun with the same --out skips the points it holds (a killed run
   # resumes; each point's rows are appended whole, once it has finished).
   log = _files.JsonlLog(_value("out")) if _value("out") else None
-  rows = list(log.rows) if log else []
-  done = {r["command"] for r in rows}
+  done = {r["command"] for r in log.rows} if log else set()
   date = datetime.date.today().isoformat()
-  for length in map(int, _value("lengths")):
-    for batch in map(int, _value("batches")):
-      for args in points(length, batch):
-        if shown_command(args) in done:
-          continue
-        new = [dict(r, device=_timing.device_line(), date=date)
-               for r in run_point(args)]
-        for row in new:
-          print(json.dumps(row), flush=True)
-        if log:
-          log.append(new)
-        rows += new
+  device = _device_line()
+  wanted = [args for length in map(int, _value("lengths"))
+            for batch in map(int, _value("batches"))
+            for args in points(length, batch)]
+  failed, fresh = [], []
+  for args in wanted:
+    if shown_command(args) in done:
+      continue
+    try:
+      new = [dict(r, device=device, date=date) for r in run_point(args)]
+    except RuntimeError as e:         # Out of memory, say: go on.
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      failed.append(shown_command(args))
+      continue
+    for row in new:
+      print(json.dumps(row), flush=True)
+    if log:
+      log.append(new)
+    fresh += new
+  # This run's points only (--out may hold other sizes' too).
+  commands = {shown_command(args) for args in wanted}
+  rows = [r for r in (log.rows if log else fresh)
+          if r["command"] in commands]
   for line in check_targets(rows):
     print(line)
   if _value("plot"):
     plot(rows, _value("plot"))
     print(f"plot: {_value('plot')}")
+  if failed:
+    sys.exit(f"error: {len(failed)} point(s) failed (a rerun retries them): "
+             + "; ".join(failed))
+
+
+def _device_line() -> str:
+  """The device, read in a subprocess: JAX in this process would hold an
+  accelerator's memory while the points run."""
+  code = ("import sys; sys.path.insert(0, sys.argv[1]); import _timing; "
+          "print(_timing.device_line())")
+  done = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent)],
+                        capture_output=True, text=True, check=False)
+  return done.stdout.strip() or f"unknown ({done.stderr.strip()[-200:]})"
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def test_suites() -> list[dict]:
   ]
 
 
+def seed_policies(paths) -> dict[str, str]:
+  """{"kvp_<directory>": path} of the seeds' exported policies."""
+  out = {f"kvp_{Path(p).parent.name}": p for p in paths}
+  if len(out) < len(paths):
+    raise ValueError(f"seeds: two policies in directories of one name "
+                     f"({', '.join(paths)}): each is named after its "
+                     "directory")
+  return out
+
+
 def get_config(arg=None):
   args = configs.parse_config_arg(arg, policy="shipped", suites=[],
                                   seeds=[])
@@ -68,6 +78,6 @@ def get_config(arg=None):
       suites=suites, budgets=[64, 128, 256, 512, 1024], batch_size=8,
       policy=args["policy"], output_dir="experiments/results/test",
       compress_log=True,
-      policies={f"kvp_{Path(p).parent.name}": p for p in args["seeds"]})
+      policies=seed_policies(args["seeds"]))
   c.eval.role = "test"
   return c

@@ -333,7 +333,7 @@ def full_cache_table(results: Sequence[Mapping]) -> list[str]:
         f"{cells[(task, n)]['value']:.0f} ({cells[(task, n)]['num_samples']})"
         if (task, n) in cells else "" for n in lengths) + " |")
   means = [[cells[k]["value"] for k in cells if k[1] == n] for n in lengths]
-  lines.append("| mean over tasks | " + " | ".join(
+  lines.append("| mean over the tasks measured | " + " | ".join(
       f"{sum(m) / len(m):.1f}" for m in means) + " |")
   return lines + [""]
 

@@ -238,5 +238,5 @@ def test_the_full_cache_table_is_task_by_length():
   assert table[0] == "| task | 1k | 32k |"
   assert table[2] == "| cwe | 50 (3) |  |"
   assert table[3] == "| vt | 100 (3) | 0 (2) |"
-  assert table[4] == "| mean over tasks | 75.0 | 0.0 |"
+  assert table[4] == "| mean over the tasks measured | 75.0 | 0.0 |"
   assert results_pages.full_cache_table([row("mean", 1.0, 1)]) == []

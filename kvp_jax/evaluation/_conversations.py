@@ -31,6 +31,10 @@ def generated_conversations(suite: Mapping[str, Any], tokenizer) -> list:
   shared within the suite or with those."""
   specs = _specs(suite.get("conversations"))
   others = _specs(suite.get("disjoint_from"))
+  keys = [(s.get("target_length", 4096), s.get("seed", 2000)) for s in specs]
+  if len(set(keys)) < len(keys):
+    raise ValueError("conversations: two specs of one target_length and "
+                     "seed would build conversations of the same ids")
   exclusive = len(specs) > 1 or bool(others)
   pool = dialogues.load_conversations() if exclusive else None
   out, used = [], set()

@@ -102,9 +102,9 @@ class Grid:
     is None where the grid only reports (nothing computes).
   identity: what makes results reusable by a rerun besides the cell itself
     (the model's fingerprint; per scorer, e.g. the policy file's sha256).
-  more_protocols: protocols some suite's cells use beside `protocol` (an
-    episodic suite's compress-once baselines); a report reads their rows
-    too.
+  more_protocols: {suite name: protocols its cells use beside `protocol`}
+    (an episodic suite's block-by-block cells and compress-once baselines);
+    a report reads that suite's rows of those protocols too.
   """
   scorers: dict[str, scorers_lib.Scorer | None]
   budgets: tuple[int, ...]
@@ -118,7 +118,8 @@ class Grid:
   seed: int
   identity: dict[str, str] = dataclasses.field(default_factory=dict)
   metrics: tuple[str, ...] = PRIMARY_METRICS
-  more_protocols: tuple[str, ...] = ()
+  more_protocols: dict[str, tuple[str, ...]] = dataclasses.field(
+      default_factory=dict)
 
   def __post_init__(self):
     unknown = set(self.metrics) - set(PRIMARY_METRICS + OPTIONAL_METRICS)
@@ -149,13 +150,15 @@ class Grid:
 
   def cell(self, suite: str, scorer: str, budget: int | str,
            protocol: str | None = None) -> Cell:
-    """A compressed cell of the grid's protocol (or `protocol`, one of
-    more_protocols) and allocation, or the full cache's (budget FULL)."""
+    """A compressed cell of the grid's protocol (or `protocol`, one of the
+    suite's more_protocols) and allocation, or the full cache's (budget
+    FULL)."""
     if budget == FULL:
       return Cell(suite, FULL, FULL, FULL, FULL, self.settings(FULL))
-    if protocol not in (None, self.protocol, *self.more_protocols):
-      raise ValueError(f"protocol {protocol!r} is neither the grid's "
-                       f"({self.protocol!r}) nor one of {self.more_protocols}")
+    more = self.more_protocols.get(suite, ())
+    if protocol not in (None, self.protocol, *more):
+      raise ValueError(f"suite {suite}: protocol {protocol!r} is neither the "
+                       f"grid's ({self.protocol!r}) nor one of {more}")
     return Cell(suite, scorer, budget, protocol or self.protocol,
                 self.allocation, self.settings(scorer))
 
@@ -185,5 +188,6 @@ class Grid:
     """A logged row of this grid's settings (a report reads only those)."""
     return row.get("settings") == self.settings(row["scorer"]) and (
         row["protocol"] in (FULL, RANKING) or (
-            row["protocol"] in (self.protocol, *self.more_protocols) and
+            row["protocol"] in (self.protocol,
+                            *self.more_protocols.get(row.get("suite"), ())) and
             row["allocation"] == self.allocation))

@@ -49,6 +49,7 @@ OTHER_METHODS = {EPICACHE_KVP: {"episodic": (EPICACHE,)}}
 # (protocol ONCE, after a full prefill): the family EpiCache's methods are
 # compared with across protocols (against_compress_once).
 ONCE = "once"
+CHUNKED = "chunked"
 COMPRESS_ONCE = "compress_once"
 # The scorer names of a grid's extra policies (eval.policies).
 EXTRA_POLICY_PREFIX = "kvp_"
@@ -165,10 +166,14 @@ def against_compress_once(rows: Sequence[Mapping], **settings) -> list[dict]:
   settings: num_resamples, confidence, seed, as kvp_against_baselines.
   """
   methods = (EPICACHE, EPICACHE_KVP)
-  once = [r for r in rows if str(r.get("protocol")) == ONCE]
-  names = sorted({r["scorer"] for r in once} - set(methods))
+  once = [r for r in rows if str(r.get("protocol")) == ONCE
+          and r["scorer"] not in methods]
+  names = sorted({r["scorer"] for r in once})
+  # EpiCache reads block by block (rows of an older grid may carry the
+  # grid's protocol instead; only the block-by-block ones are compared).
   cells = once + [dict(r, protocol=ONCE) for r in rows
-                  if r["scorer"] in methods]
+                  if r["scorer"] in methods
+                  and str(r.get("protocol")) == CHUNKED]
   families = {f"{COMPRESS_ONCE}/{n}": (n,) for n in names}
   return [c for method in methods if families
           for c in kvp_against_baselines(cells, kvp=method,

@@ -181,14 +181,16 @@ def seed_spread_markdown(comparisons: Sequence[Mapping],
             str(c["budget"]), c.get("method", "kvp")): c for c in comparisons
            if c["metric"] in metrics}
   lines = []
+  several = len({k[0][2] for k in cells}) > 1
   for where in sorted({k[0] for k in cells}):
-    suite, metric, _ = where
+    suite, metric, protocol = where
     keys = [k for k in cells if k[0] == where]
     budgets = sorted({k[2] for k in keys}, key=budget_order)
     families = sorted({k[1] for k in keys if k[3] == "kvp"},
                       key=lambda f: _family_rank(f, list(baseline_families())))
     lines += [f"## {suite}: {metric}, KVP minus the best baseline over "
-              f"{len(seeds) + 1} seeds", "",
+              f"{len(seeds) + 1} seeds" +
+              (f" (protocol {protocol})" if several else ""), "",
               "The shipped policy's difference [95% interval over samples]; "
               f"then the smallest and largest difference over it and "
               f"{', '.join(seeds)} (the same training, other seeds).", "",

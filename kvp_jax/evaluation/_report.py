@@ -94,9 +94,15 @@ def by_protocol(rows: Sequence[dict]) -> list[dict]:
   for r in rows:
     if r["scorer"] != FULL:
       protocols[r["suite"]].add(r.get("protocol"))
-  return [dict(r, scorer=f"{r['scorer']} ({r.get('protocol')})")
+  return [dict(r, scorer=f"{r['scorer']} ({r.get('protocol')})",
+               base_scorer=r["scorer"])
           if r["scorer"] != FULL and len(protocols[r["suite"]]) > 1 else r
           for r in rows]
+
+
+def _base(row: dict) -> str:
+  """A row's scorer before by_protocol named it with its protocol."""
+  return row.get("base_scorer", row["scorer"])
 
 
 def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
@@ -117,8 +123,12 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
   for suite in sorted({r["suite"] for r in means}):
     srows = [r for r in means if r["suite"] == suite]
     lower = srows[0]["metric"] in ("perplexity", "normalised_cost")
-    for b in sorted({r["budget"] for r in srows}, key=budget_order):
-      cell = {r["scorer"]: r["value"] for r in srows if r["budget"] == b}
+    protocols = sorted({str(r.get("protocol")) for r in srows})
+    for b, p in sorted({(r["budget"], str(r.get("protocol")))
+                        for r in srows},
+                       key=lambda bp: (budget_order(bp[0]), bp[1])):
+      cell = {r["scorer"]: r["value"] for r in srows
+              if r["budget"] == b and str(r.get("protocol")) == p}
       others = {k: v for k, v in cell.items()
                 if k not in ("kvp", "oracle", FULL) and
                 not is_extra_policy(k)}
@@ -128,7 +138,8 @@ def kvp_verdicts(rows: Sequence[dict]) -> list[str]:
       kvp, best = cell["kvp"], others[name]
       verdict = ("equal" if np.isclose(kvp, best, rtol=1e-6, atol=1e-9) else
                  "KVP's higher" if kvp > best else "KVP's lower")
-      lines.append(f"| {suite} | {b} | {kvp:.3f} | {best:.3f} ({name}) | "
+      where = f"{b} ({p})" if len(protocols) > 1 else b
+      lines.append(f"| {suite} | {where} | {kvp:.3f} | {best:.3f} ({name}) | "
                    f"{verdict} |")
   return lines + [""]
 
@@ -138,9 +149,11 @@ def markdown(rows: Sequence[dict], title: str = "",
   """KVP's verdicts, then per suite and group a scorers x budgets table
   (`rows` from aggregate(); primary metrics only), then the `extra` lines
   (the sections of kvp_jax.evaluation._verdicts)."""
-  rows = by_protocol([r for r in rows if r["metric"] in PRIMARY])
+  rows = [r for r in rows if r["metric"] in PRIMARY]
   lines = [f"# {title}" if title else "# Evaluation results", ""]
   lines += kvp_verdicts(rows)
+  rows = by_protocol(rows)
+  subset = False              # Some cell answered fewer samples than full.
   by_suite = collections.defaultdict(list)
   for r in rows:
     by_suite[r["suite"]].append(r)
@@ -164,10 +177,15 @@ def markdown(rows: Sequence[dict], title: str = "",
           f"b={b}" if b.isdigit() else b for b in budgets) + " |")
       lines.append("|---" * (len(budgets) + 1) + "|")
       scorers = sorted({r["scorer"] for r in grows if r["scorer"] != FULL})
+      # A cell over fewer samples than the full cache's (the ruler suite's
+      # answers="where_full_right") is marked and never the best.
+      partial = lambda r, full=full: bool(full) and r["scorer"] != FULL and (
+          r["num_samples"] < full[0]["num_samples"])
       best = {}
       for b in budgets:
         vals = [r["value"] for r in grows if r["budget"] == b and
-                r["scorer"] != "oracle" and r["scorer"] != FULL]
+                _base(r) != "oracle" and r["scorer"] != FULL
+                and not partial(r)]
         if vals:
           best[b] = min(vals) if better == "lower" else max(vals)
       for s in scorers:
@@ -179,13 +197,19 @@ def markdown(rows: Sequence[dict], title: str = "",
             continue
           v = match[0]["value"]
           text = f"{v:.3f}" if metric == "normalised_cost" else f"{v:.2f}"
-          if s != "oracle" and best.get(b) is not None and v == best[b]:
+          if partial(match[0]):
+            text, subset = f"{text}†", True
+          elif (_base(match[0]) != "oracle" and best.get(b) is not None
+                and v == best[b]):
             text = f"**{text}**"
           cells.append(text)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
       lines.append("")
   lines.append("Bold: the best deployable scorer at that budget (the oracle "
                "knows the future and is an upper bound).")
+  if subset:
+    lines.append("†: over fewer samples than the full cache (the samples "
+                 "it answers right), so not comparable with its mean.")
   if extra:
     lines += [""] + list(extra)
   return "\n".join(lines) + "\n"

@@ -49,7 +49,7 @@ class RulerSuite(_suites.SuiteKind):
     fidelity = (run.pending([c for c in every if not c.cell.full], batch,
                             FIDELITY_METRICS) if grid.fidelity else [])
     only_right = run.settings.get("answers", "all") == "where_full_right"
-    answering = batch
+    answering, right = batch, None
     if only_right:
       right = _logged_right(run, every, batch)
       answering = batch if right is None else right
@@ -63,8 +63,11 @@ class RulerSuite(_suites.SuiteKind):
     if only_right and cells:
       full = [c for c in every if c.cell.full]
       full_out, _ = _answer(run, batch, full, prompts, context, max_new)
-      keep = [k for k, (item, ids) in enumerate(zip(batch, full_out))
-              if _score(model, item, ids) >= RIGHT]
+      # The logged verdicts where there are some: the samples a rerun
+      # answers are those the first run found right.
+      keep = ([k for k, (item, ids) in enumerate(zip(batch, full_out))
+               if _score(model, item, ids) >= RIGHT] if right is None else
+              [k for k, item in enumerate(batch) if item in right])
       answering = [batch[k] for k in keep]
       cells = run.pending([c for c in every if not c.cell.full], answering,
                           ("accuracy",))

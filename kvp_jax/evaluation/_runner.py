@@ -124,12 +124,17 @@ def make_grid(ec: EvalConfig, model: Pretrained,
       more_protocols=more_protocols(ec))
 
 
-def more_protocols(ec: EvalConfig) -> tuple[str, ...]:
-  """Protocols the suites' cells use beside eval.protocol (an episodic
-  suite's chunked cells and its plain_protocols)."""
-  used = [p for s in ec.suite_dicts() if s.get("kind") == "episodic"
-          for p in _episodic_suite.protocols_of(s)]
-  return tuple(p for p in dict.fromkeys(used) if p != ec.protocol)
+def more_protocols(ec: EvalConfig) -> dict[str, tuple[str, ...]]:
+  """{suite name: protocols its cells use beside eval.protocol}: an
+  episodic suite's block-by-block cells and its plain_protocols."""
+  out = {}
+  for index, suite in enumerate(ec.suite_dicts()):
+    if suite.get("kind") == "episodic":
+      more = tuple(p for p in _episodic_suite.protocols_of(suite)
+                   if p != ec.protocol)
+      if more:
+        out[_suites.suite_name(suite, index)] = more
+  return out
 
 
 def output_dir(ec: EvalConfig, workdir: str | os.PathLike[str]) -> Path:

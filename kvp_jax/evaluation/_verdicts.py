@@ -236,8 +236,10 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
             c["metric"] == metric and str(c["budget"]).isdigit()]
     if not rows:
       continue
-    methods = sorted({c.get("method", "kvp") for c in rows},
-                     key=lambda m: (m != "kvp", m))
+    # One panel per method, and per protocol where the suite has several.
+    methods = sorted({(c.get("method", "kvp"), str(c.get("protocol")))
+                      for c in rows}, key=lambda m: (m[0] != "kvp", m))
+    several = len({p for _, p in methods}) > 1
     families = sorted({c["family"] for c in rows},
                       key=lambda f: (f not in _paired.baseline_families(), f))
     colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
@@ -246,11 +248,12 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows),
                              sharey=True, squeeze=False)
     better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
-    for ax, method in zip(axes.flat, methods):
+    for ax, (method, protocol) in zip(axes.flat, methods):
       for family in families:
         pts = sorted((int(c["budget"]), c["difference"], c["low"],
                       c["high"]) for c in rows if c["family"] == family and
-                     c.get("method", "kvp") == method)
+                     c.get("method", "kvp") == method and
+                     str(c.get("protocol")) == protocol)
         if not pts:
           continue
         x, mean, low, high = zip(*pts)
@@ -262,7 +265,8 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
         ax.fill_between(x, low, high, color=colours[family], alpha=0.25)
       ax.axhline(0.0, color="gray", linestyle="--")
       ax.set_xscale("log", base=2)
-      ax.set_title("KVP" if method == "kvp" else method, fontsize=10)
+      ax.set_title(("KVP" if method == "kvp" else method) +
+                   (f" ({protocol})" if several else ""), fontsize=10)
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
     for ax in axes.flat[len(methods):]:

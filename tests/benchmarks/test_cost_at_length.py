@@ -50,16 +50,16 @@ def test_points_skip_budgets_the_context_does_not_exceed(monkeypatch):
 
 def test_targets_hold_or_miss():
   chunk = lambda n, peak: dict(what="chunked_prefill", batch=1, budget=1024,
-                               context=n, peak_cache_mib=peak)
+                               context=n, peak_slots_per_head=peak)
   step = lambda n, cache, ms: dict(what="decode", batch=1, context=n,
                                    cache=cache, ms_per_step=ms)
   lines = COST.check_targets([
-      chunk(2048, 10.0), chunk(32768, 10.0),
+      chunk(2048, 1536), chunk(32768, 1536),
       step(1024, "full", 10.0), step(32768, "budget 1024", 11.0)])
   assert "flat (holds)" in lines[0]
   assert "1.10x" in lines[1] and "holds" in lines[1]
   lines = COST.check_targets([
-      chunk(2048, 10.0), chunk(32768, 12.0),
+      chunk(2048, 1536), chunk(32768, 1600),
       step(1024, "full", 10.0), step(32768, "budget 1024", 13.0)])
   assert "GROWS (misses)" in lines[0] and "misses" in lines[1]
 
@@ -74,9 +74,29 @@ def test_a_rerun_skips_the_points_out_holds(tmp_path, monkeypatch):
     return [{"what": "x", "command": COST.shown_command(args),
              "peak_rss_mib": 1.0}]
   monkeypatch.setattr(COST, "run_point", fake)
+  monkeypatch.setattr(COST, "_device_line", lambda: "cpu")
   COST.main([])
   first = len(ran)
   assert first == 3 and len(out.read_text().splitlines()) == 3
   COST.main([])
   assert len(ran) == first                 # Every point was in --out.
   assert [json.loads(l)["date"] for l in out.read_text().splitlines()]
+
+
+def test_a_failing_point_does_not_stop_the_others(tmp_path, monkeypatch):
+  out = tmp_path / "rows.jsonl"
+  _flags(monkeypatch, out=str(out))
+  monkeypatch.setattr(COST, "_device_line", lambda: "cpu")
+
+  def fake(args):
+    if "--parts=memory" in args:
+      raise RuntimeError("out of memory")
+    return [{"what": "x", "command": COST.shown_command(args)}]
+  monkeypatch.setattr(COST, "run_point", fake)
+  try:
+    COST.main([])
+  except SystemExit as e:
+    assert "1 point(s) failed" in str(e)
+  else:
+    raise AssertionError("a failed point must fail the run")
+  assert len(out.read_text().splitlines()) == 2     # Score and decode.

@@ -53,3 +53,10 @@ def test_specs_and_disjoint_from_share_no_dialogue(tokenizer):
       {"conversations": dev}, tokenizer)
   assert not _sources(dev_built) & _sources(test)
   assert not _ids(dev_built) & _ids(test)
+
+
+def test_two_specs_of_one_length_and_seed_are_refused(tokenizer):
+  spec = {"num_conversations": 1, "target_length": 700, "seed": 5}
+  with pytest.raises(ValueError, match="same ids"):
+    _conversations.generated_conversations(
+        {"conversations": [spec, dict(spec, num_facts=2)]}, tokenizer)
