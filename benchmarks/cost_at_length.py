@@ -38,8 +38,6 @@ from pathlib import Path
 from absl import app
 from absl import flags
 
-import _timing
-
 # The command line (defined when run as a script, so that importing the
 # module, as its tests do, defines no absl flag).
 FLAGS = {}
