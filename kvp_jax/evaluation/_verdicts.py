@@ -38,6 +38,7 @@ from typing import Sequence
 from kvp_jax import _files
 from kvp_jax.evaluation import _multiplicity
 from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _paired_plots
 from kvp_jax.evaluation import _paired_tables
 from kvp_jax.evaluation import _report
 
@@ -220,72 +221,6 @@ def memory_markdown(aggregated: Sequence[dict]) -> list[str]:
   return lines
 
 
-def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
-  """One PNG per (suite, metric): one panel per compared method (KVP, then
-  each extra policy), each with its difference from the best baseline of
-  each family (and from each reference policy) against the budget, the
-  bootstrap interval drawn as a band; a family keeps its colour across
-  panels, and the panels share the y axis."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  paths = []
-  for suite, metric in sorted({(c["suite"], c["metric"])
-                               for c in comparisons}):
-    rows = [c for c in comparisons if c["suite"] == suite and
-            c["metric"] == metric and str(c["budget"]).isdigit()]
-    if not rows:
-      continue
-    # One panel per method, and per protocol where the suite has several.
-    methods = sorted({(c.get("method", "kvp"), str(c.get("protocol")))
-                      for c in rows}, key=lambda m: (m[0] != "kvp", m))
-    several = len({p for _, p in methods}) > 1
-    families = sorted({c["family"] for c in rows},
-                      key=lambda f: (f not in _paired.baseline_families(), f))
-    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
-    cols = min(3, len(methods))
-    nrows = -(-len(methods) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows),
-                             sharey=True, squeeze=False)
-    better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
-    for ax, (method, protocol) in zip(axes.flat, methods):
-      for family in families:
-        pts = sorted((int(c["budget"]), c["difference"], c["low"],
-                      c["high"]) for c in rows if c["family"] == family and
-                     c.get("method", "kvp") == method and
-                     str(c.get("protocol")) == protocol)
-        if not pts:
-          continue
-        x, mean, low, high = zip(*pts)
-        # A reference's family is the one policy itself, not a best-of.
-        other = (family if family not in _paired.baseline_families()
-                 else f"best {family}")
-        ax.plot(x, mean, marker="o", color=colours[family],
-                label=f"vs {other}")
-        ax.fill_between(x, low, high, color=colours[family], alpha=0.25)
-      ax.axhline(0.0, color="gray", linestyle="--")
-      ax.set_xscale("log", base=2)
-      ax.set_title(("KVP" if method == "kvp" else method) +
-                   (f" ({protocol})" if several else ""), fontsize=10)
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7)
-    for ax in axes.flat[len(methods):]:
-      ax.set_visible(False)
-    for ax in axes[-1]:
-      ax.set_xlabel("cache size per head (tokens)")
-    for ax in axes[:, 0]:
-      ax.set_ylabel(f"{metric} difference\n({better} is better for the "
-                    "panel's method)", fontsize=9)
-    fig.suptitle(f"{suite}: {metric}, paired, 95% bootstrap band")
-    fig.tight_layout()
-    path = out_dir / f"{suite}_{metric}_paired.png"
-    with _files.atomic_output(path) as tmp:
-      fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    paths.append(path)
-  return paths
-
-
 def write(samples: Sequence[dict], aggregated: Sequence[dict],
           out_dir: Path, references: Sequence[str] = ("kvp",)) -> list[str]:
   """verdicts.jsonl and the paired plots; returns the markdown sections
@@ -303,7 +238,7 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
           [dict(c, kind="paired_group") for c in by_group])
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
-  plot_paired(comparisons, out_dir)
+  _paired_plots.plot_paired(comparisons, out_dir)
   tables = _report.by_protocol(aggregated)
   return (retention_markdown(tables, _report.by_protocol(retention)) +
           fidelity_markdown(tables) + evicted_share_markdown(tables) +
