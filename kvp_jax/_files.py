@@ -54,6 +54,17 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     raise
 
 
+def save_figure(fig, path: str | os.PathLike[str], dpi: int) -> None:
+  """Writes a matplotlib figure as a PNG atomically, then closes it (also
+  when writing fails)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  try:
+    with atomic_output(path) as tmp:
+      fig.savefig(tmp, dpi=dpi, format="png")
+  finally:
+    plt.close(fig)
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
   """Replaces `path` with `data` (str is written as UTF-8) atomically."""
   with atomic_output(path) as tmp:

@@ -70,8 +70,6 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
     fig.suptitle(f"{suite}: {metric}, paired, 95% bootstrap band")
     fig.tight_layout()
     path = out_dir / f"{suite}_{metric}_paired.png"
-    with _files.atomic_output(path) as tmp:
-      fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=110)
     paths.append(path)
   return paths

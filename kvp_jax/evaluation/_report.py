@@ -251,9 +251,7 @@ def plot(rows: Sequence[dict], out_dir: Path) -> list[Path]:
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     path = out_dir / f"{suite}.png"
-    with _files.atomic_output(path) as tmp:
-      fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _files.save_figure(fig, path, dpi=120)
     paths.append(path)
   return paths
 

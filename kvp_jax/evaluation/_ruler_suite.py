@@ -93,9 +93,13 @@ class RulerSuite(_suites.SuiteKind):
                     importance)
 
 
+def _answer_text(model, item: _suites.Item, ids) -> str:
+  return model.tokenizer.decode(ids[:item.max_new_tokens])
+
+
 def _score(model, item: _suites.Item, ids) -> float:
-  text = model.tokenizer.decode(ids[:item.max_new_tokens])
-  return 100 * scoring.score_sample(item.sample, text)
+  return 100 * scoring.score_sample(item.sample,
+                                    _answer_text(model, item, ids))
 
 
 def _answer(run: _suites.SuiteRun, batch, cells, prompts, context, max_new,
@@ -119,11 +123,11 @@ def _answer(run: _suites.SuiteRun, batch, cells, prompts, context, max_new,
         importance=importance, rng=c.cell.rng(run.rng))
     if c.cell.full:
       full_out = out
+    texts = [_answer_text(model, item, ids) for item, ids in zip(batch, out)]
     run.log.add(c.cell.row(
-        item, "accuracy", _score(model, item, ids),
-        prediction=model.tokenizer.decode(ids[:item.max_new_tokens])[:200],
-        cache_bytes=stats["cache_bytes"] / len(batch),
-        peak_slots=stats["peak_slots"]) for item, ids in zip(batch, out))
+        item, "accuracy", 100 * scoring.score_sample(item.sample, text),
+        prediction=text[:200], cache_bytes=stats["cache_bytes"] / len(batch),
+        peak_slots=stats["peak_slots"]) for item, text in zip(batch, texts))
   return full_out, importance
 
 

@@ -82,9 +82,5 @@ def plot_history(history: Sequence[dict], agent_names: Sequence[str],
   right.grid(alpha=0.3, axis="y")
   right.legend(fontsize=8)
   fig.tight_layout()
-  try:
-    with _files.atomic_output(path) as tmp:
-      fig.savefig(tmp, dpi=110, format="png")
-  finally:
-    plt.close(fig)
+  _files.save_figure(fig, path, dpi=110)
   return path
