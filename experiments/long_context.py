@@ -1,0 +1,96 @@
+r"""Long context: the shipped policy against every baseline from 4k to 32k
+tokens, read as users read at length: chunked prefill, the cache evicted to
+the budget after every 512-token chunk (it never holds more than budget +
+512 slots per layer and KV head).
+
+  python -m kvp_jax.evaluate --workdir=runs/long_dev \
+      --config=experiments/long_context.py:split=dev,lengths=4096
+  python -m kvp_jax.evaluate --workdir=runs/long_test \
+      --config=experiments/long_context.py:split=test
+
+Suites, per context length (4096, 8192, 16384, 32768):
+  long_text  Python's documentation (the reST sources of Debian's
+             python3.11-doc: `apt install python3.11-doc`) packed to the
+             length; the last quarter of each sample is the reference
+             continuation, teacher-forced through every cell: agreement and
+             KL with the full cache and perplexity, whatever the model knows
+             (every length has a suite that does not need a right answer).
+             Budgets 256..2048 and the ratios 1/8 and 1/4 of each context.
+  ruler      the RULER-style tasks the full cache still solves past 4k
+             (experiments/results/ruler_full_cache: niah_single_1,
+             niah_single_2, niah_multikey_1); greedy answers through the
+             compressed caches only where the full cache is right.
+Every query-free and query-aware scorer, RoCo and the oracle (a bound).
+
+Splits. dev may choose (a position encoding, say); test reports a named,
+already-chosen policy. No training source draws documents; dev documents are
+the "heldout" pool (10% of the documents by a hash of their name), test
+documents the rest, so the two never share a document; the RULER-style
+samples use seeds 3100 (dev) and 3200 (test), which neither training (seed
+0) nor the dev grid (2000) nor the full-cache table (3000) uses.
+
+Config arguments (after the file's ":", comma-separated):
+  split=dev|test     (default dev)
+  lengths=a,b        context lengths (default all four)
+  suites=a,b         long_text, ruler (default both)
+  samples=N          samples per length and suite (RULER: per task);
+                     default 4 (dev) and 8 (test)
+  policy=PATH        the policy reported as "kvp" (default: the shipped one)
+Results: experiments/results/long_context_<split>/. The log resumes batch
+by batch, shortest contexts first.
+"""
+
+from experiments import common
+from experiments import ruler_agents_contrast
+from kvp_jax import configs
+
+LENGTHS = ("4096", "8192", "16384", "32768")
+SPLITS = {"dev": {"pool": "heldout", "seed": 3100, "samples": 4},
+          "test": {"pool": "train", "seed": 3200, "samples": 8}}
+SUITES = ("long_text", "ruler")
+# The tasks the full cache answers at 4k and 8k (ruler_full_cache results).
+RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_multikey_1")
+RULER_MAX_NEW_TOKENS = 48
+BUDGETS = [256, 512, 1024, 2048]
+RATIOS = [0.125, 0.25]
+CHUNK_SIZE = 512
+
+
+def suites(split: str, lengths, num_samples: int, names=SUITES) -> list:
+  """The suites of one split, by name."""
+  s = SPLITS[split]
+  lengths = [int(n) for n in lengths]
+  out = {
+      "long_text": {
+          "kind": "long_text", "name": "long_text", "ratios": RATIOS,
+          "sources": [{"kind": "documents", "source": "python_doc",
+                       "lengths": lengths, "num_samples": num_samples,
+                       "seed": s["seed"], "pool": s["pool"]}]},
+      "ruler": common.ruler_suite(
+          RULER_TASKS, lengths, num_samples, s["seed"],
+          max_new_tokens=RULER_MAX_NEW_TOKENS) | {
+              "answers": "where_full_right"},
+  }
+  return [out[n] for n in names]
+
+
+def get_config(arg=None):
+  args = configs.parse_config_arg(arg, split="dev", lengths=list(LENGTHS),
+                                  suites=list(SUITES), samples=0,
+                                  policy="shipped")
+  split = args["split"]
+  if split not in SPLITS:
+    raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+  unknown = sorted(set(args["suites"]) - set(SUITES))
+  if unknown:
+    raise ValueError(f"suites: unknown {unknown}; known: {', '.join(SUITES)}")
+  num_samples = int(args["samples"]) or SPLITS[split]["samples"]
+  c = ruler_agents_contrast.get_config()      # The model and input settings.
+  c.eval = common.eval_config(
+      suites=suites(split, args["lengths"], num_samples, args["suites"]),
+      budgets=BUDGETS, protocol="chunked", chunk_size=CHUNK_SIZE,
+      batch_size=1, policy=args["policy"],
+      output_dir=f"experiments/results/long_context_{split}",
+      compress_log=True)
+  c.eval.role = split
+  return c

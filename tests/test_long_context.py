@@ -1,0 +1,61 @@
+"""experiments/long_context.py: the chunked protocol at length, dev and test
+samples that never share a document, the same samples on every build."""
+
+import re
+
+import pytest
+
+from experiments import long_context
+from kvp_jax.samples import sources
+
+
+class WordTokenizer:
+  """Cheap stand-in: one token per word, digit or punctuation mark."""
+
+  def encode(self, text, add_bos=False):
+    return [2] * add_bos + [0] * len(re.findall(r"\d|[A-Za-z]+|\S", text))
+
+
+def test_the_protocol_users_run_at_length():
+  for split in ("dev", "test"):
+    e = long_context.get_config(f"split={split}").eval
+    assert e.role == split and e.protocol == "chunked"
+    assert e.chunk_size == 512 and list(e.budgets) == [256, 512, 1024, 2048]
+    assert e.policy == "shipped" and "roco" in e.scorers
+    assert e.output_dir.endswith(f"long_context_{split}")
+    text, ruler = e.suites
+    assert text["ratios"] == [0.125, 0.25]
+    assert text["sources"][0]["lengths"] == [4096, 8192, 16384, 32768]
+    assert ruler["answers"] == "where_full_right"
+  e = long_context.get_config("lengths=8192,suites=ruler,samples=2").eval
+  (ruler,) = e.suites
+  assert ruler["sources"][0]["lengths"] == [8192]
+  assert ruler["sources"][0]["num_samples"] == 2
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("split=train", "split: 'train'"), ("suites=needles", "unknown")])
+def test_bad_arguments_are_refused(arg, words):
+  with pytest.raises(ValueError, match=words):
+    long_context.get_config(arg)
+
+
+def _documents_samples(tmp_path, split):
+  suite = long_context.suites(split, [300, 600], 3, ["long_text"])[0]
+  source = dict(suite["sources"][0], source=str(tmp_path))
+  return sources.build_samples([source], WordTokenizer())
+
+
+def test_dev_and_test_never_share_a_document_and_rebuild_the_same(tmp_path):
+  for i in range(120):
+    (tmp_path / f"page{i:03d}.rst").write_text(
+        "\n".join(f"Page {i} line {j}: the {j}th word of page {i}."
+                  for j in range(30)) + "\n")
+  dev = _documents_samples(tmp_path, "dev")
+  test = _documents_samples(tmp_path, "test")
+  assert len(dev) == len(test) == 6
+  used = lambda ss: {d for s in ss for d in s.metadata["documents"]}
+  assert used(dev) and used(test) and not used(dev) & used(test)
+  assert {s.id for s in dev}.isdisjoint(s.id for s in test)
+  assert _documents_samples(tmp_path, "dev") == dev
+  assert _documents_samples(tmp_path, "test") == test
