@@ -36,8 +36,10 @@ Config arguments (after the file's ":", comma-separated):
   samples=N          samples per length and suite (RULER: per task);
                      default 4 (dev) and 8 (test)
   policy=PATH        the policy reported as "kvp" (default: the shipped one)
-Results: experiments/results/long_context_<split>/. The log resumes batch
-by batch, shortest contexts first.
+Each suite is one context length ("long_text_8k", "ruler_16k"): its paired
+verdicts, Holm-adjusted per suite and metric, are that length's. Results:
+experiments/results/long_context_<split>/. The log resumes batch by batch,
+shortest contexts first.
 """
 
 from experiments import common
@@ -56,22 +58,30 @@ RATIOS = [0.125, 0.25]
 CHUNK_SIZE = 512
 
 
+def suite_name(name: str, length: int) -> str:
+  """"long_text_8k": one suite per length, so that every verdict (and its
+  Holm family, per suite and metric) is of one context length."""
+  return f"{name}_{length // 1024}k"
+
+
 def suites(split: str, lengths, num_samples: int, names=SUITES) -> list:
-  """The suites of one split, by name."""
+  """The suites of one split, shortest contexts first."""
   s = SPLITS[split]
-  lengths = [int(n) for n in lengths]
-  out = {
-      "long_text": {
-          "kind": "long_text", "name": "long_text", "ratios": RATIOS,
+  out = []
+  for length in sorted(int(n) for n in lengths):
+    if "long_text" in names:
+      out.append({
+          "kind": "long_text", "name": suite_name("long_text", length),
+          "ratios": RATIOS,
           "sources": [{"kind": "documents", "source": "python_doc",
-                       "lengths": lengths, "num_samples": num_samples,
-                       "seed": s["seed"], "pool": s["pool"]}]},
-      "ruler": common.ruler_suite(
-          RULER_TASKS, lengths, num_samples, s["seed"],
-          max_new_tokens=RULER_MAX_NEW_TOKENS) | {
-              "answers": "where_full_right"},
-  }
-  return [out[n] for n in names]
+                       "lengths": [length], "num_samples": num_samples,
+                       "seed": s["seed"], "pool": s["pool"]}]})
+    if "ruler" in names:
+      out.append(common.ruler_suite(
+          RULER_TASKS, [length], num_samples, s["seed"],
+          max_new_tokens=RULER_MAX_NEW_TOKENS,
+          name=suite_name("ruler", length)) | {"answers": "where_full_right"})
+  return out
 
 
 def get_config(arg=None):

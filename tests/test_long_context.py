@@ -23,14 +23,17 @@ def test_the_protocol_users_run_at_length():
     assert e.chunk_size == 512 and list(e.budgets) == [256, 512, 1024, 2048]
     assert e.policy == "shipped" and "roco" in e.scorers
     assert e.output_dir.endswith(f"long_context_{split}")
-    text, ruler = e.suites
+    assert [s["name"] for s in e.suites] == [
+        f"{n}_{k}k" for k in (4, 8, 16, 32) for n in ("long_text", "ruler")]
+    text, ruler = e.suites[:2]
     assert text["ratios"] == [0.125, 0.25]
-    assert text["sources"][0]["lengths"] == [4096, 8192, 16384, 32768]
+    assert text["sources"][0]["lengths"] == [4096]
     assert ruler["answers"] == "where_full_right"
-  e = long_context.get_config("lengths=8192,suites=ruler,samples=2").eval
-  (ruler,) = e.suites
-  assert ruler["sources"][0]["lengths"] == [8192]
-  assert ruler["sources"][0]["num_samples"] == 2
+  e = long_context.get_config(
+      "lengths=16384,8192,suites=ruler,samples=2").eval
+  assert [s["name"] for s in e.suites] == ["ruler_8k", "ruler_16k"]
+  assert e.suites[1]["sources"][0]["lengths"] == [16384]
+  assert e.suites[1]["sources"][0]["num_samples"] == 2
 
 
 @pytest.mark.parametrize("arg, words", [
@@ -41,9 +44,10 @@ def test_bad_arguments_are_refused(arg, words):
 
 
 def _documents_samples(tmp_path, split):
-  suite = long_context.suites(split, [300, 600], 3, ["long_text"])[0]
-  source = dict(suite["sources"][0], source=str(tmp_path))
-  return sources.build_samples([source], WordTokenizer())
+  suites = long_context.suites(split, [300, 600], 3, ["long_text"])
+  return sources.build_samples(
+      [dict(s["sources"][0], source=str(tmp_path)) for s in suites],
+      WordTokenizer())
 
 
 def test_dev_and_test_never_share_a_document_and_rebuild_the_same(tmp_path):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kvp_jax import _files
+from kvp_jax.evaluation import _length_plots
 from kvp_jax.evaluation import _multiplicity
 from kvp_jax.evaluation import _paired
 from kvp_jax.evaluation import _paired_plots
@@ -239,6 +240,8 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
   _paired_plots.plot_paired(comparisons, out_dir)
+  _length_plots.plot_by_length(list(samples) + retention_rows(samples),
+                               out_dir)
   tables = _report.by_protocol(aggregated)
   return (retention_markdown(tables, _report.by_protocol(retention)) +
           fidelity_markdown(tables) + evicted_share_markdown(tables) +
