@@ -11,8 +11,9 @@ the budget after every 512-token chunk (it never holds more than budget +
 Suites, per context length (4096, 8192, 16384, 32768):
   long_text  Python's documentation (the reST sources of Debian's
              python3.11-doc: `apt install python3.11-doc`) packed to the
-             length; the last quarter of each sample is the reference
-             continuation, teacher-forced through every cell: agreement and
+             length; the last 256 tokens or so of each sample are the
+             reference continuation (the same number at every length),
+             teacher-forced through every cell: agreement and
              KL with the full cache and perplexity, whatever the model knows
              (every length has a suite that does not need a right answer).
              Budgets 256..2048 and the ratios 1/8 and 1/4 of each context.
@@ -56,6 +57,9 @@ RULER_MAX_NEW_TOKENS = 48
 BUDGETS = [256, 512, 1024, 2048]
 RATIOS = [0.125, 0.25]
 CHUNK_SIZE = 512
+# The scored continuation: the same number of positions at every length
+# (a quarter of 32k would be [8192, vocab] logits per cell).
+CONTINUATION_TOKENS = 256
 
 
 def suite_name(name: str, length: int) -> str:
@@ -75,7 +79,8 @@ def suites(split: str, lengths, num_samples: int, names=SUITES) -> list:
           "ratios": RATIOS,
           "sources": [{"kind": "documents", "source": "python_doc",
                        "lengths": [length], "num_samples": num_samples,
-                       "seed": s["seed"], "pool": s["pool"]}]})
+                       "seed": s["seed"], "pool": s["pool"],
+                       "continuation_tokens": CONTINUATION_TOKENS}]})
     if "ruler" in names:
       out.append(common.ruler_suite(
           RULER_TASKS, [length], num_samples, s["seed"],

@@ -44,7 +44,7 @@ def test_bad_arguments_are_refused(arg, words):
 
 
 def _documents_samples(tmp_path, split):
-  suites = long_context.suites(split, [300, 600], 3, ["long_text"])
+  suites = long_context.suites(split, [1200, 2400], 3, ["long_text"])
   return sources.build_samples(
       [dict(s["sources"][0], source=str(tmp_path)) for s in suites],
       WordTokenizer())
@@ -63,3 +63,15 @@ def test_dev_and_test_never_share_a_document_and_rebuild_the_same(tmp_path):
   assert {s.id for s in dev}.isdisjoint(s.id for s in test)
   assert _documents_samples(tmp_path, "dev") == dev
   assert _documents_samples(tmp_path, "test") == test
+  # The same scored continuation at every length (split at a line start).
+  for s in dev + test:
+    n = len(WordTokenizer().encode(s.continuation))
+    assert 256 - 20 <= n <= 256 + 20, (s.id, n)
+    assert s.metadata["num_tokens"] <= s.metadata["target_length"]
+
+
+def test_a_continuation_as_long_as_the_sample_is_refused():
+  source = {"kind": "documents", "source": "pydoc", "lengths": [400],
+            "num_samples": 1, "continuation_tokens": 256}
+  with pytest.raises(ValueError, match="continuation_tokens 256 is not in"):
+    sources.build_samples([source], WordTokenizer())

@@ -10,6 +10,10 @@ A source is a mapping with a `kind`:
    "lengths": [...], "num_samples": n, "seed": s, "pool": ...}
   {"kind": "jsonl", "paths": [...]}           (a user's own samples)
 
+A dialogues or documents source may set "continuation_tokens": about that
+many tokens of each sample are its reference continuation at every length
+(default: a quarter of each sample, documents.DEFAULT_CONTINUATION_FRACTION).
+
 Any source may also say how its traces are split (kvp_jax.traces): its own
 "num_random_splits" and "min_prompt_length", which override the `traces`
 section's for its samples (one store of RULER-style tasks at their true
@@ -102,7 +106,8 @@ def _source_samples(source: dict[str, Any], tokenizer
     convs = [c for c in dialogues.load_conversations() if in_pool(c.id, pool)]
     for length in lengths:
       out += _with_pool(dialogues.generate_dialogues(
-          n, length, tokenizer, seed, conversations=convs), pool)
+          n, length, tokenizer, seed, conversations=convs,
+          continuation_fraction=_continuation_fraction(source, length)), pool)
   else:
     pool = source.get("pool", "all")
     name = _get(source, "source")
@@ -111,5 +116,18 @@ def _source_samples(source: dict[str, Any], tokenizer
     task = f"documents_{documents.source_name(name)}"
     for length in lengths:
       out += _with_pool(documents.generate_documents(
-          docs, n, length, tokenizer, seed, task=task), pool)
+          docs, n, length, tokenizer, seed, task=task,
+          continuation_fraction=_continuation_fraction(source, length)), pool)
   return out
+
+
+def _continuation_fraction(source: Mapping[str, Any], length: int) -> float:
+  """The share of a sample of `length` tokens its continuation takes."""
+  tokens = source.get("continuation_tokens")
+  if tokens is None:
+    return documents.DEFAULT_CONTINUATION_FRACTION
+  if not 0 < int(tokens) < length // 2:
+    raise ValueError(f"{source.get('kind')} source: continuation_tokens "
+                     f"{tokens} is not in (0, {length // 2}) for samples of "
+                     f"{length} tokens")
+  return int(tokens) / length
