@@ -22,6 +22,7 @@ import numpy as np
 from kvp_jax import _files
 from kvp_jax.evaluation import _bootstrap
 from kvp_jax.evaluation import _paired
+from kvp_jax.evaluation import _paired_plots
 
 METRICS = ("agreement", "kl", "retention")
 NUM_RESAMPLES = 2000
@@ -80,10 +81,7 @@ def plot_by_length(samples: Sequence[Mapping], out_dir: Path,
       budgets = sorted({k[1] for k in mine}, key=_paired.budget_order)
       scorers = sorted({k[2] for k in mine}, key=lambda s: (s != "kvp", s))
       colours = {s: f"C{i % 10}" for i, s in enumerate(scorers)}
-      cols = min(3, len(budgets))
-      nrows = -(-len(budgets) // cols)
-      fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows),
-                               sharey=True, squeeze=False)
+      fig, axes = _paired_plots.panel_grid(plt, len(budgets))
       for ax, budget in zip(axes.flat, budgets):
         for scorer in scorers:
           pts = mine.get((family, budget, scorer))
@@ -99,12 +97,8 @@ def plot_by_length(samples: Sequence[Mapping], out_dir: Path,
         ax.minorticks_off()
         ax.set_title(f"budget {budget}", fontsize=10)
         ax.grid(alpha=0.3)
-      for ax in axes.flat[len(budgets):]:
-        ax.set_visible(False)
-      for ax in axes[-1]:
-        ax.set_xlabel("context length (tokens)")
-      for ax in axes[:, 0]:
-        ax.set_ylabel(metric)
+      _paired_plots.label_panels(axes, len(budgets),
+                                 "context length (tokens)", metric)
       axes.flat[0].legend(fontsize=7)
       fig.suptitle(f"{family}: {metric} against the context length "
                    "(mean, 95% bootstrap band)")

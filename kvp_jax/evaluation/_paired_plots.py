@@ -34,10 +34,7 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
     families = sorted({c["family"] for c in rows},
                       key=lambda f: (f not in _paired.baseline_families(), f))
     colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
-    cols = min(3, len(methods))
-    nrows = -(-len(methods) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.6 * nrows),
-                             sharey=True, squeeze=False)
+    fig, axes = panel_grid(plt, len(methods))
     better = "lower" if metric in _paired.LOWER_IS_BETTER else "higher"
     for ax, (method, protocol) in zip(axes.flat, methods):
       for family in families:
@@ -60,16 +57,31 @@ def plot_paired(comparisons: Sequence[dict], out_dir: Path) -> list[Path]:
                    (f" ({protocol})" if several else ""), fontsize=10)
       ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
-    for ax in axes.flat[len(methods):]:
-      ax.set_visible(False)
-    for ax in axes[-1]:
-      ax.set_xlabel("cache size per head (tokens)")
-    for ax in axes[:, 0]:
-      ax.set_ylabel(f"{metric} difference\n({better} is better for the "
-                    "panel's method)", fontsize=9)
+    label_panels(axes, len(methods), "cache size per head (tokens)",
+                 f"{metric} difference\n({better} is better for the "
+                 "panel's method)")
     fig.suptitle(f"{suite}: {metric}, paired, 95% bootstrap band")
     fig.tight_layout()
     path = out_dir / f"{suite}_{metric}_paired.png"
     _files.save_figure(fig, path, dpi=110)
     paths.append(path)
   return paths
+
+
+def panel_grid(plt, n: int, cols: int = 3):
+  """(figure, [rows, cols] axes) for n panels sharing the y axis."""
+  cols = min(cols, n)
+  rows = -(-n // cols)
+  return plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows),
+                      sharey=True, squeeze=False)
+
+
+def label_panels(axes, n: int, xlabel: str, ylabel: str) -> None:
+  """Hides the panels past the first n; labels the bottom row's x axes and
+  the first column's y axes."""
+  for ax in axes.flat[n:]:
+    ax.set_visible(False)
+  for ax in axes[-1]:
+    ax.set_xlabel(xlabel)
+  for ax in axes[:, 0]:
+    ax.set_ylabel(ylabel, fontsize=9)
