@@ -37,6 +37,17 @@ Config arguments (after the file's ":", comma-separated):
   samples=N          samples per length and suite (RULER: per task);
                      default 4 (dev) and 8 (test)
   policy=PATH        the policy reported as "kvp" (default: the shipped one)
+  protocol=P         chunked (default) or once: the whole context prefilled
+                     with the full cache, then evicted once to each budget
+                     (compress-once, where the full cache fits; one prefill
+                     per sample serves every cell)
+Cost on the 2-core CPU (AMD EPYC VM, float32, 2026-12-07), long_text at 4k,
+67 cells a sample (11 scorers x 6 budgets, and the full cache): chunked 22
+min for the first sample (compiling), then about 15 s a cell, 17 min a
+sample; once 5.8 min for a sample, compiling included (peak RSS 4.7 GiB).
+A chunked cell's prefill grows with the context, so a 32k sample takes
+hours here: the chunked grid at 16k and 32k is an accelerator's job, and
+the CPU runs compress-once there.
 Each suite is one context length ("long_text_8k", "ruler_16k"): its paired
 verdicts, Holm-adjusted per suite and metric, are that length's. Results:
 experiments/results/long_context_<split>/. The log resumes batch by batch,
@@ -57,6 +68,7 @@ RULER_MAX_NEW_TOKENS = 48
 BUDGETS = [256, 512, 1024, 2048]
 RATIOS = [0.125, 0.25]
 CHUNK_SIZE = 512
+PROTOCOLS = ("chunked", "once")
 # The scored continuation: the same number of positions at every length
 # (a quarter of 32k would be [8192, vocab] logits per cell).
 CONTINUATION_TOKENS = 256
@@ -92,10 +104,13 @@ def suites(split: str, lengths, num_samples: int, names=SUITES) -> list:
 def get_config(arg=None):
   args = configs.parse_config_arg(arg, split="dev", lengths=list(LENGTHS),
                                   suites=list(SUITES), samples=0,
-                                  policy="shipped")
+                                  policy="shipped", protocol="chunked")
   split = args["split"]
   if split not in SPLITS:
     raise ValueError(f"split: {split!r} is not one of {', '.join(SPLITS)}")
+  if args["protocol"] not in PROTOCOLS:
+    raise ValueError(f"protocol: {args['protocol']!r} is not one of "
+                     f"{', '.join(PROTOCOLS)}")
   unknown = sorted(set(args["suites"]) - set(SUITES))
   if unknown:
     raise ValueError(f"suites: unknown {unknown}; known: {', '.join(SUITES)}")
@@ -103,7 +118,7 @@ def get_config(arg=None):
   c = ruler_agents_contrast.get_config()      # The model and input settings.
   c.eval = common.eval_config(
       suites=suites(split, args["lengths"], num_samples, args["suites"]),
-      budgets=BUDGETS, protocol="chunked", chunk_size=CHUNK_SIZE,
+      budgets=BUDGETS, protocol=args["protocol"], chunk_size=CHUNK_SIZE,
       batch_size=1, policy=args["policy"],
       output_dir=f"experiments/results/long_context_{split}",
       compress_log=True)

@@ -29,6 +29,7 @@ def test_the_protocol_users_run_at_length():
     assert text["ratios"] == [0.125, 0.25]
     assert text["sources"][0]["lengths"] == [4096]
     assert ruler["answers"] == "where_full_right"
+  assert long_context.get_config("protocol=once").eval.protocol == "once"
   e = long_context.get_config(
       "lengths=16384,8192,suites=ruler,samples=2").eval
   assert [s["name"] for s in e.suites] == ["ruler_8k", "ruler_16k"]
@@ -37,7 +38,8 @@ def test_the_protocol_users_run_at_length():
 
 
 @pytest.mark.parametrize("arg, words", [
-    ("split=train", "split: 'train'"), ("suites=needles", "unknown")])
+    ("split=train", "split: 'train'"), ("suites=needles", "unknown"),
+    ("protocol=decode", "protocol: 'decode'")])
 def test_bad_arguments_are_refused(arg, words):
   with pytest.raises(ValueError, match=words):
     long_context.get_config(arg)
