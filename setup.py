@@ -36,7 +36,7 @@ setuptools.setup(
         "chitchat-dataset>=0.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3.2"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
     },
