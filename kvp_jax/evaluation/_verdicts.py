@@ -228,7 +228,8 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   (retention, fidelity, evicted share, memory, paired comparisons).
   `references`: as paired_comparisons."""
   out_dir.mkdir(parents=True, exist_ok=True)
-  retention = _report.aggregate(retention_rows(samples))
+  retained = retention_rows(samples)
+  retention = _report.aggregate(retained)
   comparisons = _multiplicity.adjust_comparisons(
       paired_comparisons(samples, references))
   every = _multiplicity.adjust_comparisons(every_baseline(samples))
@@ -240,8 +241,7 @@ def write(samples: Sequence[dict], aggregated: Sequence[dict],
   _files.atomic_write(out_dir / "verdicts.jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))
   _paired_plots.plot_paired(comparisons, out_dir)
-  _length_plots.plot_by_length(list(samples) + retention_rows(samples),
-                               out_dir)
+  _length_plots.plot_by_length(list(samples) + retained, out_dir)
   tables = _report.by_protocol(aggregated)
   return (retention_markdown(tables, _report.by_protocol(retention)) +
           fidelity_markdown(tables) + evicted_share_markdown(tables) +
