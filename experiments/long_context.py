@@ -35,7 +35,7 @@ Config arguments (after the file's ":", comma-separated):
   lengths=a,b        context lengths (default all four)
   suites=a,b         long_text, ruler (default both)
   samples=N          samples per length and suite (RULER: per task);
-                     default 4 (dev) and 8 (test)
+                     default 4 (dev) and 8 (test), see "Sample counts"
   policy=PATH        the policy reported as "kvp" (default: the shipped one)
   protocol=P         chunked (default) or once: the whole context prefilled
                      with the full cache, then evicted once to each budget
@@ -48,6 +48,18 @@ sample; once 5.8 min for a sample, compiling included (peak RSS 4.7 GiB).
 A chunked cell's prefill grows with the context, so a 32k sample takes
 hours here: the chunked grid at 16k and 32k is an accelerator's job, and
 the CPU runs compress-once there.
+Sample counts. On the 2k dev grid (experiments/results/heldout), paired
+agreement intervals of +-2 points against every baseline need a median 3
+and at most 7 dialogues (teacher-forced continuations of ~512 tokens), but
+a median 115 and up to 396 RULER-style samples (python -m
+kvp_jax.sample_size --results=experiments/results/heldout, 2026-12-07).
+long_text scores 256 tokens a sample: halving a continuation at most
+doubles the variance of its mean when its halves are not negatively
+correlated, so about 14 samples if documents spread as dialogues do. That
+is a guess from another text, not a measurement: the dev run (4 per length)
+measures the spread at each length; the same command on its results sets
+`samples` for the test run before it starts. The RULER suites at length
+cannot reach +-2 on this CPU: their intervals are reported as they are.
 Each suite is one context length ("long_text_8k", "ruler_16k"): its paired
 verdicts, Holm-adjusted per suite and metric, are that length's. Results:
 experiments/results/long_context_<split>/. The log resumes batch by batch,
