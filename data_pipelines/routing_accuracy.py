@@ -8,8 +8,14 @@ cache is built).
 Conversations: kvp_jax.samples.long_conversations with --seed (DEV_SEED by
 default: neither the committed long-conversation results' seed, 2000, nor
 the calibration text's, 9000). Every embedding of --embeddings is scored
-with the same episodes settings (--num_episodes, --utterances, --medoids).
-Writes one JSON line per embedding to --output (written whole at the end,
+with every routing of --route_by (to the nearest episode centroid, the
+paper's; to its medoids; to the episode of the nearest window), with the
+same episodes settings (--num_episodes, --utterances, --medoids),
+and each after the first is compared with the first on the same questions:
+the difference in routing accuracy (points) with a paired 95% bootstrap
+interval that resamples conversations and its p-value, Holm-adjusted over
+the comparisons printed. Writes one JSON line per embedding
+(its per-question hits included) to --output (written whole at the end,
 atomically) and prints a markdown table.
 """
 
@@ -30,8 +36,11 @@ _TARGET_LENGTH = flags.DEFINE_integer("target_length", 4096,
 _NUM_FACTS = flags.DEFINE_integer("num_facts", 8, "Questions per conversation.",
                                   lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", DEV_SEED, "Conversation seed.")
-_EMBEDDINGS = flags.DEFINE_list("embeddings", "embedding,middle,hidden",
+_EMBEDDINGS = flags.DEFINE_list("embeddings", "embedding,middle,hidden,tfidf",
                                 "Embeddings to compare.")
+_ROUTE_BY = flags.DEFINE_list("route_by", "centroid", "Routings to compare "
+                              "(centroid, medoid, window), each with every "
+                              "embedding.")
 _NUM_EPISODES = flags.DEFINE_integer("num_episodes", 4, "Episodes.",
                                      lower_bound=1)
 _UTTERANCES = flags.DEFINE_integer("utterances", 4, "Utterances per window.",
@@ -39,6 +48,15 @@ _UTTERANCES = flags.DEFINE_integer("utterances", 4, "Utterances per window.",
 _MEDOIDS = flags.DEFINE_integer("medoids", 2, "Medoid windows per episode.",
                                 lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "JSONL of the results.")
+
+
+def _p(p: float) -> str:
+  """A bootstrap p-value: 0 means no resample of 10,000 crossed zero."""
+  return f"{p:.3g}" if p > 0 else "< 1e-4"
+
+
+def _name(row) -> str:
+  return f"{row['embedding']}, {row['route_by']}"
 
 
 def main(argv):
@@ -54,6 +72,10 @@ def main(argv):
   if unknown:
     _cli.fail(f"--embeddings: unknown {unknown}; known: "
               f"{', '.join(_episodes.EMBEDDINGS)}")
+  unknown = sorted(set(_ROUTE_BY.value) - set(_episodes.ROUTE_BY))
+  if unknown:
+    _cli.fail(f"--route_by: unknown {unknown}; known: "
+              f"{', '.join(_episodes.ROUTE_BY)}")
   if not _OUTPUT.value:
     _cli.fail("--output is required")
   _cli.quiet_library_logs()
@@ -61,23 +83,43 @@ def main(argv):
   samples = long_conversations.generate_long_conversations(
       _NUM_CONVERSATIONS.value, _TARGET_LENGTH.value, model.tokenizer,
       _SEED.value, num_facts=_NUM_FACTS.value)
+  from kvp_jax.evaluation import _bootstrap  # pylint: disable=g-import-not-at-top
+  from kvp_jax.evaluation import _multiplicity  # pylint: disable=g-import-not-at-top
   rows = []
   for kind in _EMBEDDINGS.value:
     settings = eviction.EpisodicSettings(
         num_episodes=_NUM_EPISODES.value, utterances=_UTTERANCES.value,
         medoids=_MEDOIDS.value, embedding=kind)
-    result = eviction.routing_accuracy(model, samples, settings)
-    rows.append({"embedding": kind, "seed": _SEED.value,
-                 "target_length": _TARGET_LENGTH.value,
-                 "num_episodes": _NUM_EPISODES.value,
-                 "utterances": _UTTERANCES.value, **result})
+    results = eviction.routing_accuracies(model, samples, settings,
+                                          _ROUTE_BY.value)
+    rows += [{"embedding": kind, "route_by": by, "seed": _SEED.value,
+              "target_length": _TARGET_LENGTH.value,
+              "num_episodes": _NUM_EPISODES.value,
+              "utterances": _UTTERANCES.value, **results[by]}
+             for by in _ROUTE_BY.value]
+  first = rows[0]
+  base = {h["sample"]: h["hit"] for h in first["hits"]}
+  for r in rows[1:]:
+    d = _bootstrap.paired_cluster_bootstrap(
+        [100.0 * h["hit"] for h in r["hits"]],
+        [100.0 * base[h["sample"]] for h in r["hits"]],
+        [h["conversation"] for h in r["hits"]])
+    r.update(versus=_name(first), difference=d.mean, low=d.low, high=d.high,
+             p_value=d.p_value)
+  compared = rows[1:]
+  for r, p in zip(compared, _multiplicity.holm([r["p_value"]
+                                                for r in compared])):
+    r["p_holm"] = p
   _files.atomic_write(_OUTPUT.value,
                       "".join(json.dumps(r) + "\n" for r in rows))
-  print("| embedding | questions | conversations | routed to the fact's "
-        "episode |\n|---|---|---|---|")
+  print("| embedding, routing | questions | conversations | routed to the "
+        f"fact's episode | minus {_name(first)} (points, 95% interval over "
+        "conversations) | p (Holm) |\n|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['embedding']} | {r['questions']} | {r['conversations']} | "
-          f"{r['accuracy']:.1f}% |")
+    versus = (f"{r['difference']:+.1f} [{r['low']:+.1f}, {r['high']:+.1f}] "
+              f"| {_p(r['p_holm'])}" if "versus" in r else " |")
+    print(f"| {_name(r)} | {r['questions']} | {r['conversations']} | "
+          f"{r['accuracy']:.1f}% | {versus} |")
 
 
 if __name__ == "__main__":

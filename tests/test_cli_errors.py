@@ -104,6 +104,8 @@ def test_bad_gguf(command, kind, fragment, gguf_files, tmp_path):
       "--output_dir=OUT"], "--num_samples=-1"),
     (["data_pipelines.make_samples", "--tasks=vt", "--lengths=0",
       "--output_dir=OUT"], "bad length '0'"),
+    (["data_pipelines.routing_accuracy", "--route_by=nearest",
+      "--output=OUT"], "--route_by: unknown ['nearest']"),
     (["data_pipelines.needle_depth", "--num_samples=0", "--output_dir=OUT"],
      "--num_samples and --batch_size must be positive"),
     (["data_pipelines.trace_diagnostics", f"--config={TINY}",

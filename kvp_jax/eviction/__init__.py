@@ -41,7 +41,7 @@ scorers. It knows nothing of suites, grids or reports (kvp_jax.evaluation).
                                    attention moments
 
 Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
-  split_windows / embed_tokens / cluster_episodes / route
+  split_windows / embed_tokens (tfidf) / cluster_episodes / route
                                    a conversation's episodes, offline
   prefill_episodes / answer_questions
                                    one compressed cache per episode, scored
@@ -57,7 +57,7 @@ Episodic caches (EpiCache; _episodes, _episodic, _sensitivity):
   matched_layer_budgets / uniform_total / layer_caps
                                    budgets that hold what the uniform cell
                                    of the same budget holds
-  EpisodicSettings / answer_conversation / routing_accuracy
+  EpisodicSettings / answer_conversation / routing_accuracy(ies)
                                    one conversation's samples, text in,
                                    scored answers out
   answer_compressed                the plain baseline: one compressed cache
@@ -89,6 +89,7 @@ from kvp_jax.eviction._episodes import Episodes
 from kvp_jax.eviction._episodes import kmeans
 from kvp_jax.eviction._episodes import route
 from kvp_jax.eviction._episodes import split_windows
+from kvp_jax.eviction._episodes import tfidf
 from kvp_jax.eviction._episodes import Window
 from kvp_jax.eviction._episodes import window_of
 from kvp_jax.eviction._episodic import answer_questions
@@ -113,4 +114,5 @@ from kvp_jax.eviction._conversation import answer_conversation
 from kvp_jax.eviction._conversation import build_episodes
 from kvp_jax.eviction._conversation import EpisodicSettings
 from kvp_jax.eviction._conversation import routing_text
+from kvp_jax.eviction._conversation import routing_accuracies
 from kvp_jax.eviction._conversation import routing_accuracy

@@ -12,15 +12,19 @@ This module holds the offline half, with no eviction in it:
   embed_tokens        token lists -> [N, D] unit embeddings, mean-pooled from
                       the decoder's own input embeddings ("embedding"), the
                       hidden states after its first half of layers
-                      ("middle") or its final ones ("hidden"); no extra
-                      model
+                      ("middle") or its final ones ("hidden"), or the
+                      tf-idf of their token ids over the conversation's
+                      windows ("tfidf"); no extra model
   kmeans              seeded spherical-ish k-means (Lloyd on unit vectors,
                       k-means++ init, restarts), pure JAX
   cluster_episodes    windows' embeddings -> Episodes (labels, centroids,
                       medoid windows), episodes numbered by first window
-  route               question embeddings -> nearest episode (cosine)
+  route               question embeddings -> nearest episode (cosine to its
+                      centroid, medoids or nearest window)
 
-Shapes: N windows, D model width, E episodes, Q questions.
+Shapes: N windows (or questions), D embedding width (the model width; for
+"tfidf" the number of distinct token ids of the windows), E episodes, Q
+questions.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ import numpy as np
 
 from kvp_jax.model import Decoder, Pretrained
 
-EMBEDDINGS = ("embedding", "middle", "hidden")
-ROUTE_BY = ("centroid", "medoid")
+EMBEDDINGS = ("embedding", "middle", "hidden", "tfidf")
+ROUTE_BY = ("centroid", "medoid", "window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +133,46 @@ def _pool_hidden(config, params, tokens: jax.Array,
   return _unit(jnp.sum(h * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0))
 
 
+def tfidf(token_lists: Sequence[Sequence[int]],
+          documents: Sequence[Sequence[int]]) -> np.ndarray:
+  """Unit tf-idf rows of token lists over the vocabulary of `documents`.
+
+  Each of the V distinct ids of the M documents is one column: a list's
+  entry is (1 + log count) x (log((1 + M) / (1 + df)) + 1), df the number
+  of documents holding the id (sublinear term frequency, smoothed inverse
+  document frequency); ids no document holds are dropped, and a list of
+  them alone is a zero row.
+
+  Args:
+    token_lists: N token lists.
+    documents: M token lists (the windows of a conversation), not all empty.
+  Returns:
+    [N, V] float32, unit (or zero) rows; columns in increasing id order.
+  """
+  docs = [np.unique(np.asarray(d, np.int64)) for d in documents]
+  if not docs or not any(d.size for d in docs):
+    raise ValueError("tf-idf needs documents with tokens")
+  vocab = np.unique(np.concatenate(docs))
+  df = np.zeros(len(vocab))
+  for d in docs:
+    df[np.searchsorted(vocab, d)] += 1
+  idf = np.log((1 + len(docs)) / (1 + df)) + 1
+  out = np.zeros((len(token_lists), len(vocab)), np.float32)
+  for i, ids in enumerate(token_lists):
+    ids = np.asarray(ids, np.int64)
+    ids, counts = np.unique(ids[np.isin(ids, vocab)], return_counts=True)
+    col = np.searchsorted(vocab, ids)
+    out[i, col] = (1 + np.log(counts)) * idf[col]
+  norm = np.linalg.norm(out, axis=1, keepdims=True)
+  return out / np.maximum(norm, 1e-12)
+
+
 def embed_tokens(model: Pretrained, token_lists: Sequence[Sequence[int]],
-                 kind: str = "embedding", batch_size: int = 16) -> np.ndarray:
-  """Unit embeddings of token lists from the decoder itself.
+                 kind: str = "embedding", batch_size: int = 16, *,
+                 documents: Sequence[Sequence[int]] | None = None
+                 ) -> np.ndarray:
+  """Unit embeddings of token lists from the decoder itself (or, "tfidf",
+  from their token ids).
 
   Args:
     model: the decoder.
@@ -139,14 +180,21 @@ def embed_tokens(model: Pretrained, token_lists: Sequence[Sequence[int]],
     kind: "embedding" (mean of the input embeddings, EpiCache's "llm"
       option: cheap, lexical), "middle" (mean of the hidden states after
       the first num_layers // 2 layers, final-normed: a forward through
-      half the decoder per list) or "hidden" (mean of the final hidden
-      states: a forward per list).
+      half the decoder per list), "hidden" (mean of the final hidden
+      states: a forward per list) or "tfidf" (tfidf over `documents`: the
+      classic lexical retrieval vector; no forward).
     batch_size: lists per forward ("middle", "hidden").
+    documents: "tfidf" only: the lists that define its vocabulary and
+      document frequencies (a conversation's windows; default token_lists),
+      the same for windows and questions so that they compare.
   Returns:
-    [N, D] float32, unit rows.
+    [N, D] float32, unit rows (D: the model width; for "tfidf", the
+    distinct ids of `documents`, and a list sharing none is a zero row).
   """
   if kind not in EMBEDDINGS:
     raise ValueError(f"unknown embedding kind {kind!r}; known: {EMBEDDINGS}")
+  if kind == "tfidf":
+    return tfidf(token_lists, token_lists if documents is None else documents)
   tokens, mask = _pad_right(token_lists)
   if kind == "embedding":
     table = model.params["embedder"]["input_embedding"]
@@ -314,11 +362,12 @@ def cluster_episodes(embeddings: np.ndarray, num_episodes: int,
 def route(questions: np.ndarray, episodes: Episodes,
           by: str = "centroid") -> np.ndarray:
   """The episode each question goes to: the highest cosine similarity to
-  the episode's centroid (EpiCache) or to its medoid windows' embedding.
+  the episode's centroid (EpiCache), to its medoid windows' embedding, or
+  to any one of its windows ("window": the episode of the nearest window).
 
   Args:
     questions: [Q, D] (or [D]) question embeddings.
-    by: "centroid" or "medoid".
+    by: "centroid", "medoid" or "window".
   Returns:
     [Q] int episode indices (a scalar array for a [D] input).
   """
@@ -331,7 +380,10 @@ def route(questions: np.ndarray, episodes: Episodes,
     raise ValueError(f"question embeddings of width {q.shape[1]}, episodes "
                      f"of width {episodes.centroids.shape[1]}")
   q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-  ref = episodes.centroids if by == "centroid" else (
-      episodes.medoid_embeddings())
-  out = np.argmax(q @ ref.T, axis=1)
+  if by == "window":
+    out = episodes.labels[np.argmax(q @ episodes.embeddings.T, axis=1)]
+  else:
+    ref = episodes.centroids if by == "centroid" else (
+        episodes.medoid_embeddings())
+    out = np.argmax(q @ ref.T, axis=1)
   return out[0] if single else out

@@ -308,6 +308,8 @@ def test_routing_accuracy_counts_what_answering_routes(model):
         model, None, eviction,
         [s for s in samples if s.metadata["conversation_id"] == c], settings)
   hits = sum(r["episode"] == r["fact_episode"] for r in rows)
+  assert {h["sample"]: h["hit"] for h in got.pop("hits")} == {
+      r["sample"]: int(r["episode"] == r["fact_episode"]) for r in rows}
   assert got == {"questions": 4, "conversations": 2, "routed_to_fact": hits,
                  "accuracy": 100.0 * hits / 4}
   one = eviction_lib.routing_accuracy(model, samples,

@@ -92,6 +92,53 @@ def test_routing_with_the_decoders_own_embeddings(tiny):
   assert ev.route(question, eps)[0] == eps.labels[fact] == 2
 
 
+def test_tfidf_against_a_worked_example():
+  """Two documents [1, 2], [1, 3]: idf(1) = log(3/3) + 1 = 1, idf(2) =
+  idf(3) = log(3/2) + 1; the list [1, 1, 2, 9] is (1 + log 2, idf(2), 0)
+  normalised (9 is in no document); a list of unknown ids is a zero row."""
+  rows = ev.tfidf([[1, 1, 2, 9], [9, 9]], [[1, 2], [1, 3]])
+  want = np.array([1 + np.log(2), np.log(1.5) + 1, 0.0])
+  np.testing.assert_allclose(rows[0], want / np.linalg.norm(want), rtol=1e-6)
+  np.testing.assert_array_equal(rows[1], 0.0)
+  with pytest.raises(ValueError, match="documents with tokens"):
+    ev.tfidf([[1]], [[]])
+
+
+def test_routing_by_tfidf(tiny):
+  """The same disjoint token groups as above, clustered and routed by
+  tf-idf over the windows: the question goes to its fact's episode, and a
+  token shared by every window weighs least."""
+  rng = np.random.default_rng(0)
+  groups = [np.arange(3, 10), np.arange(20, 27), np.arange(40, 47)]
+  order = [0, 0, 1, 1, 2, 2, 0, 1]
+  windows = [[2] + list(rng.choice(groups[g], 12)) for g in order]
+  emb = ev.embed_tokens(tiny, windows, kind="tfidf")
+  assert emb.shape == (8, 1 + 21)                # Token 2 and the groups'.
+  eps = ev.cluster_episodes(emb, 3, jax.random.key(0))
+  np.testing.assert_array_equal(eps.labels, [0, 0, 1, 1, 2, 2, 0, 1])
+  question = ev.embed_tokens(tiny, [[2, 2, 2] + windows[5][1:4]],
+                             kind="tfidf", documents=windows)
+  assert ev.route(question, eps)[0] == eps.labels[5] == 2
+  assert ev.route(question, eps, by="window")[0] == 2
+
+
+def test_routing_to_the_nearest_window():
+  """by="window": the episode of the most similar window, where the
+  centroid would choose another episode."""
+  unit = lambda v: np.asarray(v, np.float32) / np.linalg.norm(v)
+  # Episode 0: windows along x and y; episode 1: two windows near z.
+  emb = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([0.1, 0.1, 1]),
+                  unit([-0.1, 0.1, 1])])
+  eps = ev.Episodes(labels=np.array([0, 0, 1, 1]),
+                    centroids=np.stack([unit([1, 1, 0]), unit([0, 0.2, 1])]),
+                    medoids=((0,), (2,)), embeddings=emb)
+  question = unit([1, 0, 0.8])       # Nearest window 0; nearest centroid 1.
+  assert ev.route(question, eps, by="centroid") == 1
+  assert ev.route(question, eps, by="window") == 0
+  with pytest.raises(ValueError, match="unknown routing"):
+    ev.route(question, eps, by="nearest")
+
+
 def test_the_middle_embedding_is_the_first_half_of_the_decoder(tiny):
   """"middle": the final-normed hidden states of a decoder cut after
   num_layers // 2 layers (the later layers' parameters unread)."""
