@@ -18,7 +18,9 @@ kvp_jax.evaluate), and writes:
   experiments/README.md  the index: one line per config file of experiments/
       and its results page;
   README.md  the text between <!-- headline:start --> and
-      <!-- headline:end -->: the headline table of the held-out (dev) grid;
+      <!-- headline:end -->: the headline table of the manifest's
+      "headline" directory (its "suites" name the suites that play the
+      RULER-style and dialogue rows), labelled dev or test by its page;
   experiments/results/<headline dir>/headline.png  its figure.
 
 The same inputs give the same bytes. The figure records a digest of the
@@ -78,6 +80,7 @@ FAMILY_ORDER = ("query_free", "query_aware")
 SUITE_ORDER = ("ruler", "dialogues")
 SUITE_NAMES = {"ruler": "RULER-style", "attention_cost": "attention cost"}
 DEV = "dev: these samples chose the default"
+TEST = "test: these samples chose nothing"
 HOLM = ("the marks Holm-adjusted over every budget and compared baseline "
         "of the row's suite, metric and method (the intervals are not)")
 TABLES = ("summary", "ablations", "decisions", "full_cache")
@@ -141,12 +144,16 @@ class Manifest:
     configs: file name of each experiments/*.py -> a phrase for the index.
     headline: the directory of the README's headline table.
     headline_command: the command that made its verdicts.
+    headline_suites: the suite of the headline's verdicts that plays each
+      of SUITE_ORDER's roles, where it is named otherwise (the frozen test's
+      "ruler_ood" as "ruler").
     intro, outro: markdown lines of the index before and after its table.
   """
   pages: tuple[Page, ...]
   configs: Mapping[str, str]
   headline: str
   headline_command: str
+  headline_suites: Mapping[str, str] = dataclasses.field(default_factory=dict)
   intro: tuple[str, ...] = ()
   outro: tuple[str, ...] = ()
 
@@ -223,8 +230,14 @@ def load_manifest(root: Path) -> Manifest:
       isinstance(headline.get(k), str) for k in ("dir", "command")):
     raise ValueError(f"{MANIFEST}: 'headline' must be an object with 'dir' "
                      "and 'command' strings")
+  suites = headline.get("suites", {})
+  if not isinstance(suites, dict) or not set(suites) <= set(SUITE_ORDER) or (
+      not all(isinstance(v, str) for v in suites.values())):
+    raise ValueError(f"{MANIFEST}: headline 'suites' must map some of "
+                     f"{', '.join(SUITE_ORDER)} to suite names")
   return Manifest(pages=pages, configs=configs, headline=headline["dir"],
                   headline_command=headline["command"],
+                  headline_suites=suites,
                   intro=_strings(raw.get("intro", []), f"{MANIFEST}: intro"),
                   outro=_strings(raw.get("outro", []), f"{MANIFEST}: outro"))
 
@@ -681,20 +694,38 @@ def render_index(root: Path, manifest: Manifest) -> str:
   return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def headline_verdicts(root: Path, manifest: Manifest) -> list[dict]:
+  """The headline directory's paired verdicts, each suite named by the role
+  it plays (Manifest.headline_suites)."""
+  page = manifest.page(manifest.headline)
+  verdicts = read_verdicts(root / RESULTS / page.dir / "verdicts.jsonl")
+  role_of = {suite: role for role, suite in manifest.headline_suites.items()}
+  return [dict(r, suite=role_of[r["suite"]]) if r["suite"] in role_of else r
+          for r in verdicts if r["suite"] in role_of
+          or r["suite"] not in manifest.headline_suites]
+
+
+def split_of(page: Page) -> str:
+  """"dev" or "test": what the page's samples did."""
+  return "dev" if page.dev else "test"
+
+
 def render_headline(root: Path, manifest: Manifest) -> str:
   """The lines between README.md's headline markers (markers excluded)."""
   page = manifest.page(manifest.headline)
   here = f"{RESULTS}/{page.dir}"
-  verdicts = read_verdicts(root / here / "verdicts.jsonl")
+  verdicts = headline_verdicts(root, manifest)
+  split = split_of(page)
+  label = f"**Dev** ({DEV})" if page.dev else f"**Test** ({TEST})"
   lines = [
       "Shipped KVP minus the best query-free and the best query-aware "
       "baseline of each cache budget *b* (tokens kept per layer and KV "
       "head), paired 95% bootstrap intervals: agreement is top-1 agreement "
       "with the full cache's next token, retention the share of the full "
       "cache's right answers kept, both in points; ▲ better, ▼ worse, "
-      f"= not distinguishable, {HOLM}. **Dev** ({DEV}).", "",
+      f"= not distinguishable, {HOLM}. {label}.", "",
       *headline_table(verdicts), "",
-      f"![Shipped KVP against the best baselines (dev)]({here}/"
+      f"![Shipped KVP against the best baselines ({split})]({here}/"
       f"{HEADLINE_PNG})", "",
       f"Measured on {page.measured}; the verdicts are made by "
       f"`{manifest.headline_command}`, this table and figure by "
@@ -737,16 +768,16 @@ def figure_series(verdicts: Sequence[Mapping]) -> dict:
   return series
 
 
-def figure_digest(series: Mapping) -> str:
-  text = json.dumps({"version": FIGURE_VERSION, "series": series},
-                    sort_keys=True)
+def figure_digest(series: Mapping, split: str) -> str:
+  text = json.dumps({"version": FIGURE_VERSION, "series": series,
+                     "split": split}, sort_keys=True)
   return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def render_figure(series: Mapping, digest: str) -> bytes:
+def render_figure(series: Mapping, digest: str, split: str) -> bytes:
   """The headline figure as PNG bytes: one panel per suite, the agreement
   difference against the budget with its interval band, one line per
-  baseline family."""
+  baseline family; `split` ("dev" or "test") in each panel's title."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -765,7 +796,7 @@ def render_figure(series: Mapping, digest: str) -> bytes:
       ax.set_xticks(budgets, [str(b) for b in budgets])
       ax.minorticks_off()
       counts = sorted({s["n"] for s in families.values()})
-      ax.set_title(f"{suite_name(suite)} (dev, n = {', '.join(counts)})")
+      ax.set_title(f"{suite_name(suite)} ({split}, n = {', '.join(counts)})")
       ax.set_xlabel("cache budget b (tokens per layer and KV head)")
       ax.set_ylabel("agreement difference (points)")
       ax.grid(alpha=0.3)
@@ -804,10 +835,11 @@ class Output:
   path: str
   text: str | None = None
   series: Mapping | None = None
+  split: str = "dev"
 
   @property
   def digest(self) -> str:
-    return figure_digest(self.series)
+    return figure_digest(self.series, self.split)
 
   def is_current(self, root: Path) -> bool:
     target = root / self.path
@@ -821,7 +853,7 @@ class Output:
   def content(self) -> bytes:
     if self.text is not None:
       return self.text.encode("utf-8")
-    return render_figure(self.series, self.digest)
+    return render_figure(self.series, self.digest, self.split)
 
 
 def outputs(root: Path) -> list[Output]:
@@ -829,7 +861,8 @@ def outputs(root: Path) -> list[Output]:
   manifest = load_manifest(root)
   check_manifest(root, manifest)
   pins = load_pins(root)
-  headline_dir = manifest.page(manifest.headline).dir
+  headline_page = manifest.page(manifest.headline)
+  headline_dir = headline_page.dir
   result = []
   for page in manifest.pages:
     extra = [HEADLINE_PNG] if page.dir == headline_dir else []
@@ -838,9 +871,9 @@ def outputs(root: Path) -> list[Output]:
   readme = (root / README).read_text(encoding="utf-8")
   result.append(Output(README, splice_headline(
       readme, render_headline(root, manifest))))
-  verdicts = read_verdicts(root / RESULTS / headline_dir / "verdicts.jsonl")
   result.append(Output(f"{RESULTS}/{headline_dir}/{HEADLINE_PNG}",
-                       series=figure_series(verdicts)))
+                       series=figure_series(headline_verdicts(root, manifest)),
+                       split=split_of(headline_page)))
   return result
 
 

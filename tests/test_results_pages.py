@@ -163,9 +163,40 @@ def test_output_is_deterministic(root, tmp_path_factory):
   for path in first:
     assert (root / path).read_bytes() == (copy / path).read_bytes(), path
   series = results_pages.figure_series(VERDICTS)
-  digest = results_pages.figure_digest(series)
-  assert (results_pages.render_figure(series, digest)
-          == results_pages.render_figure(series, digest))
+  digest = results_pages.figure_digest(series, "dev")
+  assert (results_pages.render_figure(series, digest, "dev")
+          == results_pages.render_figure(series, digest, "dev"))
+  assert digest != results_pages.figure_digest(series, "test")
+
+
+def test_a_test_headline_with_its_own_suite_names(root):
+  """A headline page that chose nothing (dev false) is labelled test, in
+  the text and the figure; the suites that play the RULER-style and
+  dialogue rows may have other names ("ruler_ood")."""
+  renamed = [dict(r, suite="ruler_ood") if r["suite"] == "ruler" else r
+             for r in VERDICTS]
+  renamed.append(dict(VERDICTS[0], suite="ruler", difference=99.0))
+  (root / "experiments/results/grid/verdicts.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in renamed), encoding="utf-8")
+  manifest = json.loads(json.dumps(MANIFEST))
+  manifest["headline"]["suites"] = {"ruler": "ruler_ood"}
+  manifest["pages"][0]["dev"] = False
+  (root / "experiments/results/pages.json").write_text(
+      json.dumps(manifest), encoding="utf-8")
+  results_pages.write(root)
+  readme = _text(root, "README.md")
+  assert ("| RULER-style: agreement | best query-free | 209 | "
+          "+6.38 [+4.79, +7.87] ▲ | +8.00 [+7.00, +9.00] ▲ |") in readme
+  assert "+99.00" not in readme        # A suite "ruler" plays no role here.
+  assert "**Test** (test: these samples chose nothing)" in readme
+  assert "**Dev**" not in readme
+  assert "best baselines (test)" in readme
+  assert results_pages.stale(root) is None
+  manifest["headline"]["suites"] = {"needles": "ruler_ood"}
+  (root / "experiments/results/pages.json").write_text(
+      json.dumps(manifest), encoding="utf-8")
+  with pytest.raises(ValueError, match="headline 'suites' must map"):
+    results_pages.outputs(root)
 
 
 def test_check_names_the_first_stale_file(root):
