@@ -50,16 +50,19 @@ hours here: the chunked grid at 16k and 32k is an accelerator's job, and
 the CPU runs compress-once there.
 Sample counts. On the 2k dev grid (experiments/results/heldout), paired
 agreement intervals of +-2 points against every baseline need a median 3
-and at most 7 dialogues (teacher-forced continuations of ~512 tokens), but
-a median 115 and up to 396 RULER-style samples (python -m
-kvp_jax.sample_size --results=experiments/results/heldout, 2026-12-07).
-long_text scores 256 tokens a sample: halving a continuation at most
-doubles the variance of its mean when its halves are not negatively
-correlated, so about 14 samples if documents spread as dialogues do. That
-is a guess from another text, not a measurement: the dev run (4 per length)
-measures the spread at each length; the same command on its results sets
-`samples` for the test run before it starts. The RULER suites at length
-cannot reach +-2 on this CPU: their intervals are reported as they are.
+and at most 7 dialogues (9 at the 90% upper bound of the variance;
+teacher-forced continuations of ~512 tokens), but a median 116 and up to
+398 RULER-style samples (python -m kvp_jax.sample_size
+--results=experiments/results/heldout, 2026-12-07). long_text scores 256
+tokens a sample: halving a continuation at most doubles the variance of
+its mean when its halves are not negatively correlated, so about 14
+samples (18 at the upper bound) if documents spread as dialogues do. That is a guess from another
+text, not a measurement: the dev run (4 per length) measures the spread at
+each length, and the same command on its results, read at the 90% upper
+bound (4 samples know their spread loosely), sets `samples` for the test
+run before it starts (for ruler, divide by the 3 tasks: `samples` counts
+per task). The RULER suites at length cannot reach +-2 on this CPU: their
+intervals are reported as they are.
 Each suite is one context length ("long_text_8k", "ruler_16k"): its paired
 verdicts, Holm-adjusted per suite and metric, are that length's. Results:
 experiments/results/long_context_<split>/. The log resumes batch by batch,
