@@ -14,8 +14,8 @@ same episodes settings (--num_episodes, --utterances, --medoids),
 and each after the first is compared with the first on the same questions:
 the difference in routing accuracy (points) with a paired 95% bootstrap
 interval that resamples conversations and its p-value, Holm-adjusted over
-the comparisons printed. Writes one JSON line per embedding
-(its per-question hits included) to --output (written whole at the end,
+the comparisons printed. Writes one JSON line per (embedding, routing),
+its per-question hits included, to --output (written whole at the end,
 atomically) and prints a markdown table.
 """
 
@@ -51,8 +51,11 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSONL of the results.")
 
 
 def _p(p: float) -> str:
-  """A bootstrap p-value: 0 means no resample of 10,000 crossed zero."""
-  return f"{p:.3g}" if p > 0 else "< 1e-4"
+  """A Holm-adjusted bootstrap p-value; 0: no resample of the 10,000
+  crossed zero (p below about 6e-4 times the comparisons)."""
+  if not p == p:                      # NaN: fewer than 2 conversations.
+    return "n/a"
+  return f"{p:.3g}" if p > 0 else "0 (no resample crossed 0)"
 
 
 def _name(row) -> str:
@@ -68,6 +71,8 @@ def main(argv):
   from kvp_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from kvp_jax.samples import long_conversations  # pylint: disable=g-import-not-at-top
   from kvp_jax.eviction import _episodes  # pylint: disable=g-import-not-at-top
+  if not _EMBEDDINGS.value or not _ROUTE_BY.value:
+    _cli.fail("--embeddings and --route_by each need at least one value")
   unknown = sorted(set(_EMBEDDINGS.value) - set(_episodes.EMBEDDINGS))
   if unknown:
     _cli.fail(f"--embeddings: unknown {unknown}; known: "
@@ -95,7 +100,8 @@ def main(argv):
     rows += [{"embedding": kind, "route_by": by, "seed": _SEED.value,
               "target_length": _TARGET_LENGTH.value,
               "num_episodes": _NUM_EPISODES.value,
-              "utterances": _UTTERANCES.value, **results[by]}
+              "utterances": _UTTERANCES.value, "medoids": _MEDOIDS.value,
+              "kmeans_seed": settings.seed, **results[by]}
              for by in _ROUTE_BY.value]
   first = rows[0]
   base = {h["sample"]: h["hit"] for h in first["hits"]}

@@ -26,9 +26,9 @@ experiments/results/long_conversations/):
   of its nearest window (the best routing on dev: 79% of questions reach
   their fact's episode, against 52% for the paper's routing to the
   nearest centroid with the input-embedding mean, +27 points [+16, +38]
-  over conversations; experiments/results/long_conversations/
-  routing_dev.jsonl); "epicache+kvp": the same with the shipped KVP
-  blended in.
+  over conversations, the best of 12 settings on those conversations;
+  experiments/results/long_conversations/routing_dev.jsonl);
+  "epicache+kvp": the same with the shipped KVP blended in.
 Paired intervals resample conversations; EpiCache is compared with each
 compress-once baseline (kvp_jax.evaluation._paired.against_compress_once)
 and with the block-by-block ones, Holm-adjusted per family.

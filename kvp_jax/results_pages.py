@@ -147,6 +147,8 @@ class Manifest:
     headline_suites: the suite of the headline's verdicts that plays each
       of SUITE_ORDER's roles, where it is named otherwise (the frozen test's
       "ruler_ood" as "ruler").
+    headline_split: "dev" (its page is marked dev) or "test" (samples that
+      chose nothing), the label of the headline's text and figure.
     intro, outro: markdown lines of the index before and after its table.
   """
   pages: tuple[Page, ...]
@@ -154,6 +156,7 @@ class Manifest:
   headline: str
   headline_command: str
   headline_suites: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  headline_split: str = "dev"
   intro: tuple[str, ...] = ()
   outro: tuple[str, ...] = ()
 
@@ -232,12 +235,17 @@ def load_manifest(root: Path) -> Manifest:
                      "and 'command' strings")
   suites = headline.get("suites", {})
   if not isinstance(suites, dict) or not set(suites) <= set(SUITE_ORDER) or (
-      not all(isinstance(v, str) for v in suites.values())):
+      not all(isinstance(v, str) for v in suites.values())) or (
+          len(set(suites.values())) < len(suites)):
     raise ValueError(f"{MANIFEST}: headline 'suites' must map some of "
-                     f"{', '.join(SUITE_ORDER)} to suite names")
+                     f"{', '.join(SUITE_ORDER)} to distinct suite names")
+  split = headline.get("split", "dev")
+  if split not in ("dev", "test"):
+    raise ValueError(f"{MANIFEST}: headline 'split' must be \"dev\" or "
+                     f"\"test\", got {split!r}")
   return Manifest(pages=pages, configs=configs, headline=headline["dir"],
                   headline_command=headline["command"],
-                  headline_suites=suites,
+                  headline_suites=suites, headline_split=split,
                   intro=_strings(raw.get("intro", []), f"{MANIFEST}: intro"),
                   outro=_strings(raw.get("outro", []), f"{MANIFEST}: outro"))
 
@@ -705,18 +713,17 @@ def headline_verdicts(root: Path, manifest: Manifest) -> list[dict]:
           or r["suite"] not in manifest.headline_suites]
 
 
-def split_of(page: Page) -> str:
-  """"dev" or "test": what the page's samples did."""
-  return "dev" if page.dev else "test"
-
-
 def render_headline(root: Path, manifest: Manifest) -> str:
   """The lines between README.md's headline markers (markers excluded)."""
   page = manifest.page(manifest.headline)
   here = f"{RESULTS}/{page.dir}"
   verdicts = headline_verdicts(root, manifest)
-  split = split_of(page)
-  label = f"**Dev** ({DEV})" if page.dev else f"**Test** ({TEST})"
+  split = manifest.headline_split
+  if (split == "dev") != page.dev:
+    raise ValueError(f"{MANIFEST}: the headline's split is {split!r} but its "
+                     f"page {page.dir!r} is {'' if page.dev else 'not '}"
+                     "marked dev")
+  label = f"**Dev** ({DEV})" if split == "dev" else f"**Test** ({TEST})"
   lines = [
       "Shipped KVP minus the best query-free and the best query-aware "
       "baseline of each cache budget *b* (tokens kept per layer and KV "
@@ -861,8 +868,7 @@ def outputs(root: Path) -> list[Output]:
   manifest = load_manifest(root)
   check_manifest(root, manifest)
   pins = load_pins(root)
-  headline_page = manifest.page(manifest.headline)
-  headline_dir = headline_page.dir
+  headline_dir = manifest.page(manifest.headline).dir
   result = []
   for page in manifest.pages:
     extra = [HEADLINE_PNG] if page.dir == headline_dir else []
@@ -873,7 +879,7 @@ def outputs(root: Path) -> list[Output]:
       readme, render_headline(root, manifest))))
   result.append(Output(f"{RESULTS}/{headline_dir}/{HEADLINE_PNG}",
                        series=figure_series(headline_verdicts(root, manifest)),
-                       split=split_of(headline_page)))
+                       split=manifest.headline_split))
   return result
 
 

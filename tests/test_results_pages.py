@@ -170,8 +170,8 @@ def test_output_is_deterministic(root, tmp_path_factory):
 
 
 def test_a_test_headline_with_its_own_suite_names(root):
-  """A headline page that chose nothing (dev false) is labelled test, in
-  the text and the figure; the suites that play the RULER-style and
+  """A headline declared test (its page not marked dev) is labelled test,
+  in the text and the figure; the suites that play the RULER-style and
   dialogue rows may have other names ("ruler_ood")."""
   renamed = [dict(r, suite="ruler_ood") if r["suite"] == "ruler" else r
              for r in VERDICTS]
@@ -181,6 +181,11 @@ def test_a_test_headline_with_its_own_suite_names(root):
   manifest = json.loads(json.dumps(MANIFEST))
   manifest["headline"]["suites"] = {"ruler": "ruler_ood"}
   manifest["pages"][0]["dev"] = False
+  (root / "experiments/results/pages.json").write_text(
+      json.dumps(manifest), encoding="utf-8")
+  with pytest.raises(ValueError, match="split is 'dev' but its page"):
+    results_pages.outputs(root)          # Not marked dev, not declared test.
+  manifest["headline"]["split"] = "test"
   (root / "experiments/results/pages.json").write_text(
       json.dumps(manifest), encoding="utf-8")
   results_pages.write(root)

@@ -4,7 +4,8 @@ kvp_jax.samples.long_conversations writes (several questions per
 conversation, one `metadata["conversation_id"]`).
 
   1. the transcript is cut into windows of a few utterances, each embedded
-     with the decoder's own embeddings, clustered into episodes (seeded);
+     (settings.embedding: tf-idf of its token ids by default, or the
+     decoder's own embeddings), clustered into episodes (seeded);
   2. every episode's observation window is an instruction followed by its
      medoid windows; the conversation is prefilled block by block once per
      episode, evicted after every block to the budget (prefill_episodes),
@@ -12,7 +13,9 @@ conversation, one `metadata["conversation_id"]`).
      max over the window's queries, or "snapkv", SnapKV's pooled mean);
   3. each question (the text after its last "Question:", so the shared
      instruction does not dominate the embedding) is embedded the same way,
-     routed to the nearest episode and answered through that cache.
+     routed (settings.route_by: to the episode of its nearest window by
+     default, or of the nearest centroid, the paper's) and answered through
+     that episode's cache.
 
 answer_compressed is the plain baseline: one compressed cache of the whole
 conversation, every question answered from it.
@@ -224,8 +227,9 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
     settings: episodes and routing.
     layer_budgets: optional per-layer budgets (sensitivity-aware).
   Returns:
-    One row per sample: sample (its id), episode (routed), fact_episode (the episode of
-    the window that holds the planted fact, when the metadata says where),
+    One row per sample: sample (its id), episode (routed), fact_episode
+    (the episode of the window that holds the planted fact, when the
+    metadata says where),
     prediction, value (x100 score), peak_slots, cache_bytes (per episode),
     peak_bytes (all E caches together, during the prefill).
   """
@@ -248,7 +252,7 @@ def answer_conversation(model: Pretrained, scorer, eviction: Eviction,
 
 
 def routing_accuracy(model: Pretrained, samples: Sequence,
-                     settings: EpisodicSettings) -> dict[str, float]:
+                     settings: EpisodicSettings) -> dict:
   """How often a question is routed to the episode that holds its planted
   fact (no cache is built: episodes and routing only).
 
@@ -256,7 +260,8 @@ def routing_accuracy(model: Pretrained, samples: Sequence,
     model: a decoder with a tokenizer.
     samples: long-conversation samples (any number of conversations), each
       with metadata["fact"]["char_start"].
-    settings: episodes and routing (its embedding is what is compared).
+    settings: episodes and routing (its embedding and route_by are what
+      is compared).
   Returns:
     {"questions", "conversations", "routed_to_fact", "accuracy" (%),
      "hits": [{"conversation", "sample", "hit" (0 or 1)}, one per question,

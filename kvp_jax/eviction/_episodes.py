@@ -380,6 +380,8 @@ def route(questions: np.ndarray, episodes: Episodes,
     raise ValueError(f"question embeddings of width {q.shape[1]}, episodes "
                      f"of width {episodes.centroids.shape[1]}")
   q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+  # A question that shares nothing with any window (a zero tf-idf row) ties
+  # everywhere and goes to the first window's or centroid's episode.
   if by == "window":
     out = episodes.labels[np.argmax(q @ episodes.embeddings.T, axis=1)]
   else:

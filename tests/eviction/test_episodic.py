@@ -106,8 +106,8 @@ def test_tfidf_against_a_worked_example():
 
 def test_routing_by_tfidf(tiny):
   """The same disjoint token groups as above, clustered and routed by
-  tf-idf over the windows: the question goes to its fact's episode, and a
-  token shared by every window weighs least."""
+  tf-idf over the windows: the question goes to its fact's episode though
+  half of it is a token every window holds (which tf-idf weighs least)."""
   rng = np.random.default_rng(0)
   groups = [np.arange(3, 10), np.arange(20, 27), np.arange(40, 47)]
   order = [0, 0, 1, 1, 2, 2, 0, 1]
