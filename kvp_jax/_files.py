@@ -122,3 +122,20 @@ class JsonlLog:
         os.fsync(f.fileno())
     self.rows += rows
     return rows
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
+  """Every record of a JSONL file (blank lines skipped).
+
+  Raises:
+    ValueError: a line that is not JSON, naming the file and the line.
+  """
+  rows = []
+  text = Path(path).read_text(encoding="utf-8")
+  for n, line in enumerate(text.splitlines(), 1):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        raise ValueError(f"{path}: line {n} is not JSON") from None
+  return rows

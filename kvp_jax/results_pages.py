@@ -321,17 +321,8 @@ def read_verdicts(path: Path, kind: str | None = "paired") -> list[dict]:
   of a results.jsonl; [] when there is no file)."""
   if not path.is_file():
     return []
-  rows = []
-  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:
-      raise ValueError(f"{path}: line {n} is not JSON") from None
-    if kind is None or row.get("kind") == kind:
-      rows.append(row)
-  return rows
+  return [row for row in _files.read_jsonl(path)
+          if kind is None or row.get("kind") == kind]
 
 
 def full_cache_table(results: Sequence[Mapping]) -> list[str]:

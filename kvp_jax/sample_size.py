@@ -12,12 +12,12 @@ the interval's 1 / sqrt(n) narrowing
 (kvp_jax.evaluation._sample_size). Use it on a dev run to size the test run.
 """
 
-import json
 from pathlib import Path
 
 from absl import flags
 
 from kvp_jax import _cli
+from kvp_jax import _files
 from kvp_jax.evaluation import _sample_size
 
 _RESULTS = flags.DEFINE_string(
@@ -27,17 +27,6 @@ _METRICS = flags.DEFINE_list("metrics", ["agreement"], "Metrics to size "
                              "(empty: every metric of the verdicts).")
 _HALF_WIDTH = flags.DEFINE_float("half_width", 2.0, "Target half-width of "
                                  "the paired 95% intervals.")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-  rows = []
-  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-    if line.strip():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        _cli.fail(f"{path}: line {n} is not JSON")
-  return rows
 
 
 def main(argv):
@@ -50,7 +39,7 @@ def main(argv):
               "kvp_jax.evaluate first)")
   if not _HALF_WIDTH.value > 0:
     _cli.fail(f"--half_width={_HALF_WIDTH.value} is not > 0")
-  verdicts = read_jsonl(path)
+  verdicts = _files.read_jsonl(path)
   comparisons = _sample_size.comparisons_of(verdicts, _METRICS.value)
   if not comparisons:
     present = sorted({str(r.get("metric")) for r in verdicts
